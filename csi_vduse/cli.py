@@ -1,0 +1,133 @@
+"""The ``csi-vduse`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from csi_vduse.devices.manager import DeviceManager, DeviceStatus
+from csi_vduse.devices.spec import DeviceSpec, parse_size
+from csi_vduse.devices.state import StateStore, default_state_dir
+from csi_vduse.errors import CsiVduseError
+
+log = logging.getLogger("csi_vduse")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="csi-vduse", description="virtio-blk volumes emulated in userspace through VDUSE"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"where device records live (default {default_state_dir()})",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log progress (-v) or everything (-vv) to stderr",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    device = commands.add_parser("device", help="manage VDUSE block devices")
+    actions = device.add_subparsers(dest="action", required=True)
+
+    create = actions.add_parser("create", help="create a device and print its /dev/vdX path")
+    create.add_argument("name")
+    create.add_argument(
+        "--backing",
+        type=Path,
+        required=True,
+        help="raw image file or block device holding the data",
+    )
+    create.add_argument(
+        "--size",
+        type=parse_size_arg,
+        default=None,
+        help="size (e.g. 256M, 10G) of a backing file to create if missing",
+    )
+    create.add_argument("--readonly", action="store_true", help="expose the device read-only")
+
+    delete = actions.add_parser("delete", help="detach and destroy a device (idempotent)")
+    delete.add_argument("name")
+
+    listing = actions.add_parser("list", help="the devices this tool manages")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def parse_size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except CsiVduseError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+
+
+def _format_table(statuses: list[DeviceStatus]) -> str:
+    rows = [("NAME", "STATE", "SIZE", "MODE", "BLOCK DEVICE", "BACKING")]
+    for status in statuses:
+        record = status.record
+        rows.append(
+            (
+                record.name,
+                status.state,
+                str(record.size),
+                "ro" if record.readonly else "rw",
+                status.block_device or "-",
+                record.backing,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    manager = DeviceManager(StateStore(args.state_dir))
+    if args.action == "create":
+        spec = DeviceSpec(args.name, args.backing, args.size, args.readonly)
+        record = manager.create(spec)
+        print(record.block_device)
+    elif args.action == "delete":
+        if not manager.delete(args.name):
+            log.info("device %s did not exist", args.name)
+    elif args.action == "list":
+        statuses = manager.list()
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {**asdict(s.record), "state": s.state, "block_device": s.block_device}
+                        for s in statuses
+                    ],
+                    indent=2,
+                )
+            )
+        else:
+            print(_format_table(statuses))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except CsiVduseError as exc:
+        print(f"csi-vduse: error: {exc.step}: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Starting, finding and stopping a device's dataplane process.
+
+The dataplane runs in its own session so it outlives the command that created
+it; it is identified by pid plus start time, so a recycled pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from csi_vduse.devices.errors import DeviceError
+from dataplane.interface import DataplaneArgs, parse_ready
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    pid: int
+    start_time: int
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[19])
+
+
+def is_running(process: ProcessId) -> bool:
+    if start_time(process.pid) != process.start_time:
+        return False
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # an unreaped zombie has already let go of everything
+
+
+def start(args: DataplaneArgs, log_file: Path) -> ProcessId:
+    """Spawn the dataplane and wait until it reports that it answers device messages."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "dataplane", *replace(args, ready_fd=ready_w).argv()]
+    try:
+        with open(log_file, "ab") as log_out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_out,
+                stderr=log_out,
+                cwd="/",
+                start_new_session=True,
+                pass_fds=(ready_w,),
+            )
+    except OSError as exc:
+        os.close(ready_r)
+        os.close(ready_w)
+        raise DeviceError("start dataplane", f"cannot run {argv[0]}: {exc}", exc.errno) from exc
+    os.close(ready_w)
+    try:
+        line = _read_line(ready_r, READY_TIMEOUT)
+    finally:
+        os.close(ready_r)
+    identity = ProcessId(proc.pid, start_time(proc.pid) or 0)
+    report = parse_ready(line) if line else None
+    if report is None or not report.get("ready"):
+        stop(identity)
+        proc.wait()
+        reason = report["error"] if report else _describe_exit(proc, log_file)
+        raise DeviceError("start dataplane", str(reason), errno.EIO)
+    log.info("dataplane for %s running as pid %d", args.name, proc.pid)
+    return identity
+
+
+def _read_line(fd: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _describe_exit(proc: subprocess.Popen[bytes], log_file: Path) -> str:
+    code = proc.poll()
+    tail = (
+        log_file.read_text(errors="replace").strip().splitlines()[-5:] if log_file.exists() else []
+    )
+    state = f"exited with status {code}" if code is not None else "did not report readiness"
+    return f"the dataplane {state}" + (": " + " | ".join(tail) if tail else "")
+
+
+def stop(process: ProcessId, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; returns once the process is gone."""
+    for signum, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not is_running(process):
+            return
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap(process.pid)
+            if not is_running(process):
+                return
+            time.sleep(0.02)
+    raise DeviceError("stop dataplane", f"pid {process.pid} survived SIGKILL", errno.EBUSY)
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,9 @@
+"""Device lifecycle failures; ``step`` names the lifecycle step that failed."""
+
+from __future__ import annotations
+
+from csi_vduse.errors import CsiVduseError
+
+
+class DeviceError(CsiVduseError):
+    """A device could not be created, deleted or inspected."""

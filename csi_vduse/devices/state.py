@@ -1,0 +1,81 @@
+"""Durable records of managed devices: one JSON file per device in the state directory.
+
+Records are what ``delete`` and ``list`` work from after the creating process has
+exited; a per-name lock file serialises operations on one device.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path("/run/csi-vduse")
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("CSI_VDUSE_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+@dataclass
+class DeviceRecord:
+    name: str
+    backing: str
+    size: int
+    readonly: bool
+    state: str = "creating"  # creating -> running; deleting while torn down
+    pid: int | None = None
+    pid_start_time: int | None = None  # guards against pid reuse
+    block_device: str | None = None
+    created_backing: bool = False
+
+
+class StateStore:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_state_dir()
+        self.devices = self.root / "devices"
+
+    def _path(self, name: str) -> Path:
+        return self.devices / f"{name}.json"
+
+    def log_path(self, name: str) -> Path:
+        return self.devices / f"{name}.log"
+
+    def load(self, name: str) -> DeviceRecord | None:
+        try:
+            data = json.loads(self._path(name).read_text())
+        except FileNotFoundError:
+            return None
+        return DeviceRecord(**data)
+
+    def save(self, record: DeviceRecord) -> None:
+        self.devices.mkdir(parents=True, exist_ok=True)
+        path = self._path(record.name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def remove(self, name: str) -> None:
+        for path in (self._path(name), self.log_path(name)):
+            path.unlink(missing_ok=True)
+
+    def records(self) -> list[DeviceRecord]:
+        found = []
+        for path in sorted(self.devices.glob("*.json")):
+            record = self.load(path.stem)
+            if record is not None:
+                found.append(record)
+        return found
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Exclusive access to one device's lifecycle across processes."""
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield

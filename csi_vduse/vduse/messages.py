@@ -1,0 +1,83 @@
+"""The control messages read from and written to ``/dev/vduse/$NAME``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from csi_vduse.vduse.uapi import ffi, lib
+
+REQUEST_SIZE: int = ffi.sizeof("struct vduse_dev_request")
+RESPONSE_SIZE: int = ffi.sizeof("struct vduse_dev_response")
+
+
+class RequestType(IntEnum):
+    GET_VQ_STATE = lib.VDUSE_GET_VQ_STATE
+    SET_STATUS = lib.VDUSE_SET_STATUS
+    UPDATE_IOTLB = lib.VDUSE_UPDATE_IOTLB
+
+
+@dataclass(frozen=True)
+class Request:
+    """One kernel request; the union member that ``type`` selects is decoded."""
+
+    type: int
+    request_id: int
+    vq_index: int = 0
+    status: int = 0
+    iova_start: int = 0
+    iova_last: int = 0
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Request:
+        if len(raw) != REQUEST_SIZE:
+            raise ValueError(f"short VDUSE request: {len(raw)} of {REQUEST_SIZE} bytes")
+        req = ffi.cast("struct vduse_dev_request *", ffi.from_buffer(raw))
+        return cls(
+            type=req.type,
+            request_id=req.request_id,
+            vq_index=req.vq_state.index,
+            status=req.s.status,
+            iova_start=req.iova.start,
+            iova_last=req.iova.last,
+        )
+
+    def encode(self) -> bytes:
+        """The kernel's wire form; used by tests that stand in for the kernel."""
+        req = ffi.new("struct vduse_dev_request *")
+        req.type = self.type
+        req.request_id = self.request_id
+        if self.type == RequestType.GET_VQ_STATE:
+            req.vq_state.index = self.vq_index
+        elif self.type == RequestType.SET_STATUS:
+            req.s.status = self.status
+        elif self.type == RequestType.UPDATE_IOTLB:
+            req.iova.start = self.iova_start
+            req.iova.last = self.iova_last
+        return bytes(ffi.buffer(req))
+
+
+@dataclass(frozen=True)
+class Response:
+    request_id: int
+    ok: bool = True
+    vq_index: int = 0
+    avail_index: int = 0
+
+    def encode(self) -> bytes:
+        resp = ffi.new("struct vduse_dev_response *")
+        resp.request_id = self.request_id
+        resp.result = lib.VDUSE_REQ_RESULT_OK if self.ok else lib.VDUSE_REQ_RESULT_FAILED
+        resp.vq_state.index = self.vq_index
+        resp.vq_state.split.avail_index = self.avail_index
+        return bytes(ffi.buffer(resp))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Response:
+        resp = ffi.cast("struct vduse_dev_response *", ffi.from_buffer(raw))
+        return cls(
+            request_id=resp.request_id,
+            ok=resp.result == lib.VDUSE_REQ_RESULT_OK,
+            vq_index=resp.vq_state.index,
+            avail_index=resp.vq_state.split.avail_index,
+        )

@@ -1,0 +1,1 @@
+"""Virtio facts shared by the control plane (device description) and the dataplane."""

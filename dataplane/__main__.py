@@ -1,0 +1,59 @@
+"""Entry point of the dataplane process; see ``dataplane.interface`` for the contract."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from csi_vduse.errors import CsiVduseError
+from csi_vduse.vduse.node import DeviceNode
+from dataplane.blk.backend import FileBackend
+from dataplane.blk.handler import BlkHandler
+from dataplane.blk.profile import BlkProfile
+from dataplane.interface import DataplaneArgs, report_ready
+from dataplane.server import Server
+from dataplane.virtio.session import VduseSession
+
+log = logging.getLogger("dataplane")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = DataplaneArgs.parse(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s dataplane[{args.name}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        backend = FileBackend(args.backing, args.readonly)
+        node = DeviceNode(args.name, nonblocking=True)
+    except CsiVduseError as exc:
+        log.error("cannot start: %s", exc)
+        report_ready(args.ready_fd, str(exc))
+        return 1
+    profile = BlkProfile(backend.size, args.readonly, args.queues, args.queue_size)
+    session = VduseSession(node, args.queues, profile.features, profile.required)
+    handler = BlkHandler(backend, args.serial.encode(), args.readonly)
+    server = Server(node, session, handler)
+    server.install_signal_handlers()
+    report_ready(args.ready_fd)
+    log.info(
+        "serving %s from %s (%d bytes%s)",
+        args.name,
+        args.backing,
+        backend.size,
+        ", read-only" if args.readonly else "",
+    )
+    try:
+        server.run()
+    finally:
+        session.reset()
+        server.close()
+        node.close()
+        backend.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The virtio-blk layer: turns descriptor chains into storage operations."""

@@ -1,0 +1,125 @@
+"""virtio-blk request handling: header, data and status byte of each chain.
+
+A request is a 16-byte header {type, ioprio, sector} in the device-readable
+part, data in either part, and a status byte as the last device-writable byte.
+Malformed requests get IOERR (or UNSUPP for unknown types) whenever a status
+byte can be found; a chain too broken to carry one is returned with nothing
+written, so the driver never waits forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from csi_vduse.virtio.blk import ID_BYTES, REQUEST_HEADER, SECTOR_SIZE, BlkStatus, RequestType
+from dataplane.blk.backend import FileBackend
+from dataplane.virtio.split_ring import Chain
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(Exception):
+    """A request the device must fail with IOERR."""
+
+
+def _total(views: Sequence[memoryview]) -> int:
+    return sum(len(v) for v in views)
+
+
+def _gather(views: Sequence[memoryview], length: int) -> bytes:
+    out = bytearray()
+    for view in views:
+        if len(out) >= length:
+            break
+        out += view[: length - len(out)]
+    return bytes(out)
+
+
+def _split(views: Sequence[memoryview], at: int) -> tuple[list[memoryview], list[memoryview]]:
+    """Views before byte ``at`` and from it on."""
+    head: list[memoryview] = []
+    tail: list[memoryview] = []
+    for view in views:
+        if at >= len(view):
+            head.append(view)
+            at -= len(view)
+        elif at > 0:
+            head.append(view[:at])
+            tail.append(view[at:])
+            at = 0
+        else:
+            tail.append(view)
+    return head, tail
+
+
+class BlkHandler:
+    """Serves requests against one backend; ``serial`` answers GET_ID."""
+
+    def __init__(self, backend: FileBackend, serial: bytes, readonly: bool) -> None:
+        self.backend = backend
+        self.serial = serial[:ID_BYTES]
+        self.readonly = readonly
+        self.capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
+
+    def handle(self, chain: Chain) -> int:
+        """Serve ``chain``; returns how many bytes were written into it."""
+        if not chain.writable or _total(chain.writable) == 0:
+            log.error("request %d has no status byte (%s); dropped", chain.head, chain.error)
+            return 0
+        data_in, status_views = _split(chain.writable, _total(chain.writable) - 1)
+        status_view = status_views[-1]
+        if chain.error is not None:
+            log.error("request %d is malformed: %s", chain.head, chain.error)
+            status_view[0] = BlkStatus.IOERR
+            return 1
+        written = 0
+        try:
+            status, written = self._serve(chain.readable, data_in)
+        except RequestError as exc:
+            log.warning("request %d failed: %s", chain.head, exc)
+            status = BlkStatus.IOERR
+        except OSError as exc:
+            log.error("request %d: backend I/O error: %s", chain.head, exc)
+            status = BlkStatus.IOERR
+        status_view[0] = status
+        return written + 1
+
+    def _serve(
+        self, readable: list[memoryview], data_in: list[memoryview]
+    ) -> tuple[BlkStatus, int]:
+        if _total(readable) < REQUEST_HEADER.size:
+            raise RequestError("header shorter than 16 bytes")
+        kind, _ioprio, sector = REQUEST_HEADER.unpack(_gather(readable, REQUEST_HEADER.size))
+        _, data_out = _split(readable, REQUEST_HEADER.size)
+        if kind == RequestType.IN:
+            length = _total(data_in)
+            self._check_range(sector, length)
+            self.backend.read_into(data_in, sector * SECTOR_SIZE)
+            return BlkStatus.OK, length
+        if kind == RequestType.OUT:
+            if self.readonly:
+                raise RequestError("write to a read-only device")
+            self._check_range(sector, _total(data_out))
+            self.backend.write_from(data_out, sector * SECTOR_SIZE)
+            return BlkStatus.OK, 0
+        if kind == RequestType.FLUSH:
+            self.backend.flush()
+            return BlkStatus.OK, 0
+        if kind == RequestType.GET_ID:
+            ident = self.serial.ljust(ID_BYTES, b"\0")[: _total(data_in)]
+            offset = 0
+            for view in data_in:
+                piece = ident[offset : offset + len(view)]
+                view[: len(piece)] = piece
+                offset += len(piece)
+            return BlkStatus.OK, len(ident)
+        log.info("unsupported request type %d", kind)
+        return BlkStatus.UNSUPP, 0
+
+    def _check_range(self, sector: int, length: int) -> None:
+        if length % SECTOR_SIZE:
+            raise RequestError(f"data length {length} is not a multiple of {SECTOR_SIZE}")
+        end = sector * SECTOR_SIZE + length
+        if end > self.capacity:
+            raise RequestError(f"sectors {sector}+{length // SECTOR_SIZE} beyond the capacity")

@@ -1,0 +1,89 @@
+"""The control plane <-> dataplane process contract, versioned.
+
+The control plane starts ``python -m dataplane`` with the arguments below and an
+inherited pipe (``--ready-fd``). The dataplane writes exactly one JSON line to it
+and closes it: ``{"protocol": 1, "ready": true, "pid": N}`` once it holds the
+device node and answers messages, or ``{"protocol": 1, "ready": false, "error":
+"..."}`` when it cannot start. SIGTERM stops it; its exit closes the device node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataplaneArgs:
+    name: str
+    backing: Path
+    readonly: bool = False
+    queues: int = 1
+    queue_size: int = 256
+    serial: str = ""
+    ready_fd: int | None = None
+
+    def argv(self) -> list[str]:
+        argv = [
+            "--protocol", str(PROTOCOL_VERSION),
+            "--name", self.name,
+            "--backing", str(self.backing),
+            "--queues", str(self.queues),
+            "--queue-size", str(self.queue_size),
+            "--serial", self.serial,
+        ]  # fmt: skip
+        if self.readonly:
+            argv.append("--readonly")
+        if self.ready_fd is not None:
+            argv += ["--ready-fd", str(self.ready_fd)]
+        return argv
+
+    @classmethod
+    def parse(cls, argv: list[str] | None = None) -> DataplaneArgs:
+        parser = argparse.ArgumentParser(prog="python -m dataplane", description=__doc__)
+        parser.add_argument("--protocol", type=int, default=PROTOCOL_VERSION)
+        parser.add_argument("--name", required=True, help="VDUSE device name")
+        parser.add_argument("--backing", type=Path, required=True, help="raw image to serve")
+        parser.add_argument("--readonly", action="store_true")
+        parser.add_argument("--queues", type=int, default=1)
+        parser.add_argument("--queue-size", type=int, default=256)
+        parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
+        parser.add_argument("--ready-fd", type=int, default=None)
+        ns = parser.parse_args(argv)
+        if ns.protocol != PROTOCOL_VERSION:
+            parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
+        return cls(
+            ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd
+        )
+
+
+def report_ready(fd: int | None, error: str | None = None) -> None:
+    """Send the one readiness line and close the pipe."""
+    if fd is None:
+        return
+    message: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "ready": error is None}
+    if error is None:
+        message["pid"] = os.getpid()
+    else:
+        message["error"] = error
+    try:
+        os.write(fd, (json.dumps(message) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def parse_ready(line: bytes) -> dict[str, Any]:
+    """Decode the readiness line; a malformed one counts as an error report."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {"ready": False, "error": f"unreadable readiness report {line[:200]!r}"}
+    if not isinstance(message, dict) or message.get("protocol") != PROTOCOL_VERSION:
+        return {"ready": False, "error": f"unexpected readiness report {message!r}"}
+    return message

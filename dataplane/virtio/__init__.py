@@ -1,0 +1,1 @@
+"""The virtio device layer: IOTLB mappings, split virtqueues, VDUSE control messages."""

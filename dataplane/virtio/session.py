@@ -1,0 +1,129 @@
+"""Answers a VDUSE device's control messages and owns its virtqueues.
+
+SET_STATUS drives the virtio lifecycle: FEATURES_OK is refused unless the driver
+accepted what this device needs; DRIVER_OK enables the rings (VQ_GET_INFO, kick
+eventfd, ring mappings); status 0 is a reset, after which the kernel has already
+forgotten ring addresses and kick fds. UPDATE_IOTLB drops stale mappings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from csi_vduse.vduse import VduseError
+from csi_vduse.vduse.messages import Request, RequestType, Response
+from csi_vduse.vduse.node import IotlbEntry, VqInfo
+from csi_vduse.virtio.spec import Status
+from dataplane.virtio.iotlb import Iotlb
+from dataplane.virtio.split_ring import RingAddresses, RingError, SplitQueue
+
+log = logging.getLogger(__name__)
+
+
+class DeviceControl(Protocol):
+    """What the session needs of ``/dev/vduse/$NAME`` (a DeviceNode, or a fake in tests)."""
+
+    def features(self) -> int: ...
+    def vq_info(self, index: int) -> VqInfo: ...
+    def vq_setup_kickfd(self, index: int, fd: int) -> None: ...
+    def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]: ...
+
+
+@dataclass
+class ActiveQueue:
+    ring: SplitQueue
+    kickfd: int
+
+
+class VduseSession:
+    def __init__(self, node: DeviceControl, queue_count: int, offered: int, required: int) -> None:
+        self.node = node
+        self.queue_count = queue_count
+        self.offered = offered
+        self.required = required
+        self.status = 0
+        self.features = 0
+        self.iotlb = Iotlb(node)
+        self.queues: dict[int, ActiveQueue] = {}
+
+    @property
+    def running(self) -> bool:
+        return bool(self.status & Status.DRIVER_OK)
+
+    def handle(self, request: Request) -> Response:
+        if request.type == RequestType.GET_VQ_STATE:
+            queue = self.queues.get(request.vq_index)
+            avail = queue.ring.last_avail if queue else 0
+            return Response(request.request_id, vq_index=request.vq_index, avail_index=avail)
+        if request.type == RequestType.SET_STATUS:
+            return Response(request.request_id, ok=self._set_status(request.status))
+        if request.type == RequestType.UPDATE_IOTLB:
+            self.iotlb.invalidate(request.iova_start, request.iova_last)
+            return Response(request.request_id)
+        log.warning("unknown VDUSE request type %d", request.type)
+        return Response(request.request_id, ok=False)
+
+    def _set_status(self, status: int) -> bool:
+        if status == 0:
+            self.reset()
+            return True
+        added = status & ~self.status
+        if added & Status.FEATURES_OK and not self._accept_features():
+            return False
+        if added & Status.DRIVER_OK and not self._start_queues():
+            return False
+        log.info("device status %s", Status(status))
+        self.status = status
+        return True
+
+    def _accept_features(self) -> bool:
+        features = self.node.features()
+        if features & ~self.offered:
+            log.error("driver accepted features never offered: %#x", features & ~self.offered)
+            return False
+        if features & self.required != self.required:
+            log.error("driver refused required features: %#x", self.required & ~features)
+            return False
+        self.features = features
+        log.info("features negotiated: %#x", features)
+        return True
+
+    def _start_queues(self) -> bool:
+        try:
+            for index in range(self.queue_count):
+                info = self.node.vq_info(index)
+                if not info.ready:
+                    continue
+                addresses = RingAddresses(
+                    info.num, info.desc_addr, info.driver_addr, info.device_addr
+                )
+                ring = SplitQueue(index, addresses, self.iotlb, last_avail=info.avail_index)
+                kickfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                try:
+                    self.node.vq_setup_kickfd(index, kickfd)
+                except BaseException:
+                    os.close(kickfd)
+                    raise
+                self.queues[index] = ActiveQueue(ring, kickfd)
+                log.info(
+                    "queue %d enabled: %d entries, avail %d", index, info.num, info.avail_index
+                )
+        except (VduseError, RingError) as exc:
+            log.error("cannot enable queues: %s", exc)
+            self.reset()
+            return False
+        return True
+
+    def reset(self) -> None:
+        """Forget rings, kick fds and mappings, as the kernel already has."""
+        for queue in self.queues.values():
+            os.close(queue.kickfd)
+        self.queues.clear()
+        self.iotlb.clear()
+        if self.status:
+            log.info("device reset")
+        self.status = 0
+        self.features = 0

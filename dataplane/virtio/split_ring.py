@@ -1,0 +1,131 @@
+"""The device side of a split virtqueue: take descriptor chains off the available ring,
+put them on the used ring.
+
+Layouts (virtio 1.x, little-endian): descriptor table of {addr u64, len u32,
+flags u16, next u16}; available ring {flags, idx, ring[num] u16}; used ring
+{flags, idx, ring[num] of {id u32, len u32}}.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from csi_vduse.virtio.spec import DescFlag
+from dataplane.virtio.iotlb import Iotlb, IotlbError
+
+DESC = struct.Struct("<QIHH")
+U16 = struct.Struct("<H")
+USED_ELEM = struct.Struct("<II")
+
+
+class RingError(Exception):
+    """The driver broke the ring protocol (an index out of range, say)."""
+
+
+@dataclass
+class Chain:
+    """One request: the buffers the device reads, then those it writes."""
+
+    head: int
+    readable: list[memoryview] = field(default_factory=list)
+    writable: list[memoryview] = field(default_factory=list)
+    error: str | None = None  # why the chain could not be fully walked, if it could not
+
+    def release(self) -> None:
+        for view in (*self.readable, *self.writable):
+            view.release()
+
+
+@dataclass
+class RingAddresses:
+    num: int
+    desc: int
+    driver: int
+    device: int
+
+
+class SplitQueue:
+    """One enabled split virtqueue, resuming from ``last_avail``."""
+
+    def __init__(self, index: int, addresses: RingAddresses, iotlb: Iotlb, last_avail: int = 0):
+        if addresses.num == 0 or addresses.num & (addresses.num - 1):
+            raise RingError(f"queue {index}: size {addresses.num} is not a power of two")
+        self.index = index
+        self.addr = addresses
+        self.num = addresses.num
+        self.iotlb = iotlb
+        self.last_avail = last_avail
+        self.used_idx = last_avail
+        self._generation = -1
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """(Re)locate the three ring areas; needed again after an IOTLB invalidation."""
+        num = self.num
+        try:
+            self._desc, self._desc_off = self.iotlb.locate(self.addr.desc, 16 * num, False)
+            self._avail, self._avail_off = self.iotlb.locate(self.addr.driver, 6 + 2 * num, False)
+            self._used, self._used_off = self.iotlb.locate(self.addr.device, 6 + 8 * num, True)
+        except IotlbError as exc:
+            raise RingError(f"queue {self.index}: {exc}") from exc
+        self._generation = self.iotlb.generation
+
+    def _fresh(self) -> None:
+        if self._generation != self.iotlb.generation:
+            self._resolve()
+
+    def avail_idx(self) -> int:
+        self._fresh()
+        (idx,) = U16.unpack_from(self._avail, self._avail_off + 2)
+        return int(idx)
+
+    def pending(self) -> int:
+        count = (self.avail_idx() - self.last_avail) & 0xFFFF
+        if count > self.num:
+            raise RingError(f"queue {self.index}: avail idx ran {count} ahead of a {self.num} ring")
+        return count
+
+    def pop(self) -> Chain | None:
+        """The next available chain, or None when the driver has posted nothing new."""
+        if self.pending() == 0:
+            return None
+        slot = self._avail_off + 4 + 2 * (self.last_avail % self.num)
+        (head,) = U16.unpack_from(self._avail, slot)
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        if head >= self.num:
+            raise RingError(f"queue {self.index}: head {head} out of range")
+        chain = Chain(head)
+        try:
+            self._walk(chain)
+        except (RingError, IotlbError) as exc:
+            chain.error = str(exc)
+        return chain
+
+    def _walk(self, chain: Chain) -> None:
+        index = chain.head
+        for _ in range(self.num):
+            addr, length, flags, nxt = DESC.unpack_from(self._desc, self._desc_off + 16 * index)
+            if flags & DescFlag.INDIRECT:
+                raise RingError("indirect descriptors were not negotiated")
+            if flags & DescFlag.WRITE:
+                chain.writable += self.iotlb.views(addr, length, writable=True)
+            elif chain.writable:
+                raise RingError("a device-readable descriptor follows a writable one")
+            else:
+                chain.readable += self.iotlb.views(addr, length, writable=False)
+            if not flags & DescFlag.NEXT:
+                return
+            if nxt >= self.num:
+                raise RingError(f"descriptor {index} links to {nxt}, beyond the ring")
+            index = nxt
+        raise RingError(f"descriptor chain from {chain.head} loops")
+
+    def push(self, head: int, written: int) -> None:
+        """Return a chain to the driver; ``written`` is what the device wrote into it."""
+        self._fresh()
+        slot = self._used_off + 4 + 8 * (self.used_idx % self.num)
+        USED_ELEM.pack_into(self._used, slot, head, written)
+        self.used_idx = (self.used_idx + 1) & 0xFFFF
+        # The element is stored before the index that publishes it (x86 keeps store order).
+        U16.pack_into(self._used, self._used_off + 2, self.used_idx)

@@ -1,0 +1,5 @@
+"""Builds the cffi extension modules at install time; metadata lives in pyproject.toml."""
+
+from setuptools import setup
+
+setup(cffi_modules=["csi_vduse/vduse/uapi_build.py:ffibuilder"])
