@@ -39,7 +39,7 @@ from dataplane.interface import DataplaneArgs
 
 log = logging.getLogger(__name__)
 
-BLOCK_DEVICE_TIMEOUT = 20.0
+BLOCK_DEVICE_TIMEOUT = 20.0  # seconds; CSI_VDUSE_BLOCK_DEVICE_TIMEOUT overrides
 DESTROY_RETRY = 5.0
 VQ_ALIGN = 4096
 
@@ -160,7 +160,7 @@ class DeviceManager:
         undo.callback(_quietly, "detach from vDPA bus", self._detach, name)
         _step(name, "bind virtio_vdpa", sysfs.bind, name)
         node_path = _step(
-            name, "wait for block device", sysfs.wait_for_block_device, name, BLOCK_DEVICE_TIMEOUT
+            name, "wait for block device", sysfs.wait_for_block_device, name, _block_timeout()
         )
         record.block_device = str(node_path)
         record.state = "running"
@@ -244,6 +244,10 @@ class DeviceManager:
 
     def list(self) -> list[DeviceStatus]:
         return [self.status(record) for record in self.store.records()]
+
+
+def _block_timeout() -> float:
+    return float(os.environ.get("CSI_VDUSE_BLOCK_DEVICE_TIMEOUT") or BLOCK_DEVICE_TIMEOUT)
 
 
 def _process_of(record: DeviceRecord | None) -> ProcessId | None:

@@ -1,0 +1,100 @@
+"""Fixtures for tests against the real VDUSE kernel (run in the test VM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CLI = [sys.executable, "-m", "csi_vduse"]
+
+
+@dataclass
+class Cli:
+    """Runs the real ``csi-vduse`` command with a private state directory."""
+
+    state_dir: Path
+
+    def run(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        environ = {**os.environ, "CSI_VDUSE_STATE_DIR": str(self.state_dir), **env}
+        done = subprocess.run(
+            [*CLI, "-v", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=environ,
+            timeout=300,
+        )
+        sys.stderr.write(done.stderr)
+        if check and done.returncode != 0:
+            raise AssertionError(f"csi-vduse {' '.join(args)} failed:\n{done.stderr}")
+        return done
+
+    def create(self, name: str, backing: Path, *extra: str) -> Path:
+        out = self.run("device", "create", name, "--backing", str(backing), *extra).stdout
+        return Path(out.strip())
+
+    def delete(self, name: str) -> None:
+        self.run("device", "delete", name)
+
+    def list(self) -> list[dict[str, Any]]:
+        devices: list[dict[str, Any]] = json.loads(self.run("device", "list", "--json").stdout)
+        return devices
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    tool = Cli(tmp_path / "state")
+    yield tool
+    # Whatever a test left, tear it down so later tests start clean.
+    for device in tool.list():
+        tool.run("device", "delete", device["name"], check=False)
+
+
+def leftovers(name: str) -> list[str]:
+    """Everything of device ``name`` still present on the machine."""
+    found = []
+    if Path(f"/dev/vduse/{name}").exists():
+        found.append(f"/dev/vduse/{name}")
+    if Path(f"/sys/class/vduse/{name}").exists():
+        found.append(f"/sys/class/vduse/{name}")
+    if Path(f"/sys/bus/vdpa/devices/{name}").exists():
+        found.append(f"vdpa device {name}")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"dataplane" in argv and name.encode() in argv:
+            found.append(f"dataplane pid {proc.name}")
+    return found
+
+
+def dataplane_pid(name: str) -> int:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"dataplane" in argv and name.encode() in argv:
+                return int(proc.name)
+    raise AssertionError(f"no dataplane process for {name}")
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return done
