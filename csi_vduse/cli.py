@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from csi_vduse.demo import run_demo
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
 from csi_vduse.devices.spec import DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore, default_state_dir
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = actions.add_parser("list", help="the devices this tool manages")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    commands.add_parser(
+        "demo", help="create, format, mount, use and delete a device (needs root and VDUSE)"
+    )
     return parser
 
 
@@ -94,7 +99,9 @@ def _format_table(statuses: list[DeviceStatus]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     manager = DeviceManager(StateStore(args.state_dir))
-    if args.action == "create":
+    if args.command == "demo":
+        run_demo(manager, lambda line: print(line, flush=True))
+    elif args.action == "create":
         spec = DeviceSpec(args.name, args.backing, args.size, args.readonly)
         record = manager.create(spec)
         print(record.block_device)

@@ -64,15 +64,14 @@ class BlkHandler:
 
     def handle(self, chain: Chain) -> int:
         """Serve ``chain``; returns how many bytes were written into it."""
-        if not chain.writable or _total(chain.writable) == 0:
-            log.error("request %d has no status byte (%s); dropped", chain.head, chain.error)
-            return 0
+        if chain.error is not None or not chain.status_mapped:
+            log.error("request %d is malformed: %s", chain.head, chain.error or "no status byte")
+            if not chain.status_mapped:
+                return 0  # nowhere to put a status: hand the buffers back untouched
+            chain.writable[-1][-1] = BlkStatus.IOERR
+            return 1
         data_in, status_views = _split(chain.writable, _total(chain.writable) - 1)
         status_view = status_views[-1]
-        if chain.error is not None:
-            log.error("request %d is malformed: %s", chain.head, chain.error)
-            status_view[0] = BlkStatus.IOERR
-            return 1
         written = 0
         try:
             status, written = self._serve(chain.readable, data_in)

@@ -30,7 +30,8 @@ class Chain:
     head: int
     readable: list[memoryview] = field(default_factory=list)
     writable: list[memoryview] = field(default_factory=list)
-    error: str | None = None  # why the chain could not be fully walked, if it could not
+    error: str | None = None  # why the chain is malformed, if it is
+    status_mapped: bool = False  # the final descriptor is mapped and device-writable
 
     def release(self) -> None:
         for view in (*self.readable, *self.writable):
@@ -103,18 +104,26 @@ class SplitQueue:
         return chain
 
     def _walk(self, chain: Chain) -> None:
+        """Collect the chain's buffers; a bad buffer is noted and skipped so the final
+        descriptor (the status byte, for virtio-blk) can still be found."""
         index = chain.head
         for _ in range(self.num):
             addr, length, flags, nxt = DESC.unpack_from(self._desc, self._desc_off + 16 * index)
-            if flags & DescFlag.INDIRECT:
-                raise RingError("indirect descriptors were not negotiated")
-            if flags & DescFlag.WRITE:
-                chain.writable += self.iotlb.views(addr, length, writable=True)
-            elif chain.writable:
-                raise RingError("a device-readable descriptor follows a writable one")
-            else:
-                chain.readable += self.iotlb.views(addr, length, writable=False)
+            mapped = False
+            try:
+                if flags & DescFlag.INDIRECT:
+                    raise RingError("indirect descriptors were not negotiated")
+                if flags & DescFlag.WRITE:
+                    chain.writable += self.iotlb.views(addr, length, writable=True)
+                elif chain.writable:
+                    raise RingError("a device-readable descriptor follows a writable one")
+                else:
+                    chain.readable += self.iotlb.views(addr, length, writable=False)
+                mapped = True
+            except (RingError, IotlbError) as exc:
+                chain.error = chain.error or f"descriptor {index}: {exc}"
             if not flags & DescFlag.NEXT:
+                chain.status_mapped = mapped and bool(flags & DescFlag.WRITE) and length > 0
                 return
             if nxt >= self.num:
                 raise RingError(f"descriptor {index} links to {nxt}, beyond the ring")

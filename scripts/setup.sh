@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine (as root) to build, demo and test csi-vduse:
+# system packages, a virtual environment in .venv, and the package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev  # build (cffi extension)
+    qemu-system-x86 busybox-static kmod apt dpkg                   # the test VM
+    fio e2fsprogs util-linux iproute2 qemu-utils                   # used inside the VM
+)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if (( ${#missing[@]} )); then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    /usr/bin/python3 -m venv .venv
+fi
+pip_log=$(mktemp)
+if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+       .venv/bin/python -m pip install -q -e '.[test]'; } >"$pip_log" 2>&1; then
+    cat "$pip_log"; rm -f "$pip_log"; echo "setup: pip install failed" >&2; exit 1
+fi
+rm -f "$pip_log"
+echo "setup: ready ($(.venv/bin/python --version), $(qemu-system-x86_64 --version | head -1))"
