@@ -17,7 +17,7 @@ _SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 
 def validate_name(name: str) -> str:
     """Names become /dev/vduse/NAME, the vDPA device name and a state file name."""
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise DeviceError(
             "validate",
             f"invalid device name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
@@ -29,7 +29,7 @@ def validate_name(name: str) -> str:
 
 def parse_size(text: str) -> int:
     """Bytes from ``4096``, ``256M``, ``256MiB``, ``1G``...; units are powers of 1024."""
-    match = _SIZE_PATTERN.match(text)
+    match = _SIZE_PATTERN.fullmatch(text)
     if not match:
         raise DeviceError("validate", f"invalid size {text!r} (try 256M or 10G)", errno.EINVAL)
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]

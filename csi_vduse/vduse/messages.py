@@ -33,14 +33,13 @@ class Request:
         if len(raw) != REQUEST_SIZE:
             raise ValueError(f"short VDUSE request: {len(raw)} of {REQUEST_SIZE} bytes")
         req = ffi.cast("struct vduse_dev_request *", ffi.from_buffer(raw))
-        return cls(
-            type=req.type,
-            request_id=req.request_id,
-            vq_index=req.vq_state.index,
-            status=req.s.status,
-            iova_start=req.iova.start,
-            iova_last=req.iova.last,
-        )
+        if req.type == RequestType.GET_VQ_STATE:
+            return cls(req.type, req.request_id, vq_index=req.vq_state.index)
+        if req.type == RequestType.SET_STATUS:
+            return cls(req.type, req.request_id, status=req.s.status)
+        if req.type == RequestType.UPDATE_IOTLB:
+            return cls(req.type, req.request_id, iova_start=req.iova.start, iova_last=req.iova.last)
+        return cls(req.type, req.request_id)
 
     def encode(self) -> bytes:
         """The kernel's wire form; used by tests that stand in for the kernel."""
@@ -74,6 +73,8 @@ class Response:
 
     @classmethod
     def decode(cls, raw: bytes) -> Response:
+        if len(raw) != RESPONSE_SIZE:
+            raise ValueError(f"short VDUSE response: {len(raw)} of {RESPONSE_SIZE} bytes")
         resp = ffi.cast("struct vduse_dev_response *", ffi.from_buffer(raw))
         return cls(
             request_id=resp.request_id,

@@ -56,10 +56,11 @@ def default_cache_dir() -> Path:
 def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
     """The URI of the Debian archive the system's apt already uses for bookworm."""
     for path in sorted(sources_dir.glob("sources.list.d/*.sources")):
-        for stanza in path.read_text().split("\n\n"):
+        for stanza in re.split(r"\n[ \t]*\n", path.read_text()):
             fields = _deb822_fields(stanza)
             suites = fields.get("suites", "").split()
-            if "deb" in fields.get("types", "").split() and "bookworm" in suites:
+            enabled = fields.get("enabled", "yes").lower() != "no"
+            if enabled and "deb" in fields.get("types", "").split() and "bookworm" in suites:
                 return fields["uris"].split()[0].rstrip("/")
     list_files = [sources_dir / "sources.list", *sorted(sources_dir.glob("sources.list.d/*.list"))]
     for path in list_files:
@@ -74,11 +75,16 @@ def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
 
 def _deb822_fields(stanza: str) -> dict[str, str]:
     fields: dict[str, str] = {}
+    key = None
     for line in stanza.splitlines():
-        if line.startswith("#") or ":" not in line or line[:1].isspace():
+        if line.startswith("#"):
             continue
-        key, _, value = line.partition(":")
-        fields[key.strip().lower()] = value.strip()
+        if line[:1].isspace() and key is not None:  # a continuation of the previous field
+            fields[key] = f"{fields[key]} {line.strip()}".strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            fields[key] = value.strip()
     return fields
 
 

@@ -63,7 +63,8 @@ def stage2_script(
     exports = "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
     # /run is the guest's own unless the checkout or the kernel lives there.
     protected = [str(cwd), str(kernel.root)]
-    run_tmpfs = "" if any(p.startswith("/run") for p in protected) else "mount -t tmpfs tmpfs /run"
+    under_run = any(Path(p).is_relative_to("/run") for p in protected)
+    run_tmpfs = "" if under_run else "mount -t tmpfs tmpfs /run"
     return f"""
 export PATH={GUEST_PATH} HOME=/root LANG=C.UTF-8 TERM=dumb CSI_VDUSE_IN_VM=1
 {exports}

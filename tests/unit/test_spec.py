@@ -1,0 +1,91 @@
+"""Validation of what users ask for: device names and sizes."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.spec import DeviceSpec, parse_size, validate_name
+from csi_vduse.errors import CsiVduseError
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4096", 4096),
+        ("512", 512),
+        ("4K", 4 * KiB),
+        ("256M", 256 * MiB),
+        ("256MiB", 256 * MiB),
+        ("256mb", 256 * MiB),
+        ("256 M", 256 * MiB),
+        ("1G", GiB),
+        ("10g", 10 * GiB),
+        ("2T", 2 * TiB),
+    ],
+)
+def test_parse_size_uses_powers_of_1024(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.5G", "-1", "0", "0M", "1000", "513", "1P", "G"])
+def test_parse_size_rejects_invalid_sizes_in_the_validate_step(text: str) -> None:
+    with pytest.raises(DeviceError) as caught:
+        parse_size(text)
+    assert caught.value.step == "validate"
+    assert caught.value.errno == errno.EINVAL
+
+
+def test_parse_size_names_the_sector_size_for_unaligned_sizes() -> None:
+    with pytest.raises(DeviceError, match="multiple of 512"):
+        parse_size("1000")
+
+
+@pytest.mark.parametrize("name", ["vol-1", "a", "pvc-1234.x_y", "A9", "x" * 64])
+def test_validate_name_accepts_and_returns_safe_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "-x", ".hidden", "_x", "a/b", "a b", "x" * 65, "ü", "..", "a\0b"],
+)
+def test_validate_name_rejects_unsafe_names_in_the_validate_step(name: str) -> None:
+    with pytest.raises(DeviceError) as caught:
+        validate_name(name)
+    assert caught.value.step == "validate"
+    assert caught.value.errno == errno.EINVAL
+
+
+def test_validate_name_rejects_a_trailing_newline() -> None:
+    with pytest.raises(DeviceError):
+        validate_name("vol\n")
+
+
+def test_device_error_is_a_csi_vduse_error_with_step_in_message() -> None:
+    with pytest.raises(CsiVduseError, match=r"^validate: invalid device name 'a/b'"):
+        validate_name("a/b")
+
+
+def test_device_spec_with_bad_name_raises_device_error() -> None:
+    with pytest.raises(DeviceError) as caught:
+        DeviceSpec(name="a/b", backing=Path("/tmp/x.img"))
+    assert caught.value.step == "validate"
+
+
+def test_device_spec_with_good_name_keeps_its_fields() -> None:
+    spec = DeviceSpec(name="vol-1", backing=Path("/tmp/x.img"), size=MiB, readonly=True)
+    assert (spec.name, spec.backing, spec.size, spec.readonly) == (
+        "vol-1",
+        Path("/tmp/x.img"),
+        MiB,
+        True,
+    )
