@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from csi_vduse.devices.errors import DeviceError
+
 DEFAULT_STATE_DIR = Path("/run/csi-vduse")
 
 
@@ -34,6 +36,18 @@ class DeviceRecord:
     created_backing: bool = False
 
 
+@contextmanager
+def _state_access(what: str) -> Iterator[None]:
+    """Report an unusable state directory as such, not as a stray OSError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise DeviceError(
+            "state directory", f"cannot {what}{where}: {exc.strerror or exc}", exc.errno
+        ) from exc
+
+
 class StateStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_state_dir()
@@ -46,22 +60,31 @@ class StateStore:
         return self.devices / f"{name}.log"
 
     def load(self, name: str) -> DeviceRecord | None:
+        path = self._path(name)
         try:
-            data = json.loads(self._path(name).read_text())
-        except FileNotFoundError:
-            return None
-        return DeviceRecord(**data)
+            with _state_access("read the device record"):
+                text = path.read_text()
+        except DeviceError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return None
+            raise
+        try:
+            return DeviceRecord(**json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise DeviceError("state directory", f"corrupt device record {path}: {exc}") from exc
 
     def save(self, record: DeviceRecord) -> None:
-        self.devices.mkdir(parents=True, exist_ok=True)
-        path = self._path(record.name)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
-        os.replace(tmp, path)
+        with _state_access("write the device record"):
+            self.devices.mkdir(parents=True, exist_ok=True)
+            path = self._path(record.name)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
+            os.replace(tmp, path)
 
     def remove(self, name: str) -> None:
-        for path in (self._path(name), self.log_path(name)):
-            path.unlink(missing_ok=True)
+        with _state_access("remove the device record"):
+            for path in (self._path(name), self.log_path(name)):
+                path.unlink(missing_ok=True)
 
     def records(self) -> list[DeviceRecord]:
         found = []
@@ -75,7 +98,9 @@ class StateStore:
     def locked(self, name: str) -> Iterator[None]:
         """Exclusive access to one device's lifecycle across processes."""
         locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{name}.lock", "w") as lock:
+        with _state_access("lock the device"):
+            locks.mkdir(parents=True, exist_ok=True)
+            lock = open(locks / f"{name}.lock", "w")  # noqa: SIM115 -- held across the yield
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield

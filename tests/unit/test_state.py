@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.state import DeviceRecord, StateStore, default_state_dir
 
 # Tries to take the lock without blocking; prints "locked" or "busy".
@@ -151,3 +152,13 @@ def test_state_dir_comes_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_state_dir_defaults_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CSI_VDUSE_STATE_DIR", raising=False)
     assert default_state_dir() == Path("/run/csi-vduse")
+
+
+def test_corrupt_record_is_reported_as_a_state_directory_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.devices.mkdir(parents=True)
+    (store.devices / "broken.json").write_text("{not json")
+    with pytest.raises(DeviceError) as caught:
+        store.load("broken")
+    assert caught.value.step == "state directory"
+    assert "corrupt device record" in caught.value.message
