@@ -7,9 +7,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from csi_vduse.vduse.errors import VduseError
+from csi_vduse.vduse.fd_owner import FdOwner
 from csi_vduse.vduse.uapi import ffi, ioctl, lib
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class DeviceConfig:
     config: bytes
 
 
-class VduseControl:
+class VduseControl(FdOwner):
     """An open control node with a negotiated API version."""
 
     def __init__(self, path: Path = CONTROL_PATH) -> None:
@@ -105,16 +105,3 @@ class VduseControl:
             raise VduseError.from_os_error("destroy device", exc) from exc
         log.info("destroyed VDUSE device %s", name)
         return True
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> VduseControl:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -6,14 +6,13 @@ answers the device's control messages.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from csi_vduse.vduse.errors import VduseError
+from csi_vduse.vduse.fd_owner import FdOwner
 from csi_vduse.vduse.messages import REQUEST_SIZE, Request, Response
 from csi_vduse.vduse.uapi import ffi, ioctl, lib
 
@@ -53,7 +52,7 @@ class IotlbEntry:
         return bool(self.perm & lib.VDUSE_ACCESS_RO)
 
 
-class DeviceNode:
+class DeviceNode(FdOwner):
     """An open ``/dev/vduse/$NAME``."""
 
     def __init__(self, name: str, *, nonblocking: bool = False, wait: float = 2.0) -> None:
@@ -148,23 +147,3 @@ class DeviceNode:
             return ioctl(self.fd, request, arg)
         except OSError as exc:
             raise VduseError.from_os_error(step, exc) from exc
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> DeviceNode:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def is_gone(exc: VduseError) -> bool:
-    return exc.errno in (errno.ENOENT, errno.ENODEV)

@@ -16,7 +16,8 @@ from typing import Protocol
 from csi_vduse.vduse import VduseError
 from csi_vduse.vduse.messages import Request, RequestType, Response
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
-from csi_vduse.virtio.spec import Status
+from csi_vduse.virtio.blk import BlkFeature
+from csi_vduse.virtio.spec import Feature, Status, feature_names
 from dataplane.virtio.iotlb import Iotlb
 from dataplane.virtio.split_ring import RingAddresses, RingError, SplitQueue
 
@@ -75,7 +76,7 @@ class VduseSession:
             return False
         if added & Status.DRIVER_OK and not self._start_queues():
             return False
-        log.info("device status %s", Status(status))
+        log.info("device status %s", Status(status).name)
         self.status = status
         return True
 
@@ -88,7 +89,11 @@ class VduseSession:
             log.error("driver refused required features: %#x", self.required & ~features)
             return False
         self.features = features
-        log.info("features negotiated: %#x", features)
+        log.info(
+            "features negotiated: %#x (%s)",
+            features,
+            " ".join(feature_names(features, Feature, BlkFeature)),
+        )
         return True
 
     def _start_queues(self) -> bool:
