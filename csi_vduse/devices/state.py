@@ -61,13 +61,11 @@ class StateStore:
 
     def load(self, name: str) -> DeviceRecord | None:
         path = self._path(name)
-        try:
-            with _state_access("read the device record"):
+        with _state_access("read the device record"):
+            try:
                 text = path.read_text()
-        except DeviceError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
+            except FileNotFoundError:
                 return None
-            raise
         try:
             return DeviceRecord(**json.loads(text))
         except (ValueError, TypeError) as exc:

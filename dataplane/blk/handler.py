@@ -64,14 +64,15 @@ class BlkHandler:
 
     def handle(self, chain: Chain) -> int:
         """Serve ``chain``; returns how many bytes were written into it."""
-        if chain.error is not None or not chain.status_mapped:
+        if not chain.status_mapped:
             log.error("request %d is malformed: %s", chain.head, chain.error or "no status byte")
-            if not chain.status_mapped:
-                return 0  # nowhere to put a status: hand the buffers back untouched
-            chain.writable[-1][-1] = BlkStatus.IOERR
+            return 0  # nowhere to put a status: hand the buffers back untouched
+        status_view = chain.writable[-1]  # the status byte is the last writable byte
+        if chain.error is not None:
+            log.error("request %d is malformed: %s", chain.head, chain.error)
+            status_view[-1] = BlkStatus.IOERR
             return 1
-        data_in, status_views = _split(chain.writable, _total(chain.writable) - 1)
-        status_view = status_views[-1]
+        data_in, _ = _split(chain.writable, _total(chain.writable) - 1)
         written = 0
         try:
             status, written = self._serve(chain.readable, data_in)
@@ -81,7 +82,7 @@ class BlkHandler:
         except OSError as exc:
             log.error("request %d: backend I/O error: %s", chain.head, exc)
             status = BlkStatus.IOERR
-        status_view[0] = status
+        status_view[-1] = status
         return written + 1
 
     def _serve(

@@ -58,15 +58,9 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
         tool.run("device", "delete", device["name"], check=False)
 
 
-def leftovers(name: str) -> list[str]:
-    """Everything of device ``name`` still present on the machine."""
-    found = []
-    if Path(f"/dev/vduse/{name}").exists():
-        found.append(f"/dev/vduse/{name}")
-    if Path(f"/sys/class/vduse/{name}").exists():
-        found.append(f"/sys/class/vduse/{name}")
-    if Path(f"/sys/bus/vdpa/devices/{name}").exists():
-        found.append(f"vdpa device {name}")
+def dataplane_pids(name: str) -> list[int]:
+    """Processes running a dataplane for device ``name``."""
+    pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -75,20 +69,26 @@ def leftovers(name: str) -> list[str]:
         except OSError:
             continue
         if b"dataplane" in argv and name.encode() in argv:
-            found.append(f"dataplane pid {proc.name}")
-    return found
+            pids.append(int(proc.name))
+    return pids
 
 
 def dataplane_pid(name: str) -> int:
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"dataplane" in argv and name.encode() in argv:
-                return int(proc.name)
-    raise AssertionError(f"no dataplane process for {name}")
+    pids = dataplane_pids(name)
+    if not pids:
+        raise AssertionError(f"no dataplane process for {name}")
+    return pids[0]
+
+
+def leftovers(name: str) -> list[str]:
+    """Everything of device ``name`` still present on the machine."""
+    found = [
+        path for path in (f"/dev/vduse/{name}", f"/sys/class/vduse/{name}") if Path(path).exists()
+    ]
+    if Path(f"/sys/bus/vdpa/devices/{name}").exists():
+        found.append(f"vdpa device {name}")
+    found += [f"dataplane pid {pid}" for pid in dataplane_pids(name)]
+    return found
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

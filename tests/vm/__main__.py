@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.vm.machine import TestVm
+from tests.vm.machine import GUEST_PATH, TestVm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run needs a COMMAND")
     env = {key: os.environ[key] for key in ("VIRTUAL_ENV", "PYTHONPATH") if key in os.environ}
     if "VIRTUAL_ENV" in env:
-        env["PATH"] = (
-            f"{env['VIRTUAL_ENV']}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        )
+        env["PATH"] = f"{env['VIRTUAL_ENV']}/bin:{GUEST_PATH}"
     result = TestVm().run(
         command,
         cwd=Path.cwd(),

@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 from tests.vm import initramfs
-from tests.vm.machine import TestVm
+from tests.vm.machine import GUEST_PATH, TestVm
 
 REPORT_NAME = "report.json"
-_RUN_KEY = pytest.StashKey["_GuestRun"]()
 
 
 def kernel_available() -> bool:
@@ -49,7 +48,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="--no-vm: needs a VDUSE kernel"))
         return
     run = _GuestRun(config, [item.nodeid for item in vm_items])
-    config.stash[_RUN_KEY] = run
     for item in vm_items:
         _proxy(item, run)
 
@@ -101,7 +99,7 @@ class _GuestRun:
                 terminal.write_line(f"vm| {line}")
 
         bindir = str(Path(sys.executable).parent)
-        env = {"PATH": f"{bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        env = {"PATH": f"{bindir}:{GUEST_PATH}"}
         for key in ("VIRTUAL_ENV", "CI", "CSI_VDUSE_VM_ACCEL"):
             if key in os.environ:
                 env[key] = os.environ[key]
