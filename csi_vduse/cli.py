@@ -5,15 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from csi_vduse import logs
+from csi_vduse.csi.capabilities import DRIVER_NAME
+from csi_vduse.csi.identity import package_version
+from csi_vduse.csi.server import ServeOptions, serve
 from csi_vduse.demo import run_demo
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
 from csi_vduse.devices.spec import DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore, default_state_dir
 from csi_vduse.errors import CsiVduseError
+from csi_vduse.logs import LEVELS
+
+DEFAULT_MAX_VOLUMES = 64
 
 log = logging.getLogger("csi_vduse")
 
@@ -22,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="csi-vduse", description="virtio-blk volumes emulated in userspace through VDUSE"
     )
+    parser.add_argument("--version", action="version", version=f"csi-vduse {package_version()}")
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -64,7 +74,50 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", help="create, format, mount, use and delete a device (needs root and VDUSE)"
     )
+    _add_serve(commands)
     return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the CSI gRPC services",
+        description="Serve CSI Identity always; Node when --pool-dir is given (volumes are "
+        "node-local files in that pool); Controller with --controller.",
+    )
+    serve.add_argument(
+        "--endpoint", default="unix:///csi/csi.sock", help="unix:///path/to/csi.sock"
+    )
+    serve.add_argument(
+        "--node-id",
+        default=os.environ.get("NODE_NAME") or socket.gethostname(),
+        help="this node's id (default $NODE_NAME or the host name)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        dest="serve_state_dir",
+        type=Path,
+        default=None,
+        help="where volume and device records live (default as the global --state-dir)",
+    )
+    serve.add_argument(
+        "--pool-dir", type=Path, default=None, help="the node-local pool of volume files"
+    )
+    serve.add_argument(
+        "--controller", action="store_true", help="also serve the Controller service"
+    )
+    serve.add_argument("--driver-name", default=DRIVER_NAME, help="the CSI driver name")
+    serve.add_argument(
+        "--max-volumes",
+        type=int,
+        default=DEFAULT_MAX_VOLUMES,
+        help="volumes this node may stage at once (reported in NodeGetInfo; 0: no limit)",
+    )
+    serve.add_argument(
+        "--metrics-address", default=None, help="serve Prometheus metrics on HOST:PORT"
+    )
+    serve.add_argument("--log-level", choices=LEVELS, default=None, help="default info")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
 
 
 def parse_size_arg(text: str) -> int:
@@ -98,6 +151,19 @@ def _format_table(statuses: list[DeviceStatus]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return serve(
+            ServeOptions(
+                endpoint=args.endpoint,
+                node_id=args.node_id,
+                state_dir=args.serve_state_dir or args.state_dir or default_state_dir(),
+                pool_dir=args.pool_dir,
+                controller=args.controller,
+                driver_name=args.driver_name,
+                max_volumes=args.max_volumes,
+                metrics_address=args.metrics_address,
+            )
+        )
     manager = DeviceManager(StateStore(args.state_dir))
     if args.command == "demo":
         run_demo(manager, lambda line: print(line, flush=True))
@@ -127,8 +193,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        verbose = ["info", "info", "debug"][min(args.verbose, 2)]
+        logs.configure(args.log_level or verbose, args.log_format)
+    else:
+        level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
     except CsiVduseError as exc:

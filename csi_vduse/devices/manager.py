@@ -230,6 +230,22 @@ class DeviceManager:
                         ) from exc
                     time.sleep(0.05)
 
+    # -- resize -------------------------------------------------------------------------
+
+    def resize(self, name: str, size: int) -> None:
+        """Show a running device's guest the larger backing file, without a detach."""
+        with self.store.locked(name):
+            record = self.store.load(name)
+            if record is None:
+                raise DeviceError("resize device", f"device {name} does not exist", errno.ENOENT)
+            if size <= record.size:
+                return
+            raise DeviceError(
+                "resize device",
+                f"{name}: online capacity change is not supported by this dataplane yet",
+                errno.EOPNOTSUPP,
+            )
+
     # -- list ---------------------------------------------------------------------------
 
     def status(self, record: DeviceRecord) -> DeviceStatus:

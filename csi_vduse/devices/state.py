@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from csi_vduse.devices.errors import DeviceError
+from csi_vduse.durable import write_atomic
 
 DEFAULT_STATE_DIR = Path("/run/csi-vduse")
 
@@ -74,10 +75,7 @@ class StateStore:
     def save(self, record: DeviceRecord) -> None:
         with _state_access("write the device record"):
             self.devices.mkdir(parents=True, exist_ok=True)
-            path = self._path(record.name)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
-            os.replace(tmp, path)
+            write_atomic(self._path(record.name), json.dumps(asdict(record), indent=2) + "\n")
 
     def remove(self, name: str) -> None:
         with _state_access("remove the device record"):

@@ -1,0 +1,368 @@
+"""The Controller service for node-local pools: volumes, snapshots and clones as files.
+
+Volumes live on the node that serves them, so this service runs next to the Node
+service on every node (external-provisioner in node-deployment mode). Started without a
+pool it is the central instance external-resizer talks to: it can only record an
+expansion and hand the work to NodeExpandVolume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import Int64Value
+
+from csi_vduse.csi import capabilities, parameters, validate
+from csi_vduse.csi.edge import rpc
+from csi_vduse.csi.errors import Code, RpcError, already_exists, invalid, not_found, unimplemented
+from csi_vduse.csi.locks import OperationLocks
+from csi_vduse.csi.paging import page
+from csi_vduse.csi.proto import pb
+from csi_vduse.devices.state import StateStore
+from csi_vduse.pool import ids
+from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, SnapshotRecord, VolumeRecord
+
+DEFAULT_CAPACITY = 1 << 30
+
+
+def _round_up(size: int) -> int:
+    return -(-size // SIZE_ALIGNMENT) * SIZE_ALIGNMENT
+
+
+def capacity_for(capacity_range: pb.CapacityRange | None, at_least: int = 0) -> int:
+    """The size to provision for a CapacityRange (whole MiB), or OUT_OF_RANGE."""
+    required = capacity_range.required_bytes if capacity_range else 0
+    limit = capacity_range.limit_bytes if capacity_range else 0
+    if required < 0 or limit < 0:
+        raise invalid("capacity_range must not be negative")
+    if limit and required > limit:
+        raise invalid(f"capacity_range required_bytes {required} exceeds limit_bytes {limit}")
+    wanted = max(required, at_least) or DEFAULT_CAPACITY
+    if limit and not required and not at_least:
+        wanted = min(wanted, limit)
+    size = _round_up(wanted)
+    if limit and size > limit:
+        size = limit // SIZE_ALIGNMENT * SIZE_ALIGNMENT
+    if size < max(required, at_least) or size <= 0:
+        raise RpcError(
+            Code.OUT_OF_RANGE,
+            f"no size in whole MiB fits required_bytes {required}, limit_bytes {limit}"
+            + (f" and the source's {at_least} bytes" if at_least else ""),
+        )
+    return size
+
+
+def _fits(capacity: int, capacity_range: pb.CapacityRange | None) -> bool:
+    if capacity_range is None:
+        return True
+    required, limit = capacity_range.required_bytes, capacity_range.limit_bytes
+    return capacity >= required and (not limit or capacity <= limit)
+
+
+class ControllerService:
+    def __init__(self, pool: Pool | None, devices: StateStore, node_id: str) -> None:
+        self.pool = pool
+        self.devices = devices
+        self.node_id = node_id
+        self.locks = OperationLocks()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _pool(self) -> Pool:
+        if self.pool is None:
+            raise RpcError(
+                Code.UNAVAILABLE,
+                "this controller serves no pool (started without --pool-dir); "
+                "volumes are managed by the node plugins",
+            )
+        return self.pool
+
+    def _topology(self) -> pb.Topology:
+        return pb.Topology(segments={capabilities.TOPOLOGY_KEY: self.node_id})
+
+    def _reachable(self, topologies: list[pb.Topology]) -> bool:
+        return any(
+            t.segments.get(capabilities.TOPOLOGY_KEY, self.node_id) == self.node_id
+            for t in topologies
+        )
+
+    def _volume(self, record: VolumeRecord) -> pb.Volume:
+        volume = pb.Volume(
+            capacity_bytes=record.capacity,
+            volume_id=record.volume_id,
+            volume_context=parameters.parse(record.parameters).context(),
+            accessible_topology=[self._topology()],
+        )
+        if record.source_snapshot_id:
+            volume.content_source.snapshot.snapshot_id = record.source_snapshot_id
+        elif record.source_volume_id:
+            volume.content_source.volume.volume_id = record.source_volume_id
+        return volume
+
+    @staticmethod
+    def _snapshot(record: SnapshotRecord) -> pb.Snapshot:
+        created = Timestamp()
+        created.FromNanoseconds(record.created_ns)
+        return pb.Snapshot(
+            size_bytes=record.size,
+            snapshot_id=record.snapshot_id,
+            source_volume_id=record.source_volume_id,
+            creation_time=created,
+            ready_to_use=True,
+        )
+
+    # -- volumes ------------------------------------------------------------------------
+
+    @rpc
+    def CreateVolume(
+        self, request: pb.CreateVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.CreateVolumeResponse:
+        name = validate.require_name(request.name)
+        validate.accesses_of(list(request.volume_capabilities))
+        capacity_range = request.capacity_range if request.HasField("capacity_range") else None
+        capacity_for(capacity_range)  # range checks before any lookup
+        own = parameters.own(dict(request.parameters))
+        params = parameters.parse(own)
+        source_snapshot = source_volume = None
+        if request.HasField("volume_content_source"):
+            source = request.volume_content_source
+            kind = source.WhichOneof("type")
+            if kind == "snapshot":
+                source_snapshot = validate.require_id(
+                    source.snapshot.snapshot_id, "volume_content_source.snapshot.snapshot_id"
+                )
+            elif kind == "volume":
+                source_volume = validate.require_id(
+                    source.volume.volume_id, "volume_content_source.volume.volume_id"
+                )
+            else:
+                raise invalid("volume_content_source needs a snapshot or a volume")
+        requirement = request.accessibility_requirements
+        wanted = [*requirement.requisite, *requirement.preferred]
+        if wanted and not self._reachable(wanted):
+            raise RpcError(
+                Code.RESOURCE_EXHAUSTED,
+                f"this node ({self.node_id}) is not in the requested topology",
+            )
+        pool = self._pool()
+        volume_id = ids.volume_id_for(name)
+        with self.locks.hold(volume_id):
+            existing = pool.volume(volume_id)
+            if existing is not None:
+                same = (
+                    _fits(existing.capacity, capacity_range)
+                    and existing.parameters == own
+                    and existing.source_snapshot_id == source_snapshot
+                    and existing.source_volume_id == source_volume
+                )
+                if not same:
+                    raise already_exists(
+                        f"volume {name!r} exists with other settings "
+                        f"({existing.capacity} bytes, parameters {existing.parameters})"
+                    )
+                return pb.CreateVolumeResponse(volume=self._volume(existing))
+            source_size = 0
+            if source_snapshot is not None:
+                snapshot = pool.snapshot(source_snapshot)
+                if snapshot is None:
+                    raise not_found(f"source snapshot {source_snapshot} does not exist")
+                source_size = snapshot.size
+            elif source_volume is not None:
+                volume = pool.volume(source_volume)
+                if volume is None:
+                    raise not_found(f"source volume {source_volume} does not exist")
+                source_size = volume.capacity
+            capacity = capacity_for(capacity_range, at_least=source_size)
+            del params  # checked above; the record keeps the caller's own parameters
+            record = pool.create_volume(name, capacity, own, source_snapshot, source_volume)
+            return pb.CreateVolumeResponse(volume=self._volume(record))
+
+    @rpc
+    def DeleteVolume(
+        self, request: pb.DeleteVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        pool = self._pool()
+        with self.locks.hold(volume_id):
+            if ids.is_volume_id(volume_id) and self.devices.load(volume_id) is not None:
+                raise RpcError(
+                    Code.FAILED_PRECONDITION,
+                    f"volume {volume_id} is staged on this node; unstage it first",
+                )
+            pool.delete_volume(volume_id)
+        return pb.DeleteVolumeResponse()
+
+    @rpc
+    def ValidateVolumeCapabilities(
+        self, request: pb.ValidateVolumeCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.ValidateVolumeCapabilitiesResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        validate.require(request.volume_capabilities, "volume_capabilities")
+        record = self._pool().volume(volume_id)
+        if record is None:
+            raise not_found(f"volume {volume_id} does not exist")
+        reason = validate.unsupported_reason(list(request.volume_capabilities))
+        if reason is not None:
+            return pb.ValidateVolumeCapabilitiesResponse(message=reason)
+        own = parameters.own(dict(request.parameters))
+        if request.parameters and own != record.parameters:
+            return pb.ValidateVolumeCapabilitiesResponse(
+                message=f"parameters {own} differ from the volume's {record.parameters}"
+            )
+        confirmed = pb.ValidateVolumeCapabilitiesResponse.Confirmed(
+            volume_context=request.volume_context,
+            volume_capabilities=request.volume_capabilities,
+            parameters=request.parameters,
+        )
+        return pb.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+
+    @rpc
+    def ListVolumes(
+        self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
+    ) -> pb.ListVolumesResponse:
+        records = self._pool().volumes_list()
+        keys = [(r.created_ns, r.volume_id) for r in records]
+        chosen, token = page(records, keys, request.starting_token, request.max_entries)
+        return pb.ListVolumesResponse(
+            entries=[pb.ListVolumesResponse.Entry(volume=self._volume(r)) for r in chosen],
+            next_token=token,
+        )
+
+    @rpc
+    def GetCapacity(
+        self, request: pb.GetCapacityRequest, context: grpc.ServicerContext
+    ) -> pb.GetCapacityResponse:
+        parameters.parse(parameters.own(dict(request.parameters)))
+        pool = self._pool()
+        usable = validate.unsupported_reason(list(request.volume_capabilities)) is None or (
+            not request.volume_capabilities
+        )
+        if request.HasField("accessible_topology"):
+            usable = usable and self._reachable([request.accessible_topology])
+        if not usable:
+            return pb.GetCapacityResponse(available_capacity=0)
+        available = pool.available_bytes()
+        return pb.GetCapacityResponse(
+            available_capacity=available,
+            maximum_volume_size=Int64Value(value=pool.total_bytes()),
+            minimum_volume_size=Int64Value(value=SIZE_ALIGNMENT),
+        )
+
+    @rpc
+    def ControllerGetCapabilities(
+        self, request: pb.ControllerGetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerGetCapabilitiesResponse:
+        caps = capabilities.controller()
+        if self.pool is None:
+            expand = pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME
+            caps = [c for c in caps if c.rpc.type == expand]
+        return pb.ControllerGetCapabilitiesResponse(capabilities=caps)
+
+    @rpc
+    def ControllerExpandVolume(
+        self, request: pb.ControllerExpandVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerExpandVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        validate.require(request.HasField("capacity_range"), "capacity_range")
+        if request.HasField("volume_capability"):
+            validate.access_of(request.volume_capability)
+        capacity = capacity_for(request.capacity_range)
+        if self.pool is None:
+            # The central instance cannot see node-local pools: the node does the work.
+            return pb.ControllerExpandVolumeResponse(
+                capacity_bytes=capacity, node_expansion_required=True
+            )
+        with self.locks.hold(volume_id):
+            record = self.pool.volume(volume_id)
+            if record is None:
+                raise not_found(f"volume {volume_id} does not exist")
+            record = self.pool.expand_volume(volume_id, max(capacity, record.capacity))
+        return pb.ControllerExpandVolumeResponse(
+            capacity_bytes=record.capacity, node_expansion_required=True
+        )
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    @rpc
+    def CreateSnapshot(
+        self, request: pb.CreateSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.CreateSnapshotResponse:
+        source = validate.require_id(request.source_volume_id, "source_volume_id")
+        name = validate.require_name(request.name)
+        pool = self._pool()
+        snapshot_id = ids.snapshot_id_for(name)
+        with self.locks.hold(snapshot_id, source):
+            existing = pool.snapshot(snapshot_id)
+            if existing is not None:
+                if existing.source_volume_id != source:
+                    raise already_exists(
+                        f"snapshot {name!r} exists for another volume ({existing.source_volume_id})"
+                    )
+                return pb.CreateSnapshotResponse(snapshot=self._snapshot(existing))
+            if pool.volume(source) is None:
+                raise not_found(f"source volume {source} does not exist")
+            record = pool.create_snapshot(name, source)
+        return pb.CreateSnapshotResponse(snapshot=self._snapshot(record))
+
+    @rpc
+    def DeleteSnapshot(
+        self, request: pb.DeleteSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSnapshotResponse:
+        snapshot_id = validate.require_id(request.snapshot_id, "snapshot_id")
+        pool = self._pool()
+        with self.locks.hold(snapshot_id):
+            pool.delete_snapshot(snapshot_id)
+        return pb.DeleteSnapshotResponse()
+
+    @rpc
+    def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSnapshotsResponse:
+        records = self._pool().snapshots_list()
+        if request.snapshot_id:
+            records = [r for r in records if r.snapshot_id == request.snapshot_id]
+        if request.source_volume_id:
+            records = [r for r in records if r.source_volume_id == request.source_volume_id]
+        keys = [(r.created_ns, r.snapshot_id) for r in records]
+        chosen, token = page(records, keys, request.starting_token, request.max_entries)
+        return pb.ListSnapshotsResponse(
+            entries=[pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(r)) for r in chosen],
+            next_token=token,
+        )
+
+    # -- not offered --------------------------------------------------------------------
+
+    @rpc
+    def ControllerPublishVolume(
+        self, request: pb.ControllerPublishVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerPublishVolumeResponse:
+        raise unimplemented("volumes are node-local: there is nothing to attach")
+
+    @rpc
+    def ControllerUnpublishVolume(
+        self, request: pb.ControllerUnpublishVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerUnpublishVolumeResponse:
+        raise unimplemented("volumes are node-local: there is nothing to detach")
+
+    @rpc
+    def ControllerGetVolume(
+        self, request: pb.ControllerGetVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerGetVolumeResponse:
+        raise unimplemented("ControllerGetVolume is not offered")
+
+    @rpc
+    def ControllerModifyVolume(
+        self, request: pb.ControllerModifyVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerModifyVolumeResponse:
+        raise unimplemented("ControllerModifyVolume is not offered")
+
+    @rpc
+    def GetSnapshot(
+        self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.GetSnapshotResponse:
+        raise unimplemented("GetSnapshot is not offered")
+
+
+__all__ = ["ControllerService", "Path"]

@@ -1,0 +1,91 @@
+"""The one place where every layer's errors become gRPC status codes."""
+
+from __future__ import annotations
+
+import errno
+
+import grpc
+
+from csi_vduse.devices.errors import DeviceError
+from csi_vduse.errors import CsiVduseError
+from csi_vduse.mounts.errors import MountError
+from csi_vduse.pool.errors import PoolError
+from csi_vduse.volumes.errors import VolumeError
+
+Code = grpc.StatusCode
+
+
+class RpcError(CsiVduseError):
+    """A request the CSI spec says to refuse with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__("request", message)
+        self.code = code
+
+
+def invalid(message: str) -> RpcError:
+    return RpcError(Code.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> RpcError:
+    return RpcError(Code.NOT_FOUND, message)
+
+
+def already_exists(message: str) -> RpcError:
+    return RpcError(Code.ALREADY_EXISTS, message)
+
+
+def failed_precondition(message: str) -> RpcError:
+    return RpcError(Code.FAILED_PRECONDITION, message)
+
+
+def unimplemented(message: str) -> RpcError:
+    return RpcError(Code.UNIMPLEMENTED, message)
+
+
+_POOL_CODES = {
+    errno.ENOENT: Code.NOT_FOUND,
+    errno.EEXIST: Code.ALREADY_EXISTS,
+    errno.ENOSPC: Code.RESOURCE_EXHAUSTED,
+    errno.EDQUOT: Code.RESOURCE_EXHAUSTED,
+    errno.EFBIG: Code.OUT_OF_RANGE,
+    errno.EINVAL: Code.INVALID_ARGUMENT,
+}
+_DEVICE_CODES = {
+    errno.ENODEV: Code.FAILED_PRECONDITION,  # the kernel lacks vduse / virtio_vdpa
+    errno.ENOSPC: Code.RESOURCE_EXHAUSTED,
+}
+_VOLUME_CODES = {
+    errno.ENOENT: Code.NOT_FOUND,
+    errno.EEXIST: Code.ALREADY_EXISTS,
+    errno.ENXIO: Code.FAILED_PRECONDITION,  # not staged
+    errno.EBUSY: Code.FAILED_PRECONDITION,  # still published
+    errno.EINVAL: Code.INVALID_ARGUMENT,
+    errno.ENOSPC: Code.RESOURCE_EXHAUSTED,  # the node's volume limit
+}
+_MOUNT_CODES = {
+    errno.EEXIST: Code.FAILED_PRECONDITION,  # data of another kind on the volume
+    errno.ENOTDIR: Code.INVALID_ARGUMENT,
+    errno.EISDIR: Code.INVALID_ARGUMENT,
+}
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a failed RPC answers with."""
+    if isinstance(exc, RpcError):
+        return exc.code, exc.message
+    if isinstance(exc, PoolError):
+        table = _POOL_CODES
+    elif isinstance(exc, DeviceError):
+        table = _DEVICE_CODES
+    elif isinstance(exc, VolumeError):
+        table = _VOLUME_CODES
+    elif isinstance(exc, MountError):
+        table = _MOUNT_CODES
+    elif isinstance(exc, CsiVduseError):
+        table = {}
+    else:
+        return Code.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    assert isinstance(exc, CsiVduseError)
+    code = table.get(exc.errno or 0, Code.INTERNAL)
+    return code, f"{exc.step}: {exc.message}"

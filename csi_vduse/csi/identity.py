@@ -1,0 +1,51 @@
+"""The Identity service: who we are, what we offer, whether we are ready."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+import grpc
+from google.protobuf.wrappers_pb2 import BoolValue
+
+from csi_vduse.csi import capabilities
+from csi_vduse.csi.edge import rpc
+from csi_vduse.csi.proto import pb
+
+log = logging.getLogger(__name__)
+
+
+def package_version() -> str:
+    try:
+        return version("csi-vduse")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class IdentityService:
+    def __init__(
+        self, driver_name: str, controller: bool, readiness: Callable[[], str | None]
+    ) -> None:
+        self.driver_name = driver_name
+        self.controller = controller
+        self.readiness = readiness  # returns why the plugin is not ready, or None
+
+    @rpc
+    def GetPluginInfo(
+        self, request: pb.GetPluginInfoRequest, context: grpc.ServicerContext
+    ) -> pb.GetPluginInfoResponse:
+        return pb.GetPluginInfoResponse(name=self.driver_name, vendor_version=package_version())
+
+    @rpc
+    def GetPluginCapabilities(
+        self, request: pb.GetPluginCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.GetPluginCapabilitiesResponse:
+        return pb.GetPluginCapabilitiesResponse(capabilities=capabilities.plugin(self.controller))
+
+    @rpc
+    def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeResponse:
+        problem = self.readiness()
+        if problem:
+            log.warning("not ready: %s", problem)
+        return pb.ProbeResponse(ready=BoolValue(value=problem is None))

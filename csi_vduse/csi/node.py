@@ -1,0 +1,149 @@
+"""The Node service: argument checks in spec order, then the node volume lifecycle."""
+
+from __future__ import annotations
+
+import grpc
+
+from csi_vduse.csi import capabilities, validate
+from csi_vduse.csi.edge import rpc
+from csi_vduse.csi.errors import invalid
+from csi_vduse.csi.locks import OperationLocks
+from csi_vduse.csi.proto import pb
+from csi_vduse.volumes.lifecycle import NodeVolumes, StageRequest
+
+Unit = pb.VolumeUsage.Unit
+
+
+class NodeService:
+    def __init__(self, volumes: NodeVolumes, node_id: str, max_volumes: int) -> None:
+        self.volumes = volumes
+        self.node_id = node_id
+        self.max_volumes = max_volumes
+        self.locks = OperationLocks()
+
+    @rpc
+    def NodeStageVolume(
+        self, request: pb.NodeStageVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.NodeStageVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        staging = validate.require_path(request.staging_target_path, "staging_target_path")
+        validate.require(request.HasField("volume_capability"), "volume_capability")
+        access = validate.access_of(request.volume_capability)
+        with self.locks.hold(volume_id):
+            self.volumes.stage(
+                StageRequest(
+                    volume_id=volume_id,
+                    staging_path=staging,
+                    block=access.block,
+                    fs_type=access.fs_type,
+                    mount_flags=access.mount_flags,
+                    mode=access.mode,
+                    readonly=access.readonly_mode,
+                )
+            )
+        return pb.NodeStageVolumeResponse()
+
+    @rpc
+    def NodeUnstageVolume(
+        self, request: pb.NodeUnstageVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.NodeUnstageVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        staging = validate.require_path(request.staging_target_path, "staging_target_path")
+        with self.locks.hold(volume_id):
+            self.volumes.unstage(volume_id, staging)
+        return pb.NodeUnstageVolumeResponse()
+
+    @rpc
+    def NodePublishVolume(
+        self, request: pb.NodePublishVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.NodePublishVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        staging = validate.require_path(request.staging_target_path, "staging_target_path")
+        target = validate.require_path(request.target_path, "target_path")
+        validate.require(request.HasField("volume_capability"), "volume_capability")
+        access = validate.access_of(request.volume_capability)
+        if target == staging:
+            raise invalid("target_path must differ from staging_target_path")
+        with self.locks.hold(volume_id):
+            self.volumes.publish(
+                volume_id,
+                staging_path=staging,
+                target=target,
+                block=access.block,
+                readonly=request.readonly or access.readonly_mode,
+                mount_flags=access.mount_flags,
+            )
+        return pb.NodePublishVolumeResponse()
+
+    @rpc
+    def NodeUnpublishVolume(
+        self, request: pb.NodeUnpublishVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.NodeUnpublishVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        target = validate.require_path(request.target_path, "target_path")
+        with self.locks.hold(volume_id):
+            self.volumes.unpublish(volume_id, target)
+        return pb.NodeUnpublishVolumeResponse()
+
+    @rpc
+    def NodeGetVolumeStats(
+        self, request: pb.NodeGetVolumeStatsRequest, context: grpc.ServicerContext
+    ) -> pb.NodeGetVolumeStatsResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        path = validate.require_path(request.volume_path, "volume_path")
+        record, usage = self.volumes.usage(volume_id, path)
+        health = self.volumes.health(record)
+        entries = [
+            pb.VolumeUsage(
+                available=usage.available_bytes,
+                total=usage.total_bytes,
+                used=usage.used_bytes,
+                unit=Unit.BYTES,
+            )
+        ]
+        if usage.total_inodes is not None:
+            entries.append(
+                pb.VolumeUsage(
+                    available=usage.available_inodes or 0,
+                    total=usage.total_inodes,
+                    used=usage.used_inodes or 0,
+                    unit=Unit.INODES,
+                )
+            )
+        return pb.NodeGetVolumeStatsResponse(
+            usage=entries,
+            volume_condition=pb.VolumeCondition(abnormal=health.abnormal, message=health.message),
+        )
+
+    @rpc
+    def NodeExpandVolume(
+        self, request: pb.NodeExpandVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.NodeExpandVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        path = validate.require_path(request.volume_path, "volume_path")
+        # Without a range the node grows to the size ControllerExpandVolume recorded.
+        required = request.capacity_range.required_bytes
+        limit = request.capacity_range.limit_bytes
+        if required < 0 or limit < 0 or (limit and required > limit):
+            raise invalid("capacity_range is not a valid range")
+        if request.HasField("volume_capability"):
+            validate.access_of(request.volume_capability)
+        with self.locks.hold(volume_id):
+            capacity = self.volumes.expand(volume_id, path, required or limit)
+        return pb.NodeExpandVolumeResponse(capacity_bytes=capacity)
+
+    @rpc
+    def NodeGetCapabilities(
+        self, request: pb.NodeGetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> pb.NodeGetCapabilitiesResponse:
+        return pb.NodeGetCapabilitiesResponse(capabilities=capabilities.node())
+
+    @rpc
+    def NodeGetInfo(
+        self, request: pb.NodeGetInfoRequest, context: grpc.ServicerContext
+    ) -> pb.NodeGetInfoResponse:
+        return pb.NodeGetInfoResponse(
+            node_id=self.node_id,
+            max_volumes_per_node=self.max_volumes,
+            accessible_topology=pb.Topology(segments={capabilities.TOPOLOGY_KEY: self.node_id}),
+        )

@@ -1,0 +1,53 @@
+"""StorageClass parameters this driver understands, checked at CreateVolume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from csi_vduse.csi.errors import invalid
+
+BLOCK_SIZE = "blockSize"
+NUM_QUEUES = "numQueues"
+BLOCK_SIZES = ("512", "4096")
+MAX_QUEUES = 64
+# external-provisioner passes these (PV/PVC names, secrets references): not ours to check.
+KUBERNETES_PREFIX = "csi.storage.k8s.io/"
+
+
+@dataclass(frozen=True)
+class VolumeParameters:
+    block_size: int = 512
+    num_queues: int = 0  # 0: the node's default (one per CPU, capped)
+
+    def context(self) -> dict[str, str]:
+        """The volume_context returned to the CO and handed back at stage time."""
+        return {BLOCK_SIZE: str(self.block_size), NUM_QUEUES: str(self.num_queues)}
+
+
+def parse(parameters: dict[str, str]) -> VolumeParameters:
+    unknown = sorted(
+        key
+        for key in parameters
+        if key not in (BLOCK_SIZE, NUM_QUEUES) and not key.startswith(KUBERNETES_PREFIX)
+    )
+    if unknown:
+        raise invalid(
+            f"unknown parameter(s) {', '.join(unknown)}; this driver takes "
+            f"{BLOCK_SIZE} ({' or '.join(BLOCK_SIZES)}) and {NUM_QUEUES} (1-{MAX_QUEUES})"
+        )
+    block_size = parameters.get(BLOCK_SIZE, "512")
+    if block_size not in BLOCK_SIZES:
+        raise invalid(f"{BLOCK_SIZE} must be {' or '.join(BLOCK_SIZES)}, not {block_size!r}")
+    queues_text = parameters.get(NUM_QUEUES, "0")
+    try:
+        queues = int(queues_text)
+    except ValueError:
+        queues = -1
+    if not 0 <= queues <= MAX_QUEUES:
+        raise invalid(f"{NUM_QUEUES} must be an integer from 1 to {MAX_QUEUES}")
+    return VolumeParameters(int(block_size), queues)
+
+
+def own(parameters: dict[str, str]) -> dict[str, str]:
+    """The parameters that shape the volume (Kubernetes' bookkeeping ones dropped)."""
+    return {k: v for k, v in parameters.items() if not k.startswith(KUBERNETES_PREFIX)}

@@ -1,0 +1,148 @@
+"""``csi-vduse serve``: the gRPC server on a unix socket, stopped gracefully by SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from csi_vduse import metrics
+from csi_vduse.csi.controller import ControllerService
+from csi_vduse.csi.identity import IdentityService
+from csi_vduse.csi.node import NodeService
+from csi_vduse.csi.proto import register
+from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.state import StateStore
+from csi_vduse.errors import CsiVduseError
+from csi_vduse.pool.store import Pool
+from csi_vduse.vdpa import sysfs
+from csi_vduse.volumes.lifecycle import NodeVolumes
+from csi_vduse.volumes.records import NodeVolumeStore
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 30.0  # in-flight calls (a mkfs, say) get this long to finish on SIGTERM
+WORKERS = 32
+VDUSE_CONTROL = Path("/dev/vduse/control")
+
+
+class ServeError(CsiVduseError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    endpoint: str
+    node_id: str
+    state_dir: Path
+    pool_dir: Path | None
+    controller: bool
+    driver_name: str
+    max_volumes: int = 0
+    metrics_address: str | None = None
+
+
+def socket_path(endpoint: str) -> Path:
+    """The path in ``unix:///path/csi.sock`` (``unix:/path`` and a bare path also work)."""
+    if endpoint.startswith("unix://"):
+        path = endpoint[len("unix://") :]
+    elif endpoint.startswith("unix:"):
+        path = endpoint[len("unix:") :]
+    elif "://" in endpoint:
+        raise ServeError("endpoint", f"{endpoint}: only unix:// endpoints are served")
+    else:
+        path = endpoint
+    if not path.startswith("/"):
+        raise ServeError("endpoint", f"{endpoint}: the socket path must be absolute")
+    return Path(path)
+
+
+def node_readiness() -> str | None:
+    if not VDUSE_CONTROL.exists():
+        return f"{VDUSE_CONTROL} is missing: load the vduse module"
+    if not sysfs.driver_loaded():
+        return "the virtio_vdpa driver is not loaded: load the virtio_vdpa module"
+    return None
+
+
+def build(options: ServeOptions) -> grpc.Server:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
+    node = options.pool_dir is not None
+    pool = Pool(options.pool_dir) if options.pool_dir is not None else None
+    device_store = StateStore(options.state_dir)
+    identity = IdentityService(
+        options.driver_name,
+        controller=options.controller,
+        readiness=node_readiness if node else (lambda: None),
+    )
+    register(server, "Identity", identity)
+    if options.controller:
+        controller = ControllerService(pool, device_store, options.node_id)
+        register(server, "Controller", controller)
+    if pool is not None:
+        volumes = NodeVolumes(
+            pool,
+            DeviceManager(device_store),
+            NodeVolumeStore(options.state_dir),
+            options.max_volumes,
+        )
+        register(server, "Node", NodeService(volumes, options.node_id, options.max_volumes))
+    return server
+
+
+def _bind(server: grpc.Server, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            path.unlink()  # left by a previous run
+        else:
+            raise ServeError("endpoint", f"{path} exists and is not a socket")
+    except FileNotFoundError:
+        pass
+    # Only root (the kubelet, the sidecars) may talk to the driver.
+    previous = os.umask(0o077)
+    try:
+        server.add_insecure_port(f"unix://{path}")
+        server.start()
+    finally:
+        os.umask(previous)
+
+
+def serve(options: ServeOptions) -> int:
+    path = socket_path(options.endpoint)
+    server = build(options)
+    if options.metrics_address:
+        metrics.serve(options.metrics_address)
+        log.info("metrics on http://%s/metrics", options.metrics_address)
+    _bind(server, path)
+    log.info(
+        "serving %s on %s (node %s; identity%s%s)",
+        options.driver_name,
+        path,
+        options.node_id,
+        ", controller" if options.controller else "",
+        ", node" if options.pool_dir is not None else "",
+    )
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info(
+            "%s: stopping (in-flight calls get %.0f s)", signal.Signals(signum).name, GRACE_SECONDS
+        )
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    stopping.wait()
+    server.stop(GRACE_SECONDS).wait()
+    path.unlink(missing_ok=True)
+    log.info("stopped")
+    return 0

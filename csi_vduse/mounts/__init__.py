@@ -1,0 +1,1 @@
+"""Filesystems and mounts on the node: probe, format, check, mount, bind, grow."""

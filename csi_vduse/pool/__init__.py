@@ -1,0 +1,1 @@
+"""Node-local volume pool: volumes and snapshots as sparse files in one directory."""

@@ -1,0 +1,37 @@
+"""Volume and snapshot ids: derived from the CO's names, safe as file and device names.
+
+An id is a prefix and 32 hex digits of the SHA-256 of the name the CO chose, so a
+repeated CreateVolume finds the same volume, and every id is a valid VDUSE device name
+(at most 64 characters from a small alphabet) that can never escape the pool directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+VOLUME_PREFIX = "vol-"
+SNAPSHOT_PREFIX = "snap-"
+_DIGEST_CHARS = 32
+_VOLUME_ID = re.compile(rf"{VOLUME_PREFIX}[0-9a-f]{{{_DIGEST_CHARS}}}")
+_SNAPSHOT_ID = re.compile(rf"{SNAPSHOT_PREFIX}[0-9a-f]{{{_DIGEST_CHARS}}}")
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+
+
+def volume_id_for(name: str) -> str:
+    return VOLUME_PREFIX + _digest(name)
+
+
+def snapshot_id_for(name: str) -> str:
+    return SNAPSHOT_PREFIX + _digest(name)
+
+
+def is_volume_id(text: str) -> bool:
+    return _VOLUME_ID.fullmatch(text) is not None
+
+
+def is_snapshot_id(text: str) -> bool:
+    return _SNAPSHOT_ID.fullmatch(text) is not None

@@ -1,0 +1,273 @@
+"""The pool directory: one sparse backing file and one JSON record per volume or snapshot.
+
+Layout under the pool root::
+
+    volumes/vol-<hex>.img     data, exposed to the node as a virtio-blk device
+    volumes/vol-<hex>.json    the record; a volume exists exactly when this file does
+    snapshots/snap-<hex>.img  a point-in-time copy (reflink or sparse copy) of a volume
+    snapshots/snap-<hex>.json
+
+Data files are built under a temporary name and renamed into place before the record
+is written, so a crash leaves either a whole volume or an orphan file the next create
+of the same name overwrites. Deletion removes the record first for the same reason.
+Callers serialise operations on one id (the CSI layer's per-volume locks).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from csi_vduse.durable import sync_directory, write_atomic
+from csi_vduse.pool import ids
+from csi_vduse.pool.copy import clone_file
+from csi_vduse.pool.errors import PoolError
+
+log = logging.getLogger(__name__)
+
+SIZE_ALIGNMENT = 1 << 20  # volumes are whole MiB: any logical block size divides them
+
+
+@dataclass
+class VolumeRecord:
+    volume_id: str
+    name: str
+    capacity: int
+    parameters: dict[str, str] = field(default_factory=dict)
+    source_snapshot_id: str | None = None
+    source_volume_id: str | None = None
+    created_ns: int = 0
+
+
+@dataclass
+class SnapshotRecord:
+    snapshot_id: str
+    name: str
+    source_volume_id: str
+    size: int
+    created_ns: int
+    method: str  # how the data was captured: "reflink" or "sparse-copy"
+
+
+R = TypeVar("R", VolumeRecord, SnapshotRecord)
+
+
+@contextmanager
+def _io(step: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise PoolError(step, f"{exc.strerror or exc}{where}", exc.errno) from exc
+
+
+class Pool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.volumes = root / "volumes"
+        self.snapshots = root / "snapshots"
+        with _io("open pool"):
+            self.volumes.mkdir(parents=True, exist_ok=True)
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+
+    # -- volumes ------------------------------------------------------------------------
+
+    def backing_path(self, volume_id: str) -> Path:
+        return self.volumes / f"{volume_id}.img"
+
+    def volume(self, volume_id: str) -> VolumeRecord | None:
+        if not ids.is_volume_id(volume_id):
+            return None
+        return self._load(self.volumes / f"{volume_id}.json", VolumeRecord)
+
+    def volumes_list(self) -> list[VolumeRecord]:
+        """Every volume, oldest first (the order paging walks)."""
+        return self._all(self.volumes, VolumeRecord, ids.is_volume_id)
+
+    def create_volume(
+        self,
+        name: str,
+        capacity: int,
+        parameters: dict[str, str],
+        source_snapshot_id: str | None = None,
+        source_volume_id: str | None = None,
+    ) -> VolumeRecord:
+        """Make a new volume of ``capacity`` bytes, filled from a source when given."""
+        volume_id = ids.volume_id_for(name)
+        source: Path | None = None
+        if source_snapshot_id is not None:
+            if self.snapshot(source_snapshot_id) is None:
+                raise PoolError(
+                    "create volume", f"source snapshot {source_snapshot_id} not found", errno.ENOENT
+                )
+            source = self.snapshots / f"{source_snapshot_id}.img"
+        elif source_volume_id is not None:
+            if self.volume(source_volume_id) is None:
+                raise PoolError(
+                    "create volume", f"source volume {source_volume_id} not found", errno.ENOENT
+                )
+            source = self.backing_path(source_volume_id)
+        record = VolumeRecord(
+            volume_id,
+            name,
+            capacity,
+            dict(parameters),
+            source_snapshot_id,
+            source_volume_id,
+            time.time_ns(),
+        )
+        self._build_data(self.backing_path(volume_id), capacity, source, "create volume")
+        with _io("create volume"):
+            write_atomic(self.volumes / f"{volume_id}.json", _dump(record))
+        log.info("created volume %s (%s) of %d bytes", volume_id, name, capacity)
+        return record
+
+    def delete_volume(self, volume_id: str) -> bool:
+        if not ids.is_volume_id(volume_id):
+            return False
+        return self._delete(self.volumes, volume_id, "delete volume")
+
+    def expand_volume(self, volume_id: str, capacity: int) -> VolumeRecord:
+        """Grow a volume's backing file (sparse) to ``capacity``; never shrinks."""
+        record = self.volume(volume_id)
+        if record is None:
+            raise PoolError("expand volume", f"volume {volume_id} not found", errno.ENOENT)
+        path = self.backing_path(volume_id)
+        with _io("expand volume"):
+            if os.stat(path).st_size < capacity:
+                os.truncate(path, capacity)
+            if capacity > record.capacity:
+                record.capacity = capacity
+                write_atomic(self.volumes / f"{volume_id}.json", _dump(record))
+        return record
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        if not ids.is_snapshot_id(snapshot_id):
+            return None
+        return self._load(self.snapshots / f"{snapshot_id}.json", SnapshotRecord)
+
+    def snapshots_list(self) -> list[SnapshotRecord]:
+        return self._all(self.snapshots, SnapshotRecord, ids.is_snapshot_id)
+
+    def create_snapshot(self, name: str, source_volume_id: str) -> SnapshotRecord:
+        source = self.volume(source_volume_id)
+        if source is None:
+            raise PoolError(
+                "create snapshot", f"source volume {source_volume_id} not found", errno.ENOENT
+            )
+        snapshot_id = ids.snapshot_id_for(name)
+        path = self.snapshots / f"{snapshot_id}.img"
+        method = self._build_data(
+            path, None, self.backing_path(source_volume_id), "create snapshot"
+        )
+        with _io("create snapshot"):
+            size = os.stat(path).st_size
+            record = SnapshotRecord(
+                snapshot_id, name, source_volume_id, size, time.time_ns(), method
+            )
+            write_atomic(self.snapshots / f"{snapshot_id}.json", _dump(record))
+        log.info("snapshot %s of %s taken by %s", snapshot_id, source_volume_id, method)
+        return record
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        if not ids.is_snapshot_id(snapshot_id):
+            return False
+        return self._delete(self.snapshots, snapshot_id, "delete snapshot")
+
+    # -- space --------------------------------------------------------------------------
+
+    def available_bytes(self) -> int:
+        """Free space for new data. Volumes are thin: their holes take none of it."""
+        with _io("read pool capacity"):
+            stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def total_bytes(self) -> int:
+        with _io("read pool capacity"):
+            stats = os.statvfs(self.root)
+        return stats.f_blocks * stats.f_frsize
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _build_data(self, path: Path, size: int | None, source: Path | None, step: str) -> str:
+        """Create ``path`` from ``source`` (or empty) at ``size``, atomically."""
+        partial = path.with_name(f".{path.name}.partial")
+        method = "empty"
+        with _io(step):
+            partial.unlink(missing_ok=True)
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                if source is not None:
+                    src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        method = clone_file(src_fd, fd)
+                    finally:
+                        os.close(src_fd)
+                if size is not None:
+                    if os.fstat(fd).st_size > size:
+                        raise PoolError(
+                            step,
+                            f"the source holds {os.fstat(fd).st_size} bytes, "
+                            f"more than the {size} asked for",
+                            errno.EFBIG,
+                        )
+                    os.ftruncate(fd, size)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                partial.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            os.replace(partial, path)
+            sync_directory(path.parent)
+        return method
+
+    def _delete(self, directory: Path, item_id: str, step: str) -> bool:
+        record = directory / f"{item_id}.json"
+        data = directory / f"{item_id}.img"
+        with _io(step):
+            existed = record.exists()
+            record.unlink(missing_ok=True)
+            sync_directory(directory)
+            data.unlink(missing_ok=True)
+        return existed
+
+    def _load(self, path: Path, kind: type[R]) -> R | None:
+        with _io("read pool record"):
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                return None
+        try:
+            fields: dict[str, Any] = json.loads(text)
+            return kind(**fields)
+        except (ValueError, TypeError) as exc:
+            raise PoolError("read pool record", f"corrupt record {path}: {exc}") from exc
+
+    def _all(self, directory: Path, kind: type[R], valid: Any) -> list[R]:
+        found: list[R] = []
+        with _io("list pool"):
+            paths = sorted(directory.glob("*.json"))
+        for path in paths:
+            if valid(path.stem) and (record := self._load(path, kind)) is not None:
+                found.append(record)
+        found.sort(key=lambda r: (r.created_ns, path_key(r)))
+        return found
+
+
+def path_key(record: VolumeRecord | SnapshotRecord) -> str:
+    return record.volume_id if isinstance(record, VolumeRecord) else record.snapshot_id
+
+
+def _dump(record: VolumeRecord | SnapshotRecord) -> str:
+    return json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"

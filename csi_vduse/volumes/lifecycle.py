@@ -1,0 +1,332 @@
+"""Stage, publish, unpublish, unstage, stats and expand: the node's half of a volume's life.
+
+Stage maps the pool's backing file onto a VDUSE device (the device layer's lifecycle)
+and, for mount access, makes sure it holds the requested filesystem and mounts it at
+the staging path. Block and mount access share every step up to the filesystem.
+Publish bind-mounts the staged filesystem, or the device node, onto the target.
+Every step is idempotent, and a failed stage undoes what it made.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.spec import DeviceSpec
+from csi_vduse.mounts import filesystem, mounter, mountinfo
+from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool
+from csi_vduse.volumes.errors import VolumeError
+from csi_vduse.volumes.records import NodeVolume, NodeVolumeStore, Publication
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    volume_id: str
+    staging_path: Path
+    block: bool
+    fs_type: str
+    mount_flags: tuple[str, ...]
+    mode: int
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class Usage:
+    total_bytes: int
+    available_bytes: int
+    used_bytes: int
+    total_inodes: int | None = None
+    available_inodes: int | None = None
+    used_inodes: int | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    abnormal: bool
+    message: str
+
+
+class NodeVolumes:
+    def __init__(
+        self, pool: Pool, devices: DeviceManager, store: NodeVolumeStore, max_volumes: int
+    ) -> None:
+        self.pool = pool
+        self.devices = devices
+        self.store = store
+        self.max_volumes = max_volumes
+
+    def _known(self, volume_id: str) -> NodeVolume | None:
+        """The node record, or None for a pool volume not staged here; ENOENT otherwise."""
+        record = self.store.load(volume_id)
+        if record is None and self.pool.volume(volume_id) is None:
+            raise VolumeError("find volume", f"volume {volume_id} does not exist", errno.ENOENT)
+        return record
+
+    # -- stage --------------------------------------------------------------------------
+
+    def stage(self, request: StageRequest) -> None:
+        record = self._known(request.volume_id)
+        if record is not None:
+            same = (
+                record.staging_path == str(request.staging_path)
+                and record.block == request.block
+                and record.fs_type == request.fs_type
+                and tuple(record.mount_flags) == request.mount_flags
+                and record.readonly == request.readonly
+            )
+            if not same:
+                raise VolumeError(
+                    "stage",
+                    f"volume {request.volume_id} is already staged at {record.staging_path} "
+                    f"({'block' if record.block else record.fs_type}); unstage it first",
+                    errno.EEXIST,
+                )
+            if record.state == "staged" and self._stage_intact(record):
+                return
+        elif self.max_volumes and len(self.store.all()) >= self.max_volumes:
+            raise VolumeError(
+                "stage",
+                f"this node already has its maximum of {self.max_volumes} volumes staged",
+                errno.ENOSPC,
+            )
+        record = record or NodeVolume(
+            volume_id=request.volume_id,
+            staging_path=str(request.staging_path),
+            block=request.block,
+            fs_type=request.fs_type,
+            mount_flags=list(request.mount_flags),
+            mode=request.mode,
+            readonly=request.readonly,
+        )
+        record.state = "staging"
+        self.store.save(record)
+        with ExitStack() as undo:
+            undo.callback(self._undo_stage, record)
+            self._bring_up(record)
+            undo.pop_all()
+        record.state = "staged"
+        self.store.save(record)
+        log.info(
+            "volume %s staged at %s (%s)", record.volume_id, record.staging_path, record.device
+        )
+
+    def _stage_intact(self, record: NodeVolume) -> bool:
+        """A staged volume is intact when its device runs and its mount is in place."""
+        if record.device is None or not Path(record.device).exists():
+            return False
+        return record.block or mountinfo.is_mount_point(record.staging_path)
+
+    def _bring_up(self, record: NodeVolume) -> None:
+        spec = DeviceSpec(
+            name=record.volume_id,
+            backing=self.pool.backing_path(record.volume_id),
+            readonly=record.readonly,
+        )
+        device = self.devices.create(spec)
+        record.device = device.block_device
+        self.store.save(record)
+        if record.block:
+            return
+        assert record.device is not None
+        staging = Path(record.staging_path)
+        if mountinfo.is_mount_point(staging):
+            return
+        if record.readonly:
+            found = filesystem.probe(Path(record.device))
+            if found is None:
+                raise VolumeError(
+                    "stage",
+                    f"volume {record.volume_id} is blank and read-only: nothing to mount",
+                    errno.EINVAL,
+                )
+            fs_type = found
+        else:
+            fs_type = filesystem.ensure(Path(record.device), record.fs_type)
+        mounter.mount_filesystem(
+            Path(record.device), staging, fs_type, record.readonly, record.mount_flags
+        )
+
+    def _undo_stage(self, record: NodeVolume) -> None:
+        try:
+            if not record.block:
+                mounter.unmount(Path(record.staging_path))
+            self.devices.delete(record.volume_id)
+            self.store.remove(record.volume_id)
+        except Exception as exc:
+            log.error("undoing the stage of %s failed: %s", record.volume_id, exc)
+
+    # -- unstage ------------------------------------------------------------------------
+
+    def unstage(self, volume_id: str, staging_path: Path) -> None:
+        record = self._known(volume_id)
+        if record is None:
+            # Not staged; a crash between device creation and the first record save
+            # would still have left a device behind under this name.
+            self.devices.delete(volume_id)
+            return
+        if record.staging_path != str(staging_path):
+            log.warning(
+                "unstage of %s at %s: it is staged at %s, leaving that alone",
+                volume_id,
+                staging_path,
+                record.staging_path,
+            )
+            return
+        if record.publications:
+            raise VolumeError(
+                "unstage",
+                f"volume {volume_id} is still published at {', '.join(record.publications)}",
+                errno.EBUSY,
+            )
+        record.state = "unstaging"
+        self.store.save(record)
+        if not record.block:
+            mounter.unmount(staging_path)
+        self.devices.delete(volume_id)
+        self.store.remove(volume_id)
+        log.info("volume %s unstaged", volume_id)
+
+    # -- publish ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        volume_id: str,
+        *,
+        staging_path: Path,
+        target: Path,
+        block: bool,
+        readonly: bool,
+        mount_flags: tuple[str, ...],
+    ) -> None:
+        record = self._known(volume_id)
+        if record is None or record.state != "staged" or record.staging_path != str(staging_path):
+            raise VolumeError(
+                "publish", f"volume {volume_id} is not staged at {staging_path}", errno.ENXIO
+            )
+        if record.block != block:
+            raise VolumeError(
+                "publish",
+                f"volume {volume_id} was staged for {'block' if record.block else 'mount'} "
+                "access; publish it the same way",
+                errno.EINVAL,
+            )
+        readonly = readonly or record.readonly
+        wanted = Publication(str(target), readonly, list(mount_flags))
+        existing = record.publications.get(str(target))
+        if existing is not None and existing != wanted:
+            raise VolumeError(
+                "publish",
+                f"{target} already publishes volume {volume_id} with other options",
+                errno.EEXIST,
+            )
+        if not mountinfo.is_mount_point(target):
+            if block:
+                assert record.device is not None
+                mounter.be_file(target)
+                mounter.bind(Path(record.device), target, readonly, ())
+            else:
+                mounter.be_directory(target)
+                mounter.bind(staging_path, target, readonly, mount_flags)
+        record.publications[str(target)] = wanted
+        self.store.save(record)
+
+    def unpublish(self, volume_id: str, target: Path) -> None:
+        record = self._known(volume_id)
+        if record is None or str(target) not in record.publications:
+            if record is not None and mountinfo.is_mount_point(target):
+                log.warning(
+                    "%s is mounted but not a publication of %s; left alone", target, volume_id
+                )
+                return
+            if _is_empty_target(target):
+                mounter.be_absent(target)
+            return
+        mounter.unmount(target)
+        mounter.be_absent(target)
+        del record.publications[str(target)]
+        self.store.save(record)
+
+    # -- stats and expansion ------------------------------------------------------------
+
+    def _at(self, volume_id: str, path: Path) -> NodeVolume:
+        record = self._known(volume_id)
+        paths = [] if record is None else [record.staging_path, *record.publications]
+        if record is None or str(path) not in paths:
+            raise VolumeError(
+                "find volume",
+                f"volume {volume_id} is not staged or published at {path}",
+                errno.ENOENT,
+            )
+        return record
+
+    def usage(self, volume_id: str, path: Path) -> tuple[NodeVolume, Usage]:
+        record = self._at(volume_id, path)
+        if record.block:
+            size = _device_size(record.device)
+            return record, Usage(size, 0, size)
+        try:
+            stats = os.statvfs(path)
+        except OSError as exc:
+            raise VolumeError("volume stats", f"{path}: {exc.strerror}", exc.errno) from exc
+        total = stats.f_blocks * stats.f_frsize
+        available = stats.f_bavail * stats.f_frsize
+        used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        return record, Usage(
+            total,
+            available,
+            used,
+            stats.f_files,
+            stats.f_favail,
+            stats.f_files - stats.f_ffree,
+        )
+
+    def health(self, record: NodeVolume) -> Health:
+        device = self.devices.store.load(record.volume_id)
+        if device is None:
+            return Health(True, "the volume's device is gone")
+        state = self.devices.status(device).state
+        if state != "running":
+            return Health(True, f"the volume's device is {state}")
+        if not record.block and not mountinfo.is_mount_point(record.staging_path):
+            return Health(True, f"the filesystem is no longer mounted at {record.staging_path}")
+        return Health(False, "the device is running")
+
+    def expand(self, volume_id: str, path: Path, capacity: int) -> int:
+        record = self._at(volume_id, path)
+        capacity = -(-capacity // SIZE_ALIGNMENT) * SIZE_ALIGNMENT
+        volume = self.pool.expand_volume(volume_id, capacity)
+        if record.state == "staged" and record.device is not None:
+            self.devices.resize(volume_id, volume.capacity)
+            if not record.block:
+                filesystem.grow(Path(record.device), Path(record.staging_path), record.fs_type)
+        return volume.capacity
+
+
+def _is_empty_target(target: Path) -> bool:
+    """Removing an unpublished target is safe only for an empty directory or empty file."""
+    try:
+        if target.is_dir():
+            return not any(target.iterdir())
+        return target.is_file() and target.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _device_size(device: str | None) -> int:
+    if device is None:
+        return 0
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)

@@ -1,0 +1,92 @@
+"""What the node made for each volume, persisted so a restarted driver knows all of it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from csi_vduse.durable import write_atomic
+from csi_vduse.volumes.errors import VolumeError
+
+
+@dataclass
+class Publication:
+    target: str
+    readonly: bool
+    mount_flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeVolume:
+    volume_id: str
+    staging_path: str
+    block: bool
+    fs_type: str
+    mount_flags: list[str]
+    mode: int
+    readonly: bool  # the device itself is read-only (a *_READER_ONLY access mode)
+    state: str = "staging"  # staging -> staged -> unstaging
+    device: str | None = None  # /dev/vdX once the device is up
+    publications: dict[str, Publication] = field(default_factory=dict)
+
+    @staticmethod
+    def from_json(fields: dict[str, Any]) -> NodeVolume:
+        publications = {
+            target: Publication(**publication)
+            for target, publication in fields.pop("publications", {}).items()
+        }
+        return NodeVolume(**fields, publications=publications)
+
+
+class NodeVolumeStore:
+    """One JSON file per volume under ``<state dir>/volumes``."""
+
+    def __init__(self, root: Path) -> None:
+        self.directory = root / "volumes"
+
+    def _path(self, volume_id: str) -> Path:
+        return self.directory / f"{volume_id}.json"
+
+    def load(self, volume_id: str) -> NodeVolume | None:
+        path = self._path(volume_id)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise VolumeError("state directory", f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            return NodeVolume.from_json(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise VolumeError("state directory", f"corrupt volume record {path}: {exc}") from exc
+
+    def save(self, volume: NodeVolume) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(self._path(volume.volume_id), json.dumps(asdict(volume), indent=2) + "\n")
+        except OSError as exc:
+            raise VolumeError(
+                "state directory", f"cannot write {self._path(volume.volume_id)}: {exc.strerror}"
+            ) from exc
+
+    def remove(self, volume_id: str) -> None:
+        try:
+            self._path(volume_id).unlink(missing_ok=True)
+        except OSError as exc:
+            raise VolumeError("state directory", f"cannot remove record: {exc.strerror}") from exc
+
+    def all(self) -> list[NodeVolume]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in sorted(self.directory.glob("*.json")):
+            volume = self.load(path.stem)
+            if volume is not None:
+                found.append(volume)
+        return found
+
+    def count(self) -> int:
+        return len(os.listdir(self.directory)) if self.directory.is_dir() else 0
