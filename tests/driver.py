@@ -1,0 +1,123 @@
+"""The real driver as tests see it: ``csi-vduse serve`` on a unix socket, with gRPC stubs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from csi_vduse.csi.proto import pb, stub
+
+START_TIMEOUT = 30.0
+
+__all__ = ["Driver", "block_capability", "mount_capability", "pb"]
+
+
+def mount_capability(
+    fs_type: str = "", mode: int = 1, flags: tuple[str, ...] = ()
+) -> pb.VolumeCapability:
+    return pb.VolumeCapability(
+        mount=pb.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(flags)),
+        access_mode=pb.VolumeCapability.AccessMode(mode=mode),  # type: ignore[arg-type]
+    )
+
+
+def block_capability(mode: int = 1) -> pb.VolumeCapability:
+    return pb.VolumeCapability(
+        block=pb.VolumeCapability.BlockVolume(),
+        access_mode=pb.VolumeCapability.AccessMode(mode=mode),  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Driver:
+    """One ``csi-vduse serve`` process; ``start`` again after ``stop`` restarts it."""
+
+    root: Path
+    node_id: str = "test-node"
+    controller: bool = True
+    node: bool = True
+    process: subprocess.Popen[bytes] | None = None
+    channel: grpc.Channel | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "csi.sock"
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.root / "pool"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "driver.log"
+
+    def start(self) -> Driver:
+        argv = [
+            sys.executable, "-m", "csi_vduse", "serve",
+            "--endpoint", f"unix://{self.socket}",
+            "--node-id", self.node_id,
+            "--state-dir", str(self.state_dir),
+            "--log-level", "debug",
+            *(["--pool-dir", str(self.pool_dir)] if self.node else []),
+            *(["--controller"] if self.controller else []),
+            *self.extra,
+        ]  # fmt: skip
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log)
+        self.channel = grpc.insecure_channel(f"unix://{self.socket}")
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT)
+        except grpc.FutureTimeoutError:
+            self.stop()
+            raise AssertionError(f"the driver did not start:\n{self.log()}") from None
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def _require_channel(self) -> grpc.Channel:
+        assert self.channel is not None, "the driver is not running"
+        return self.channel
+
+    @property
+    def identity(self) -> Any:
+        return stub(self._require_channel(), "Identity")
+
+    @property
+    def controller_stub(self) -> Any:
+        return stub(self._require_channel(), "Controller")
+
+    @property
+    def node_stub(self) -> Any:
+        return stub(self._require_channel(), "Node")
