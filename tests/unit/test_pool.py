@@ -1,0 +1,141 @@
+"""The node-local pool: ids, sparse volumes, snapshots and clones, crash-safe records."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from csi_vduse.pool import ids
+from csi_vduse.pool.copy import clone_file
+from csi_vduse.pool.errors import PoolError
+from csi_vduse.pool.store import Pool
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Pool:
+    return Pool(tmp_path / "pool")
+
+
+def allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def test_ids_are_stable_safe_and_distinct() -> None:
+    assert ids.volume_id_for("pvc-1") == ids.volume_id_for("pvc-1")
+    assert ids.volume_id_for("pvc-1") != ids.volume_id_for("pvc-2")
+    for name in ("../../etc/passwd", "a/b", "x" * 500, "\x00", "ünïcode"):
+        volume_id = ids.volume_id_for(name)
+        assert ids.is_volume_id(volume_id) and len(volume_id) <= 64
+        assert "/" not in volume_id and ".." not in volume_id
+    assert not ids.is_volume_id("../vol-" + "0" * 32)
+    assert not ids.is_volume_id(ids.snapshot_id_for("s"))
+    assert ids.is_snapshot_id(ids.snapshot_id_for("s"))
+
+
+def test_unknown_or_hostile_ids_find_nothing_and_touch_nothing(pool: Pool) -> None:
+    for hostile in ("../../etc/passwd", "/etc/passwd", "vol-../x", "", "vol-" + "g" * 32):
+        assert pool.volume(hostile) is None
+        assert pool.snapshot(hostile) is None
+        assert pool.delete_volume(hostile) is False
+    assert os.path.exists("/etc/passwd")
+
+
+def test_volume_is_sparse_and_listed_oldest_first(pool: Pool) -> None:
+    first = pool.create_volume("a", 64 * MiB, {})
+    second = pool.create_volume("b", 32 * MiB, {"blockSize": "4096"})
+    path = pool.backing_path(first.volume_id)
+    assert os.stat(path).st_size == 64 * MiB
+    assert allocated(path) < MiB
+    assert [v.volume_id for v in pool.volumes_list()] == [first.volume_id, second.volume_id]
+    assert pool.volume(second.volume_id) == second
+
+
+def test_snapshot_and_clone_copy_data_and_keep_holes(pool: Pool) -> None:
+    volume = pool.create_volume("src", 64 * MiB, {})
+    data = os.urandom(MiB)
+    with open(pool.backing_path(volume.volume_id), "r+b") as backing:
+        backing.seek(40 * MiB)
+        backing.write(data)
+    snapshot = pool.create_snapshot("snap", volume.volume_id)
+    assert snapshot.size == 64 * MiB and snapshot.method in ("reflink", "sparse-copy")
+    # Later writes to the volume do not reach the snapshot.
+    with open(pool.backing_path(volume.volume_id), "r+b") as backing:
+        backing.seek(40 * MiB)
+        backing.write(b"\0" * MiB)
+    restored = pool.create_volume(
+        "restored", 128 * MiB, {}, source_snapshot_id=snapshot.snapshot_id
+    )
+    path = pool.backing_path(restored.volume_id)
+    assert os.stat(path).st_size == 128 * MiB
+    with open(path, "rb") as backing:
+        backing.seek(40 * MiB)
+        assert backing.read(MiB) == data
+    assert allocated(path) < 4 * MiB
+    clone = pool.create_volume("clone", 128 * MiB, {}, source_volume_id=restored.volume_id)
+    with open(pool.backing_path(clone.volume_id), "rb") as backing:
+        backing.seek(40 * MiB)
+        assert backing.read(MiB) == data
+
+
+def test_a_source_larger_than_the_new_volume_is_refused_without_leftovers(pool: Pool) -> None:
+    volume = pool.create_volume("big", 64 * MiB, {})
+    with pytest.raises(PoolError) as refused:
+        pool.create_volume("small", 32 * MiB, {}, source_volume_id=volume.volume_id)
+    assert refused.value.errno == errno.EFBIG
+    assert [v.name for v in pool.volumes_list()] == ["big"]
+    assert sorted(p.name for p in pool.volumes.iterdir()) == sorted(
+        [f"{volume.volume_id}.img", f"{volume.volume_id}.json"]
+    )
+
+
+def test_missing_sources_are_not_found(pool: Pool) -> None:
+    for kwargs in (
+        {"source_snapshot_id": ids.snapshot_id_for("nope")},
+        {"source_volume_id": ids.volume_id_for("nope")},
+    ):
+        with pytest.raises(PoolError) as refused:
+            pool.create_volume("x", MiB, {}, **kwargs)
+        assert refused.value.errno == errno.ENOENT
+    with pytest.raises(PoolError) as refused:
+        pool.create_snapshot("s", ids.volume_id_for("nope"))
+    assert refused.value.errno == errno.ENOENT
+
+
+def test_expand_grows_never_shrinks(pool: Pool) -> None:
+    volume = pool.create_volume("v", 8 * MiB, {})
+    assert pool.expand_volume(volume.volume_id, 16 * MiB).capacity == 16 * MiB
+    assert pool.expand_volume(volume.volume_id, 4 * MiB).capacity == 16 * MiB
+    assert os.stat(pool.backing_path(volume.volume_id)).st_size == 16 * MiB
+
+
+def test_delete_is_idempotent_and_removes_data(pool: Pool) -> None:
+    volume = pool.create_volume("v", MiB, {})
+    assert pool.delete_volume(volume.volume_id) is True
+    assert pool.delete_volume(volume.volume_id) is False
+    assert list(pool.volumes.iterdir()) == []
+
+
+def test_an_orphan_data_file_from_a_crash_is_replaced(pool: Pool) -> None:
+    # A crash after the data rename but before the record: the name can be created again.
+    orphan = pool.backing_path(ids.volume_id_for("v"))
+    orphan.write_bytes(b"old")
+    volume = pool.create_volume("v", MiB, {})
+    assert os.stat(pool.backing_path(volume.volume_id)).st_size == MiB
+
+
+def test_clone_file_copies_sparse_data_exactly(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    with open(src, "wb") as f:
+        f.truncate(32 * MiB)
+        for offset in (0, 5 * MiB + 123, 31 * MiB):
+            f.seek(offset)
+            f.write(os.urandom(70_000))
+    with open(src, "rb") as s, open(dst, "w+b") as d:
+        clone_file(s.fileno(), d.fileno())
+    assert src.read_bytes() == dst.read_bytes()
+    assert allocated(dst) <= allocated(src) + 64 * 1024
