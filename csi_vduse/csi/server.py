@@ -114,6 +114,7 @@ def _bind(server: grpc.Server, path: Path) -> None:
         server.start()
     finally:
         os.umask(previous)
+    os.chmod(path, 0o600)
 
 
 def serve(options: ServeOptions) -> int:

@@ -1,0 +1,114 @@
+"""``csi-vduse serve`` as a process: socket, shutdown, modes, logs (no kernel needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from csi_vduse.csi.capabilities import CONTROLLER
+from csi_vduse.csi.proto import pb
+from tests.driver import Driver, mount_capability
+
+Expand = pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[Driver]:
+    running = Driver(tmp_path).start()
+    yield running
+    running.stop()
+
+
+def test_socket_is_private_and_removed_on_sigterm(driver: Driver) -> None:
+    mode = os.stat(driver.socket).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert driver.stop(signal.SIGTERM) == 0
+    assert not driver.socket.exists()
+    assert "stopped" in driver.log()
+
+
+def test_a_stale_socket_is_replaced_and_a_regular_file_is_not(tmp_path: Path) -> None:
+    first = Driver(tmp_path).start()
+    assert first.process is not None
+    first.process.kill()
+    first.process.wait()
+    first.process = None
+    assert first.socket.exists()
+    second = Driver(tmp_path).start()
+    assert second.identity.Probe(pb.ProbeRequest()) is not None
+    second.stop()
+
+    blocked = tmp_path / "other"
+    blocked.mkdir()
+    (blocked / "csi.sock").write_text("not a socket")
+    with pytest.raises(AssertionError, match="not a socket"):
+        Driver(blocked).start()
+    assert (blocked / "csi.sock").read_text() == "not a socket"
+
+
+def test_plugin_info_names_the_driver_and_its_version(driver: Driver) -> None:
+    info = driver.identity.GetPluginInfo(pb.GetPluginInfoRequest())
+    assert info.name == "csi.vduse.dev" and info.vendor_version
+    caps = driver.controller_stub.ControllerGetCapabilities(
+        pb.ControllerGetCapabilitiesRequest()
+    ).capabilities
+    assert [c.rpc.type for c in caps] == list(CONTROLLER)
+
+
+def test_central_controller_without_pool_only_records_expansions(tmp_path: Path) -> None:
+    central = Driver(tmp_path, node=False).start()
+    try:
+        caps = central.controller_stub.ControllerGetCapabilities(
+            pb.ControllerGetCapabilitiesRequest()
+        ).capabilities
+        assert [c.rpc.type for c in caps] == [Expand]
+        answer = central.controller_stub.ControllerExpandVolume(
+            pb.ControllerExpandVolumeRequest(
+                volume_id="vol-" + "0" * 32,
+                capacity_range=pb.CapacityRange(required_bytes=(1 << 30) + 1),
+            )
+        )
+        assert answer.node_expansion_required and answer.capacity_bytes == (1 << 30) + (1 << 20)
+        with pytest.raises(grpc.RpcError) as refused:
+            central.controller_stub.CreateVolume(
+                pb.CreateVolumeRequest(name="x", volume_capabilities=[mount_capability()])
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.RpcError) as missing:
+            central.node_stub.NodeGetInfo(pb.NodeGetInfoRequest())
+        assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        central.stop()
+
+
+def test_json_logs_carry_rpc_volume_and_code(tmp_path: Path) -> None:
+    driver = Driver(tmp_path, extra=["--log-format", "json"]).start()
+    try:
+        with pytest.raises(grpc.RpcError):
+            driver.controller_stub.DeleteVolume(pb.DeleteVolumeRequest())
+        driver.controller_stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id="vol-unknown"))
+    finally:
+        driver.stop()
+    records = [json.loads(line) for line in driver.log().splitlines() if line.startswith("{")]
+    calls = [r for r in records if r.get("rpc") == "DeleteVolume"]
+    assert [(c["code"], c["volume"]) for c in calls] == [
+        ("INVALID_ARGUMENT", "-"),
+        ("OK", "vol-unknown"),
+    ]
+
+
+def test_node_info_reports_topology_and_volume_limit(tmp_path: Path) -> None:
+    driver = Driver(tmp_path, node_id="node-7", extra=["--max-volumes", "12"]).start()
+    try:
+        info = driver.node_stub.NodeGetInfo(pb.NodeGetInfoRequest())
+    finally:
+        driver.stop()
+    assert info.node_id == "node-7" and info.max_volumes_per_node == 12
+    assert dict(info.accessible_topology.segments) == {"topology.vduse.csi/node": "node-7"}
