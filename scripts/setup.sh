@@ -8,6 +8,7 @@ packages=(
     python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev  # build (cffi extension)
     qemu-system-x86 busybox-static kmod apt dpkg                   # the test VM
     fio e2fsprogs xfsprogs util-linux iproute2 qemu-utils          # used inside the VM
+    buildah debootstrap                                            # container image build
 )
 missing=()
 for package in "${packages[@]}"; do

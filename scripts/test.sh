@@ -6,3 +6,4 @@ bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/python -m pytest "$@"
+echo "== image"; bash scripts/build-image.sh

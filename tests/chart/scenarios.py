@@ -1,0 +1,116 @@
+"""Value sets the chart is rendered, linted and validated with: the defaults and, between them,
+every documented value set to something other than its default (test_values_docs checks that).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+TOLERATIONS = [{"key": "storage", "operator": "Exists", "effect": "NoSchedule"}]
+AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "vduse", "operator": "In", "values": ["yes"]}]}
+            ]
+        }
+    }
+}
+
+
+def _sidecar(repository: str, tag: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Always"},
+        "resources": RESOURCES,
+        **extra,
+    }
+
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "custom-paths": {
+        "driverName": "vduse.example.org",
+        "kubeletDir": "/var/lib/k0s/kubelet",
+        "stateDir": "/srv/csi-vduse/state",
+        "poolDir": "/srv/csi-vduse/pool",
+        "nameOverride": "vduse",
+        "image": {"repository": "registry.example.org/csi-vduse", "tag": "v9.9.9"},
+        "imagePullSecrets": [{"name": "pull-secret"}],
+    },
+    "fullname": {"fullnameOverride": "storage"},
+    "logging": {
+        "logLevel": "debug",
+        "logFormat": "json",
+        "sidecarLogLevel": 5,
+        "maxVolumesPerNode": 64,
+    },
+    "metrics-service": {
+        "metrics": {
+            "port": 9900,
+            "podAnnotations": False,
+            "service": {"enabled": True, "annotations": {"example.org/scrape": "yes"}},
+        }
+    },
+    "metrics-off": {"metrics": {"enabled": False}},
+    "placement": {
+        "image": {"pullPolicy": "Always"},
+        "node": {
+            "healthPort": 9911,
+            "nodeSelector": {"vduse": "yes"},
+            "tolerations": TOLERATIONS,
+            "affinity": AFFINITY,
+            "priorityClassName": "storage-critical",
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "podAnnotations": {"example.org/owner": "storage"},
+            "podLabels": {"team": "storage"},
+            "resources": RESOURCES,
+        },
+        "controller": {
+            "replicas": 2,
+            "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+            "tolerations": TOLERATIONS,
+            "affinity": AFFINITY,
+            "priorityClassName": "storage-critical",
+            "podAnnotations": {"example.org/owner": "storage"},
+            "podLabels": {"team": "storage"},
+            "resources": RESOURCES,
+        },
+        "sidecars": {
+            "nodeDriverRegistrar": _sidecar("mirror.example.org/registrar", "v2.16.0"),
+            "livenessProbe": _sidecar("mirror.example.org/livenessprobe", "v2.19.0"),
+            "provisioner": _sidecar(
+                "mirror.example.org/provisioner",
+                "v6.3.0",
+                timeout="2m",
+                capacityPollInterval="30s",
+            ),
+            "snapshotter": _sidecar("mirror.example.org/snapshotter", "v8.6.0"),
+            "resizer": _sidecar("mirror.example.org/resizer", "v2.2.0", timeout="90s"),
+        },
+    },
+    "no-snapshots": {"snapshots": {"enabled": False}},
+    "classes": {
+        "storageClasses": [
+            {
+                "name": "vduse-xfs",
+                "isDefaultClass": True,
+                "fsType": "xfs",
+                "blockSize": "4096",
+                "numQueues": 4,
+                "reclaimPolicy": "Retain",
+                "allowVolumeExpansion": False,
+                "mountOptions": ["noatime"],
+                "annotations": {"example.org/tier": "fast"},
+                "additionalParameters": {"example.org/extra": "1"},
+            },
+            {"name": "vduse-ext4", "blockSize": "512"},
+        ],
+        "volumeSnapshotClass": {
+            "name": "vduse-snapshots",
+            "isDefaultClass": True,
+            "deletionPolicy": "Retain",
+        },
+    },
+    "no-classes": {"storageClasses": [], "volumeSnapshotClass": {"enabled": False}},
+}
