@@ -8,7 +8,6 @@ that a wrong argument or a wrong mount is caught.
 
 from __future__ import annotations
 
-import argparse
 import posixpath
 from functools import cache
 from typing import Any
@@ -73,7 +72,7 @@ def socket_of(workload: Obj) -> str:
     return endpoint.removeprefix("unix://")
 
 
-def check_serve_args(workload: Obj) -> None:
+def check_serve_args(workload: Obj, node: bool) -> None:
     plugin = container(workload, "csi-vduse")
     args = plugin["args"]
     assert args[0] == "serve", args
@@ -81,8 +80,11 @@ def check_serve_args(workload: Obj) -> None:
         assert name in SERVE_FLAGS, f"csi-vduse serve has no --{name}"
         assert SERVE_FLAGS[name] == (value != ""), f"--{name}: value {value!r}"
     given = flags(plugin)
-    for required in ("endpoint", "node-id", "state-dir", "pool-dir", "driver-name", "controller"):
+    for required in ("endpoint", "node-id", "state-dir", "driver-name", "controller"):
         assert required in given, f"csi-vduse serve without --{required}"
+    # --pool-dir turns the Node service on; the central controller must not serve a pool
+    # (it would answer NOT_FOUND for every node's volume).
+    assert ("pool-dir" in given) == node, f"--pool-dir on the {'node' if node else 'controller'}"
     assert given["node-id"] == "$(NODE_NAME)"
     assert env_field_refs(plugin).get("NODE_NAME") == "spec.nodeName"
 
@@ -234,8 +236,9 @@ def check_driver_name(manifest: Manifest, driver: str) -> None:
 def check_all(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
     node, controller = manifest.node, manifest.controller
     kubelet_dir = scenario_values["kubeletDir"]
+    check_serve_args(node, node=True)
+    check_serve_args(controller, node=False)
     for workload in (node, controller):
-        check_serve_args(workload)
         check_env_references_resolve(workload)
         check_sidecars_share_the_socket(workload)
     check_registration(node, kubelet_dir, scenario_values["driverName"])
@@ -292,13 +295,8 @@ def test_storage_classes_bind_on_first_consumer() -> None:
 
 
 def test_plugin_args_parse_with_the_driver_cli() -> None:
-    """Once `csi-vduse serve` exists, the driver's own parser must accept what the chart passes."""
+    """The driver's own parser accepts exactly what the chart passes."""
     parser = cli.build_parser()
-    commands = next(
-        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-    )
-    if "serve" not in commands.choices:
-        pytest.skip("csi-vduse has no serve command yet")
     for scenario in SCENARIOS:
         for workload in workloads(rendered(scenario)):
             args = [
@@ -329,11 +327,18 @@ def test_a_sidecar_on_another_socket_is_caught() -> None:
         check_sidecars_share_the_socket(manifest.node)
 
 
+def test_a_pool_on_the_central_controller_is_caught() -> None:
+    manifest = rendered("defaults").copy()
+    container(manifest.controller, "csi-vduse")["args"].append("--pool-dir=/x")
+    with pytest.raises(AssertionError, match="--pool-dir on the controller"):
+        check_serve_args(manifest.controller, node=False)
+
+
 def test_an_unknown_driver_flag_is_caught() -> None:
     manifest = rendered("defaults").copy()
     container(manifest.node, "csi-vduse")["args"].append("--nodeid=x")
     with pytest.raises(AssertionError, match="no --nodeid"):
-        check_serve_args(manifest.node)
+        check_serve_args(manifest.node, node=True)
 
 
 def test_propagation_outside_the_kubelet_dir_is_caught() -> None:
