@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser(
-        "demo", help="create, format, mount, use and delete a device (needs root and VDUSE)"
+        "demo",
+        help="a volume's whole life through the CSI API: provision, stage, publish, write, "
+        "snapshot, restore, delete (needs root and VDUSE)",
     )
     _add_serve(commands)
     return parser
@@ -164,10 +166,11 @@ def run(args: argparse.Namespace) -> int:
                 metrics_address=args.metrics_address,
             )
         )
-    manager = DeviceManager(StateStore(args.state_dir))
     if args.command == "demo":
-        run_demo(manager, lambda line: print(line, flush=True))
-    elif args.action == "create":
+        run_demo(lambda line: print(line, flush=True))
+        return 0
+    manager = DeviceManager(StateStore(args.state_dir))
+    if args.action == "create":
         spec = DeviceSpec(args.name, args.backing, args.size, args.readonly)
         record = manager.create(spec)
         print(record.block_device)
