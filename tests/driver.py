@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import grpc
 
 from csi_vduse.csi.proto import pb, stub
 
-START_TIMEOUT = 30.0
+START_TIMEOUT = 90.0
 
 __all__ = ["Driver", "block_capability", "mount_capability", "pb"]
 
@@ -74,15 +75,40 @@ class Driver:
             *self.extra,
         ]  # fmt: skip
         self.root.mkdir(parents=True, exist_ok=True)
+        stale = self._socket_inode()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log)
+        # Wait for the socket before dialling: a channel that fails to connect backs off
+        # for seconds, far longer than a slow start (the test VM emulates its CPU).
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._fresh_socket(stale) and self.process.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if self.process.poll() is not None:
+            self.stop()
+            raise AssertionError(f"the driver exited at start:\n{self.log()}")
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT)
+            grpc.channel_ready_future(self.channel).result(
+                timeout=max(1.0, deadline - time.monotonic())
+            )
         except grpc.FutureTimeoutError:
             self.stop()
             raise AssertionError(f"the driver did not start:\n{self.log()}") from None
         return self
+
+    def _socket_inode(self) -> tuple[int, int] | None:
+        try:
+            info = self.socket.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_ino, info.st_ctime_ns  # an inode number alone may be reused
+
+    def _fresh_socket(self, stale: tuple[int, int] | None) -> bool:
+        """The server's own socket is there (not one a killed predecessor left)."""
+        inode = self._socket_inode()
+        return inode is not None and inode != stale
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.channel is not None:

@@ -72,6 +72,7 @@ class NodeService:
                 block=access.block,
                 readonly=request.readonly or access.readonly_mode,
                 mount_flags=access.mount_flags,
+                single_writer=access.mode == validate.Mode.SINGLE_NODE_SINGLE_WRITER,
             )
         return pb.NodePublishVolumeResponse()
 
@@ -90,7 +91,7 @@ class NodeService:
         self, request: pb.NodeGetVolumeStatsRequest, context: grpc.ServicerContext
     ) -> pb.NodeGetVolumeStatsResponse:
         volume_id = validate.require_id(request.volume_id, "volume_id")
-        path = validate.require_path(request.volume_path, "volume_path")
+        path = validate.require_lookup_path(request.volume_path, "volume_path")
         record, usage = self.volumes.usage(volume_id, path)
         health = self.volumes.health(record)
         entries = [
@@ -120,7 +121,7 @@ class NodeService:
         self, request: pb.NodeExpandVolumeRequest, context: grpc.ServicerContext
     ) -> pb.NodeExpandVolumeResponse:
         volume_id = validate.require_id(request.volume_id, "volume_id")
-        path = validate.require_path(request.volume_path, "volume_path")
+        path = validate.require_lookup_path(request.volume_path, "volume_path")
         # Without a range the node grows to the size ControllerExpandVolume recorded.
         required = request.capacity_range.required_bytes
         limit = request.capacity_range.limit_bytes

@@ -94,6 +94,7 @@ def build(options: ServeOptions) -> grpc.Server:
             NodeVolumeStore(options.state_dir),
             options.max_volumes,
         )
+        volumes.recover()
         register(server, "Node", NodeService(volumes, options.node_id, options.max_volumes))
     return server
 

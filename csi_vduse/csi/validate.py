@@ -47,6 +47,12 @@ def require_name(value: str, field: str = "name") -> str:
     return value
 
 
+def require_lookup_path(value: str, field: str) -> Path:
+    """A path only compared with where a volume is: anything else is NOT_FOUND later."""
+    require(value, field)
+    return Path(value)
+
+
 def require_path(value: str, field: str) -> Path:
     require(value, field)
     if "\x00" in value or not value.startswith("/"):

@@ -77,6 +77,10 @@ class Pool:
         with _io("open pool"):
             self.volumes.mkdir(parents=True, exist_ok=True)
             self.snapshots.mkdir(parents=True, exist_ok=True)
+            # Copies a crash interrupted: never valid data, never referenced by a record.
+            for partial in [*self.volumes.glob(".*.partial"), *self.snapshots.glob(".*.partial")]:
+                log.warning("removing %s, left by an interrupted create", partial)
+                partial.unlink(missing_ok=True)
 
     # -- volumes ------------------------------------------------------------------------
 

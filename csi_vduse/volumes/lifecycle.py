@@ -25,6 +25,8 @@ from csi_vduse.volumes.records import NodeVolume, NodeVolumeStore, Publication
 
 log = logging.getLogger(__name__)
 
+SINGLE_NODE_SINGLE_WRITER = 6  # the CSI access mode that allows one publication only
+
 
 @dataclass(frozen=True)
 class StageRequest:
@@ -68,6 +70,33 @@ class NodeVolumes:
         if record is None and self.pool.volume(volume_id) is None:
             raise VolumeError("find volume", f"volume {volume_id} does not exist", errno.ENOENT)
         return record
+
+    # -- restart ------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish or undo what a driver that died mid-call left, before serving again.
+
+        A stage that never completed is rolled back (the CO retries it); an unstage that
+        began is completed. Staged volumes are left exactly as they are: pods use them.
+        """
+        for record in self.store.all():
+            if record.state == "staging":
+                log.warning("volume %s: rolling back an unfinished stage", record.volume_id)
+                self._undo_stage(record)
+            elif record.state == "unstaging":
+                log.warning("volume %s: completing an unfinished unstage", record.volume_id)
+                try:
+                    self._finish_unstage(record)
+                except Exception as exc:
+                    log.error("volume %s: unstage still fails: %s", record.volume_id, exc)
+            else:
+                health = self.health(record)
+                log.info(
+                    "volume %s staged at %s: %s",
+                    record.volume_id,
+                    record.staging_path,
+                    health.message,
+                )
 
     # -- stage --------------------------------------------------------------------------
 
@@ -187,11 +216,14 @@ class NodeVolumes:
             )
         record.state = "unstaging"
         self.store.save(record)
-        if not record.block:
-            mounter.unmount(staging_path)
-        self.devices.delete(volume_id)
-        self.store.remove(volume_id)
+        self._finish_unstage(record)
         log.info("volume %s unstaged", volume_id)
+
+    def _finish_unstage(self, record: NodeVolume) -> None:
+        if not record.block:
+            mounter.unmount(Path(record.staging_path))
+        self.devices.delete(record.volume_id)
+        self.store.remove(record.volume_id)
 
     # -- publish ------------------------------------------------------------------------
 
@@ -204,6 +236,7 @@ class NodeVolumes:
         block: bool,
         readonly: bool,
         mount_flags: tuple[str, ...],
+        single_writer: bool = False,
     ) -> None:
         record = self._known(volume_id)
         if record is None or record.state != "staged" or record.staging_path != str(staging_path):
@@ -220,6 +253,13 @@ class NodeVolumes:
         readonly = readonly or record.readonly
         wanted = Publication(str(target), readonly, list(mount_flags))
         existing = record.publications.get(str(target))
+        others = [t for t in record.publications if t != str(target)]
+        if others and (single_writer or record.mode == SINGLE_NODE_SINGLE_WRITER):
+            raise VolumeError(
+                "publish",
+                f"volume {volume_id} is single-writer and already published at {others[0]}",
+                errno.EBUSY,
+            )
         if existing is not None and existing != wanted:
             raise VolumeError(
                 "publish",

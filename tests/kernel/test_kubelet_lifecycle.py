@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -245,5 +247,48 @@ def test_xfs_volume_with_mount_flags(kubelet: Kubelet) -> None:
     kubelet.stage(volume_id, staging, capability)
     mount = mountinfo.mount_at(staging)
     assert mount is not None and mount.fs_type == "xfs" and "noatime" in mount.options
+    kubelet.unstage(volume_id, staging)
+    kubelet.delete(volume_id)
+
+
+def test_driver_killed_between_stage_and_publish_keeps_the_volume(kubelet: Kubelet) -> None:
+    capability = mount_capability("ext4")
+    pv, volume_id = kubelet.create(capability)
+    staging = kubelet.mount_staging(pv)
+    kubelet.stage(volume_id, staging, capability)
+    (staging / "before").write_text("staged before the crash")
+
+    kubelet.driver.stop(signal.SIGKILL)
+    kubelet.driver.start()
+
+    assert mountinfo.is_mount_point(staging)
+    kubelet.stage(volume_id, staging, capability)  # the kubelet's retry after a restart
+    target = kubelet.mount_target(pv, str(uuid.uuid4()))
+    kubelet.publish(volume_id, staging, target, capability)
+    assert (target / "before").read_text() == "staged before the crash"
+    assert not kubelet.stats(volume_id, target).volume_condition.abnormal
+    kubelet.unpublish(volume_id, target)
+    kubelet.unstage(volume_id, staging)
+    kubelet.delete(volume_id)
+
+
+def test_a_stage_cut_short_by_a_crash_is_rolled_back_on_restart(kubelet: Kubelet) -> None:
+    capability = mount_capability("ext4")
+    pv, volume_id = kubelet.create(capability)
+    staging = kubelet.mount_staging(pv)
+    kubelet.stage(volume_id, staging, capability)
+    kubelet.driver.stop(signal.SIGKILL)
+    # What the record says when the driver dies after mounting, before it could finish.
+    record_path = kubelet.driver.state_dir / "volumes" / f"{volume_id}.json"
+    record = json.loads(record_path.read_text())
+    record["state"] = "staging"
+    record_path.write_text(json.dumps(record))
+
+    kubelet.driver.start()
+
+    assert not record_path.exists()
+    assert not mountinfo.is_mount_point(staging)
+    assert leftovers(volume_id) == []
+    kubelet.stage(volume_id, staging, capability)
     kubelet.unstage(volume_id, staging)
     kubelet.delete(volume_id)

@@ -139,3 +139,13 @@ def test_clone_file_copies_sparse_data_exactly(tmp_path: Path) -> None:
         clone_file(s.fileno(), d.fileno())
     assert src.read_bytes() == dst.read_bytes()
     assert allocated(dst) <= allocated(src) + 64 * 1024
+
+
+def test_copies_a_crash_interrupted_are_removed_when_the_pool_opens(tmp_path: Path) -> None:
+    Pool(tmp_path)
+    partial = tmp_path / "volumes" / f".{ids.volume_id_for('v')}.img.partial"
+    partial.write_bytes(b"half a copy")
+    keep = tmp_path / "volumes" / "unrelated"
+    keep.write_bytes(b"x")
+    Pool(tmp_path)
+    assert not partial.exists() and keep.exists()
