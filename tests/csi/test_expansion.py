@@ -3,6 +3,8 @@ NodeExpandVolume" (node.go)."""
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
 
@@ -146,3 +148,29 @@ class TestNodeExpandVolume:
                 capacity_range=pb.CapacityRange(required_bytes=TEST_VOLUME_EXPAND_SIZE),
             )
         )
+
+    # Not in csi-sanity: its test above grows the volume before staging, so mkfs already
+    # sees the new size and NodeExpandVolume has nothing to do. This is the kubelet's real
+    # order for ONLINE expansion (issue 4): publish, ControllerExpandVolume, then
+    # NodeExpandVolume must grow the device and the mounted filesystem.
+    @pytest.mark.vm
+    def test_online_expansion_grows_the_mounted_filesystem(
+        self, sc: SanityContext, r: Resources
+    ) -> None:
+        vol = create_volume(r, unique_string("sanity-node-expand-online"))
+        node_stage_volume(sc, vol)
+        node_publish_volume(sc, vol)
+        before = os.statvfs(sc.target)
+        rsp = sc.controller.ControllerExpandVolume(make_expand_volume_req(vol.volume.volume_id))
+        assert rsp.capacity_bytes == TEST_VOLUME_EXPAND_SIZE
+        done = sc.node.NodeExpandVolume(
+            pb.NodeExpandVolumeRequest(
+                volume_id=vol.volume.volume_id,
+                volume_path=sc.target,
+                capacity_range=pb.CapacityRange(required_bytes=TEST_VOLUME_EXPAND_SIZE),
+            )
+        )
+        assert done.capacity_bytes in (0, TEST_VOLUME_EXPAND_SIZE)
+        after = os.statvfs(sc.target)
+        assert after.f_blocks * after.f_frsize > before.f_blocks * before.f_frsize
+        assert after.f_blocks * after.f_frsize > TEST_VOLUME_SIZE
