@@ -1,0 +1,473 @@
+"""csi-sanity's harness in pytest: a real ``csi-vduse serve`` per test, its paths, and Cleanup.
+
+Mirrors kubernetes-csi/csi-test pkg/sanity: ``TestContext`` (sanity.go) becomes
+:class:`SanityContext` with a staging directory and a target *parent* directory made
+fresh for each test (the driver creates and removes ``<target parent>/target`` itself);
+``Resources`` (resources.go) becomes :class:`Resources`, which registers every volume and
+snapshot a test makes and, after the test, unpublishes, unstages and deletes them in LIFO
+order, failing the test when that cleanup fails. On top of csi-sanity, every test ends by
+checking that nothing is left: no pool files, no state records, and in the VM no VDUSE
+device, mount or dataplane process of this driver instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from csi_vduse.csi.proto import pb, rpc
+
+MiB = 1 << 20
+
+# csi-sanity's command-line knobs, as one place to change them.
+TEST_VOLUME_SIZE = 64 * MiB  # --csi.testvolumesize
+TEST_VOLUME_EXPAND_SIZE = 128 * MiB  # --csi.testvolumeexpandsize (default: size + 1 GiB)
+TEST_VOLUME_PARAMETERS: dict[str, str] = {}  # --csi.testvolumeparameters
+TEST_SNAPSHOT_PARAMETERS: dict[str, str] = {}  # --csi.testsnapshotparameters
+TEST_VOLUME_ACCESS_TYPE = "mount"  # --csi.testvolumeaccesstype
+IDEMPOTENT_COUNT = 10  # --csi.idempotentcount (csi-sanity's default)
+MAX_NAME_LENGTH = 128  # controller.go MaxNameLength
+NODE_ID = "sanity-node"
+START_TIMEOUT = 120.0  # the server's first import is slow in the TCG VM
+STOP_TIMEOUT = 40.0  # the server gives in-flight calls 30 s on SIGTERM
+
+Mode = pb.VolumeCapability.AccessMode.Mode
+ControllerCap = pb.ControllerServiceCapability.RPC.Type
+NodeCap = pb.NodeServiceCapability.RPC.Type
+PluginService = pb.PluginCapability.Service.Type
+
+# sanity.go: one random suffix per process, appended to every name a test picks.
+_UNIQUE_SUFFIX = f"-{secrets.token_hex(4).upper()}-{secrets.token_hex(4).upper()}"
+
+
+def unique_string(prefix: str) -> str:
+    return prefix + _UNIQUE_SUFFIX
+
+
+def unique_string_with_length(prefix: str, length: int) -> str:
+    name = unique_string(prefix)[:length]
+    filler = "".join(secrets.choice(string.ascii_lowercase) for _ in range(length - len(name)))
+    return name + filler
+
+
+# util.go DefaultIDGenerator
+def unique_valid_volume_id() -> str:
+    return f"fake-vol-id-{str(uuid.uuid4())[:10]}"
+
+
+INVALID_VOLUME_ID = "fake-vol-id"
+
+
+def unique_valid_node_id() -> str:
+    return f"fake-node-id-{str(uuid.uuid4())[:10]}"
+
+
+def in_vm() -> bool:
+    return Path("/dev/vduse/control").exists()
+
+
+# -- requests, as controller.go's Make*Req helpers build them ------------------------------
+
+
+def volume_capability(
+    mode: int = Mode.SINGLE_NODE_WRITER, access_type: str = TEST_VOLUME_ACCESS_TYPE
+) -> pb.VolumeCapability:
+    """TestVolumeCapabilityWithAccessType: an empty mount (or block) with ``mode``."""
+    cap = pb.VolumeCapability(access_mode=pb.VolumeCapability.AccessMode(mode=mode))  # type: ignore[arg-type]
+    if access_type == "block":
+        cap.block.SetInParent()
+    else:
+        cap.mount.SetInParent()
+    return cap
+
+
+def make_create_volume_req(
+    name: str, access_type: str = TEST_VOLUME_ACCESS_TYPE
+) -> pb.CreateVolumeRequest:
+    return pb.CreateVolumeRequest(
+        name=name,
+        volume_capabilities=[volume_capability(access_type=access_type)],
+        capacity_range=pb.CapacityRange(
+            required_bytes=TEST_VOLUME_SIZE, limit_bytes=TEST_VOLUME_SIZE
+        ),
+        parameters=TEST_VOLUME_PARAMETERS,
+    )
+
+
+def make_create_snapshot_req(name: str, source_volume_id: str) -> pb.CreateSnapshotRequest:
+    return pb.CreateSnapshotRequest(
+        name=name, source_volume_id=source_volume_id, parameters=TEST_SNAPSHOT_PARAMETERS
+    )
+
+
+def make_expand_volume_req(volume_id: str) -> pb.ControllerExpandVolumeRequest:
+    return pb.ControllerExpandVolumeRequest(
+        volume_id=volume_id,
+        capacity_range=pb.CapacityRange(required_bytes=TEST_VOLUME_EXPAND_SIZE),
+        volume_capability=volume_capability(),
+    )
+
+
+# -- assertions shared by the suites --------------------------------------------------------
+
+
+def expect_error_code(call: Callable[[], Any], code: grpc.StatusCode) -> None:
+    """util.go ExpectErrorCode: the call fails, with exactly ``code``."""
+    try:
+        response = call()
+    except grpc.RpcError as err:
+        assert err.code() == code, f"unexpected error: {err.code()} {err.details()}"
+        return
+    pytest.fail(f"expected {code}, the call succeeded with {response!r}")
+
+
+def verify_snapshot_info(snapshot: pb.Snapshot) -> None:
+    assert snapshot.snapshot_id
+    assert snapshot.source_volume_id
+    assert snapshot.HasField("creation_time")
+    assert snapshot.creation_time.seconds or snapshot.creation_time.nanos
+
+
+def controller_supports(sc: SanityContext, cap: int) -> bool:
+    """isControllerCapabilitySupported"""
+    caps = sc.controller.ControllerGetCapabilities(pb.ControllerGetCapabilitiesRequest())
+    return any(c.rpc.type == cap for c in caps.capabilities)
+
+
+def node_supports(sc: SanityContext, cap: int) -> bool:
+    """isNodeCapabilitySupported"""
+    caps = sc.node.NodeGetCapabilities(pb.NodeGetCapabilitiesRequest())
+    return any(c.rpc.type == cap for c in caps.capabilities)
+
+
+def plugin_supports(sc: SanityContext, service: int) -> bool:
+    """isPluginCapabilitySupported"""
+    caps = sc.identity.GetPluginCapabilities(pb.GetPluginCapabilitiesRequest())
+    return any(c.HasField("service") and c.service.type == service for c in caps.capabilities)
+
+
+def require_controller(sc: SanityContext, cap: int, why: str) -> None:
+    if not controller_supports(sc, cap):
+        pytest.skip(why)
+
+
+def require_node(sc: SanityContext, cap: int, why: str) -> None:
+    if not node_supports(sc, cap):
+        pytest.skip(why)
+
+
+# -- the driver under test -----------------------------------------------------------------
+
+
+@dataclass
+class Driver:
+    """One ``csi-vduse serve`` with Identity, Controller and Node on a unix socket."""
+
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "csi.sock"
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.root / "pool"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    def start(self) -> grpc.Channel:
+        argv = [sys.executable, "-m", "csi_vduse", "-v", "serve",
+                "--endpoint", f"unix://{self.socket}", "--node-id", NODE_ID,
+                "--state-dir", str(self.state_dir), "--pool-dir", str(self.pool_dir),
+                "--controller"]  # fmt: skip
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.socket.exists():
+            if self.process.poll() is not None:
+                raise AssertionError(f"csi-vduse serve exited:\n{self.log.read_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no socket after {START_TIMEOUT} s:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        channel = grpc.insecure_channel(f"unix://{self.socket}")
+        grpc.channel_ready_future(channel).result(timeout=max(1.0, deadline - time.monotonic()))
+        return channel
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("csi-vduse serve ignored SIGTERM") from None
+
+    # What a test may leave behind, most telling first.
+
+    def mounts(self) -> list[str]:
+        found = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point == str(self.root) or point.startswith(f"{self.root}/"):
+                found.append(point)
+        return found
+
+    def processes(self) -> list[str]:
+        """Processes other than the server whose command line names this driver's files."""
+        found = []
+        marker = str(self.root).encode()
+        server = self.process.pid if self.process else -1
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) in (server, os.getpid()):
+                continue
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes()
+                if marker in argv:
+                    words = argv.replace(b"\0", b" ").decode(errors="replace")
+                    found.append(f"pid {proc.name}: {words}")
+        return found
+
+    def leftovers(self) -> list[str]:
+        found = [f"mount {point}" for point in self.mounts()]
+        found += [f"process {p}" for p in self.processes()]
+        if in_vm():
+            found += [
+                f"VDUSE device /dev/vduse/{entry.name}"
+                for entry in Path("/dev/vduse").iterdir()
+                if entry.name != "control"
+            ]
+        for directory, pattern in (
+            (self.pool_dir / "volumes", "*"),
+            (self.pool_dir / "snapshots", "*"),
+            (self.state_dir / "volumes", "*"),
+            (self.state_dir / "devices", "*"),
+        ):
+            if directory.is_dir():
+                found += [f"file {path}" for path in sorted(directory.glob(pattern))]
+        return found
+
+    def rescue(self) -> None:
+        """Tear down by force what the driver failed to, so later tests start clean."""
+        for point in sorted(self.mounts(), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        devices = self.state_dir / "devices"
+        if in_vm() and devices.is_dir():
+            env = {**os.environ, "CSI_VDUSE_STATE_DIR": str(self.state_dir)}
+            for record in devices.glob("*.json"):
+                subprocess.run(
+                    [sys.executable, "-m", "csi_vduse", "--state-dir", str(self.state_dir),
+                     "device", "delete", record.stem],
+                    check=False, capture_output=True, env=env, timeout=120,
+                )  # fmt: skip
+
+
+def _stub(service: str, channel: grpc.Channel) -> Any:
+    """The generated client stub for CSI ``service`` (the generated module is untyped)."""
+    return getattr(rpc, f"{service}Stub")(channel)
+
+
+@dataclass
+class SanityContext:
+    """TestContext: the connections and the per-test staging and target parent paths."""
+
+    driver: Driver
+    channel: grpc.Channel
+    staging_path: Path
+    target_path: Path  # the parent: NodePublishVolume targets are target_path / "target"
+    identity: Any = field(init=False)
+    controller: Any = field(init=False)
+    node: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.identity = _stub("Identity", self.channel)
+        self.controller = _stub("Controller", self.channel)
+        self.node = _stub("Node", self.channel)
+
+    @property
+    def target(self) -> str:
+        return str(self.target_path / "target")
+
+
+class Resources:
+    """resources.go: proxies the calls that make things and cleans them up afterwards."""
+
+    def __init__(self, sc: SanityContext) -> None:
+        self.sc = sc
+        self.managed: list[tuple[str, str]] = []  # ("volume" | "snapshot", id), in order
+
+    def _register(self, kind: str, ident: str) -> None:
+        self.managed.append((kind, ident))
+
+    def _unregister(self, ident: str) -> None:
+        for i, (_, known) in enumerate(self.managed):
+            if known == ident:
+                del self.managed[i]
+                return
+
+    def create_volume(self, req: pb.CreateVolumeRequest) -> pb.CreateVolumeResponse:
+        vol: pb.CreateVolumeResponse = self.sc.controller.CreateVolume(req)
+        if vol.volume.volume_id:
+            self._register("volume", vol.volume.volume_id)
+        return vol
+
+    def must_create_volume(self, req: pb.CreateVolumeRequest) -> pb.CreateVolumeResponse:
+        vol = self.create_volume(req)
+        assert vol.HasField("volume"), "volume in response is nil"
+        assert vol.volume.volume_id, "volume ID in response is missing"
+        return vol
+
+    def delete_volume(self, req: pb.DeleteVolumeRequest) -> pb.DeleteVolumeResponse:
+        done: pb.DeleteVolumeResponse = self.sc.controller.DeleteVolume(req)
+        self._unregister(req.volume_id)
+        return done
+
+    def create_snapshot(self, req: pb.CreateSnapshotRequest) -> pb.CreateSnapshotResponse:
+        snap: pb.CreateSnapshotResponse = self.sc.controller.CreateSnapshot(req)
+        if snap.snapshot.snapshot_id:
+            self._register("snapshot", snap.snapshot.snapshot_id)
+        return snap
+
+    def must_create_snapshot(self, req: pb.CreateSnapshotRequest) -> pb.CreateSnapshotResponse:
+        snap = self.create_snapshot(req)
+        verify_snapshot_info(snap.snapshot)
+        return snap
+
+    def delete_snapshot(self, req: pb.DeleteSnapshotRequest) -> pb.DeleteSnapshotResponse:
+        done: pb.DeleteSnapshotResponse = self.sc.controller.DeleteSnapshot(req)
+        if req.snapshot_id:
+            self._unregister(req.snapshot_id)
+        return done
+
+    def must_create_snapshot_from_volume_request(
+        self, req: pb.CreateVolumeRequest, snapshot_name: str
+    ) -> tuple[pb.CreateSnapshotResponse, pb.CreateVolumeResponse]:
+        vol = self.must_create_volume(req)
+        snap = self.must_create_snapshot(
+            make_create_snapshot_req(snapshot_name, vol.volume.volume_id)
+        )
+        return snap, vol
+
+    def cleanup(self) -> list[str]:
+        """Cleanup(): LIFO; NOT_FOUND from the node calls is fine, anything else an error."""
+        errors: list[str] = []
+        stage = node_supports(self.sc, NodeCap.STAGE_UNSTAGE_VOLUME)
+        for kind, ident in reversed(self.managed):
+            if kind == "snapshot":
+                errors += self._attempt(
+                    f"DeleteSnapshot {ident}",
+                    self.sc.controller.DeleteSnapshot,
+                    pb.DeleteSnapshotRequest(snapshot_id=ident),
+                )
+                continue
+            errors += self._attempt(
+                f"NodeUnpublishVolume {ident}",
+                self.sc.node.NodeUnpublishVolume,
+                pb.NodeUnpublishVolumeRequest(volume_id=ident, target_path=self.sc.target),
+                tolerate_not_found=True,
+            )
+            if stage:
+                errors += self._attempt(
+                    f"NodeUnstageVolume {ident}",
+                    self.sc.node.NodeUnstageVolume,
+                    pb.NodeUnstageVolumeRequest(
+                        volume_id=ident, staging_target_path=str(self.sc.staging_path)
+                    ),
+                    tolerate_not_found=True,
+                )
+            errors += self._attempt(
+                f"DeleteVolume {ident}",
+                self.sc.controller.DeleteVolume,
+                pb.DeleteVolumeRequest(volume_id=ident),
+            )
+        self.managed.clear()
+        return errors
+
+    @staticmethod
+    def _attempt(
+        what: str, call: Callable[[Any], Any], request: Any, tolerate_not_found: bool = False
+    ) -> list[str]:
+        try:
+            call(request)
+        except grpc.RpcError as err:
+            if tolerate_not_found and err.code() == grpc.StatusCode.NOT_FOUND:
+                return []
+            return [f"{what} failed: {err.code()} {err.details()}"]
+        return []
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def driver() -> Iterator[Driver]:
+    # A short root: unix socket paths are limited to 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="csi-sanity-"))
+    server = Driver(root)
+    try:
+        yield server
+    finally:
+        left = server.leftovers()
+        if left:
+            server.rescue()
+        try:
+            server.stop()
+        finally:
+            sys.stderr.write(f"--- csi-vduse serve log ---\n{server.log.read_text()}")
+            if not server.mounts():
+                shutil.rmtree(root, ignore_errors=True)
+        assert not left, "left over after the test:\n" + "\n".join(left)
+
+
+@pytest.fixture
+def sc(driver: Driver) -> Iterator[SanityContext]:
+    """Setup()/Teardown(): os.Mkdir of both paths before the test, os.Remove after."""
+    channel = driver.start()
+    staging = driver.root / "csi-staging"
+    target = driver.root / "csi-mount"
+    staging.mkdir()
+    target.mkdir()
+    context = SanityContext(driver, channel, staging, target)
+    try:
+        yield context
+    finally:
+        channel.close()
+        problems = []
+        for path in (target, staging):
+            if path.is_dir() and not driver.mounts():
+                inside = sorted(p.name for p in path.iterdir())
+                if inside:
+                    problems.append(f"{path} still holds {inside}")
+        assert not problems, "; ".join(problems)
+
+
+@pytest.fixture
+def r(sc: SanityContext) -> Iterator[Resources]:
+    resources = Resources(sc)
+    yield resources
+    errors = resources.cleanup()
+    assert not errors, "resource cleanup failed:\n" + "\n".join(errors)
