@@ -16,12 +16,10 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import string
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +29,8 @@ from typing import Any
 import grpc
 import pytest
 
-from csi_vduse.csi.proto import pb, rpc
+from csi_vduse.csi.proto import pb, stub
+from tests.driver import Driver
 
 MiB = 1 << 20
 
@@ -44,8 +43,6 @@ TEST_VOLUME_ACCESS_TYPE = "mount"  # --csi.testvolumeaccesstype
 IDEMPOTENT_COUNT = 10  # --csi.idempotentcount (csi-sanity's default)
 MAX_NAME_LENGTH = 128  # controller.go MaxNameLength
 NODE_ID = "sanity-node"
-START_TIMEOUT = 120.0  # the server's first import is slow in the TCG VM
-STOP_TIMEOUT = 40.0  # the server gives in-flight calls 30 s on SIGTERM
 
 Mode = pb.VolumeCapability.AccessMode.Mode
 ControllerCap = pb.ControllerServiceCapability.RPC.Type
@@ -175,57 +172,8 @@ def require_node(sc: SanityContext, cap: int, why: str) -> None:
 # -- the driver under test -----------------------------------------------------------------
 
 
-@dataclass
-class Driver:
-    """One ``csi-vduse serve`` with Identity, Controller and Node on a unix socket."""
-
-    root: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "csi.sock"
-
-    @property
-    def pool_dir(self) -> Path:
-        return self.root / "pool"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "server.log"
-
-    def start(self) -> grpc.Channel:
-        argv = [sys.executable, "-m", "csi_vduse", "-v", "serve",
-                "--endpoint", f"unix://{self.socket}", "--node-id", NODE_ID,
-                "--state-dir", str(self.state_dir), "--pool-dir", str(self.pool_dir),
-                "--controller"]  # fmt: skip
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.socket.exists():
-            if self.process.poll() is not None:
-                raise AssertionError(f"csi-vduse serve exited:\n{self.log.read_text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no socket after {START_TIMEOUT} s:\n{self.log.read_text()}")
-            time.sleep(0.05)
-        channel = grpc.insecure_channel(f"unix://{self.socket}")
-        grpc.channel_ready_future(channel).result(timeout=max(1.0, deadline - time.monotonic()))
-        return channel
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError("csi-vduse serve ignored SIGTERM") from None
+class SanityDriver(Driver):
+    """The driver under test (Identity, Controller, Node), and what it may leave behind."""
 
     # What a test may leave behind, most telling first.
 
@@ -286,16 +234,11 @@ class Driver:
                 )  # fmt: skip
 
 
-def _stub(service: str, channel: grpc.Channel) -> Any:
-    """The generated client stub for CSI ``service`` (the generated module is untyped)."""
-    return getattr(rpc, f"{service}Stub")(channel)
-
-
 @dataclass
 class SanityContext:
     """TestContext: the connections and the per-test staging and target parent paths."""
 
-    driver: Driver
+    driver: SanityDriver
     channel: grpc.Channel
     staging_path: Path
     target_path: Path  # the parent: NodePublishVolume targets are target_path / "target"
@@ -304,9 +247,9 @@ class SanityContext:
     node: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        self.identity = _stub("Identity", self.channel)
-        self.controller = _stub("Controller", self.channel)
-        self.node = _stub("Node", self.channel)
+        self.identity = stub(self.channel, "Identity")
+        self.controller = stub(self.channel, "Controller")
+        self.node = stub(self.channel, "Node")
 
     @property
     def target(self) -> str:
@@ -424,10 +367,10 @@ class Resources:
 
 
 @pytest.fixture
-def driver() -> Iterator[Driver]:
+def driver() -> Iterator[SanityDriver]:
     # A short root: unix socket paths are limited to 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="csi-sanity-"))
-    server = Driver(root)
+    server = SanityDriver(root, node_id=NODE_ID)
     try:
         yield server
     finally:
@@ -437,16 +380,17 @@ def driver() -> Iterator[Driver]:
         try:
             server.stop()
         finally:
-            sys.stderr.write(f"--- csi-vduse serve log ---\n{server.log.read_text()}")
+            sys.stderr.write(f"--- csi-vduse serve log ---\n{server.log()}")
             if not server.mounts():
                 shutil.rmtree(root, ignore_errors=True)
         assert not left, "left over after the test:\n" + "\n".join(left)
 
 
 @pytest.fixture
-def sc(driver: Driver) -> Iterator[SanityContext]:
+def sc(driver: SanityDriver) -> Iterator[SanityContext]:
     """Setup()/Teardown(): os.Mkdir of both paths before the test, os.Remove after."""
-    channel = driver.start()
+    channel = driver.start().channel
+    assert channel is not None
     staging = driver.root / "csi-staging"
     target = driver.root / "csi-mount"
     staging.mkdir()
