@@ -38,3 +38,5 @@ def configure(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Its debug output is every netlink message, not events of ours.
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, root.level))
