@@ -19,6 +19,7 @@ from pathlib import Path
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.mounts import filesystem, mounter, mountinfo
+from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool
 from csi_vduse.volumes.errors import VolumeError
 from csi_vduse.volumes.records import NodeVolume, NodeVolumeStore, Publication
@@ -66,6 +67,8 @@ class NodeVolumes:
 
     def _known(self, volume_id: str) -> NodeVolume | None:
         """The node record, or None for a pool volume not staged here; ENOENT otherwise."""
+        if not ids.is_volume_id(volume_id):  # never let a caller's string become a path
+            raise VolumeError("find volume", f"volume {volume_id!r} does not exist", errno.ENOENT)
         record = self.store.load(volume_id)
         if record is None and self.pool.volume(volume_id) is None:
             raise VolumeError("find volume", f"volume {volume_id} does not exist", errno.ENOENT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from csi_vduse.durable import write_atomic
+from csi_vduse.pool import ids
 from csi_vduse.volumes.errors import VolumeError
 
 
@@ -48,6 +50,8 @@ class NodeVolumeStore:
         self.directory = root / "volumes"
 
     def _path(self, volume_id: str) -> Path:
+        if not ids.is_volume_id(volume_id):
+            raise VolumeError("state directory", f"not a volume id: {volume_id!r}", errno.ENOENT)
         return self.directory / f"{volume_id}.json"
 
     def load(self, volume_id: str) -> NodeVolume | None:

@@ -217,3 +217,27 @@ def test_calls_in_the_wrong_order_are_refused(unchanged: SanityContext) -> None:
         )
     finally:
         sc.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=volume.volume_id))
+
+
+def test_a_traversal_id_never_reaches_a_file_outside_the_state_directory(
+    unchanged: SanityContext,
+) -> None:
+    sc = unchanged
+    # A record planted where "<state>/volumes/<id>.json" would resolve for a hostile id.
+    (sc.driver.state_dir / "volumes").mkdir(parents=True, exist_ok=True)
+    decoy = sc.driver.state_dir / "decoy.json"
+    decoy.write_text('{"volume_id": "x"}')
+    hostile = "../decoy"
+    try:
+        for call in (
+            stage(sc, hostile),
+            lambda: sc.node.NodeUnstageVolume(
+                pb.NodeUnstageVolumeRequest(
+                    volume_id=hostile, staging_target_path=str(sc.staging_path)
+                )
+            ),
+        ):
+            refused(call, Code.NOT_FOUND)
+        assert decoy.read_text() == '{"volume_id": "x"}'
+    finally:
+        decoy.unlink()
