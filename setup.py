@@ -2,4 +2,9 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["csi_vduse/vduse/uapi_build.py:ffibuilder"])
+setup(
+    cffi_modules=[
+        "csi_vduse/vduse/uapi_build.py:ffibuilder",
+        "dataplane/fast/ring_build.py:ffibuilder",
+    ]
+)

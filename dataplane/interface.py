@@ -28,6 +28,7 @@ class DataplaneArgs:
     queue_size: int = 256
     serial: str = ""
     ready_fd: int | None = None
+    engine: str = "fast"  # "python": the reference ring, for debugging and comparison
 
     def argv(self) -> list[str]:
         argv = [
@@ -37,6 +38,7 @@ class DataplaneArgs:
             "--queues", str(self.queues),
             "--queue-size", str(self.queue_size),
             "--serial", self.serial,
+            "--engine", self.engine,
         ]  # fmt: skip
         if self.readonly:
             argv.append("--readonly")
@@ -55,12 +57,14 @@ class DataplaneArgs:
         parser.add_argument("--queue-size", type=int, default=256)
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
         parser.add_argument("--ready-fd", type=int, default=None)
+        parser.add_argument("--engine", choices=["fast", "python"], default="fast")
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
         return cls(
-            ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd
-        )
+            ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
+            ns.engine,
+        )  # fmt: skip
 
 
 def report_ready(fd: int | None, error: str | None = None) -> None:

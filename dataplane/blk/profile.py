@@ -26,6 +26,8 @@ class BlkProfile:
         offered = (
             bit(Feature.VERSION_1)
             | bit(Feature.ACCESS_PLATFORM)
+            | bit(Feature.EVENT_IDX)
+            | bit(Feature.INDIRECT_DESC)
             | bit(BlkFeature.SEG_MAX)
             | bit(BlkFeature.BLK_SIZE)
             | bit(BlkFeature.FLUSH)
@@ -42,7 +44,9 @@ class BlkProfile:
     def config(self) -> BlkConfig:
         return BlkConfig(
             capacity_sectors=self.capacity_bytes // SECTOR_SIZE,
-            seg_max=self.queue_size - 2,  # room for the header and status descriptors
+            # Room for the header and status descriptors: a chain, direct or indirect,
+            # never exceeds the queue size (the ring code refuses longer ones).
+            seg_max=self.queue_size - 2,
             blk_size=SECTOR_SIZE,
             num_queues=self.queues,
         )
