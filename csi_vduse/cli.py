@@ -11,9 +11,10 @@ from pathlib import Path
 
 from csi_vduse.demo import run_demo
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
-from csi_vduse.devices.spec import DeviceSpec, parse_size
+from csi_vduse.devices.spec import DEFAULT_MAX_QUEUES, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore, default_state_dir
 from csi_vduse.errors import CsiVduseError
+from dataplane.blk.profile import DEFAULT_QUEUE_SIZE
 
 log = logging.getLogger("csi_vduse")
 
@@ -54,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="size (e.g. 256M, 10G) of a backing file to create if missing",
     )
     create.add_argument("--readonly", action="store_true", help="expose the device read-only")
+    create.add_argument(
+        "--num-queues",
+        type=int,
+        default=None,
+        help=f"virtqueues, each served by its own thread (default: CPUs, at most "
+        f"{DEFAULT_MAX_QUEUES})",
+    )
+    create.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, help="entries")
+    create.add_argument(
+        "--block-size", type=int, default=512, help="logical block size: 512 or 4096"
+    )
 
     delete = actions.add_parser("delete", help="detach and destroy a device (idempotent)")
     delete.add_argument("name")
@@ -102,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         run_demo(manager, lambda line: print(line, flush=True))
     elif args.action == "create":
-        spec = DeviceSpec(args.name, args.backing, args.size, args.readonly)
+        spec = DeviceSpec(
+            args.name, args.backing, args.size, args.readonly, args.num_queues,
+            args.queue_size, args.block_size,
+        )  # fmt: skip
         record = manager.create(spec)
         print(record.block_device)
     elif args.action == "delete":

@@ -90,6 +90,8 @@ class DeviceManager:
             Path(record.backing) == spec.backing.absolute()
             and record.readonly == spec.readonly
             and spec.size in (None, record.size)
+            and spec.num_queues in (None, record.num_queues)
+            and (spec.queue_size, spec.block_size) == (record.queue_size, record.block_size)
         )
         if not same:
             raise DeviceError(
@@ -116,10 +118,17 @@ class DeviceManager:
         )
         if created_backing:
             undo.callback(_quietly, f"remove {backing}", backing.unlink, missing_ok=True)
-        profile = BlkProfile(size, spec.readonly)
+        if size % spec.block_size:
+            raise DeviceError(
+                "validate",
+                f"backing {backing} holds {size} bytes, not whole {spec.block_size}-byte blocks",
+                errno.EINVAL,
+            )
+        profile = BlkProfile(size, spec.readonly, spec.queues, spec.queue_size, spec.block_size)
         record = DeviceRecord(
-            spec.name, str(backing), size, spec.readonly, created_backing=created_backing
-        )
+            spec.name, str(backing), size, spec.readonly, created_backing=created_backing,
+            num_queues=profile.queues, queue_size=profile.queue_size, block_size=spec.block_size,
+        )  # fmt: skip
 
         with _as_step(name, "open /dev/vduse/control"), VduseControl() as control:
             config = DeviceConfig(

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 from csi_vduse.virtio.blk import ID_BYTES, REQUEST_HEADER, SECTOR_SIZE, BlkStatus, RequestType
 from dataplane.blk.backend import FileBackend
+from dataplane.blk.profile import MAX_ZERO_RANGES
 from dataplane.virtio.split_ring import Chain
 
 log = logging.getLogger(__name__)
 
 RANGE = struct.Struct("<QII")  # DISCARD / WRITE_ZEROES: sector, sectors, flags
 WRITE_ZEROES_UNMAP = 1
-MAX_DISCARD_SEG = 16  # as the fast path (dataplane/fast/engine.py) accepts
 
 
 class RequestError(Exception):
@@ -137,7 +137,7 @@ class BlkHandler:
         if not self.can_discard:
             return BlkStatus.UNSUPP
         count = len(raw) // RANGE.size
-        if self.readonly or not raw or len(raw) % RANGE.size or count > MAX_DISCARD_SEG:
+        if self.readonly or not raw or len(raw) % RANGE.size or count > MAX_ZERO_RANGES:
             raise RequestError(f"{len(raw)} bytes of discard/write-zeroes ranges")
         ranges = [RANGE.unpack_from(raw, RANGE.size * i) for i in range(count)]
         for sector, sectors, flags in ranges:

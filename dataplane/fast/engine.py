@@ -13,17 +13,16 @@ import logging
 import os
 import select
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
 from csi_vduse.virtio.blk import ID_BYTES
 from csi_vduse.virtio.spec import Feature, bit
+from dataplane.blk.profile import MAX_ZERO_RANGES
 from dataplane.fast._ring import ffi, lib
 
 log = logging.getLogger(__name__)
-
-MAX_DISCARD_SEG = 16
 
 
 class IotlbSource(Protocol):
@@ -110,7 +109,7 @@ class FastQueue:
         q.kickfd, q.ctlfd, q.devfd, q.irqfd = kickfd, self.ctlfd, devfd, irqfd
         q.backfd = target.backing_fd
         q.readonly, q.can_flush = target.readonly, target.can_flush
-        q.can_discard, q.max_discard_seg = target.can_discard, MAX_DISCARD_SEG
+        q.can_discard, q.max_discard_seg = target.can_discard, MAX_ZERO_RANGES
         q.event_idx = bool(features & bit(Feature.EVENT_IDX))
         q.indirect = bool(features & bit(Feature.INDIRECT_DESC))
         q.capacity = target.capacity
@@ -252,6 +251,15 @@ class FastEngine:
         finally:
             for queue in self.queues.values():
                 queue.resume()
+
+    def set_capacity(self, capacity: int) -> None:
+        """Serve ``capacity`` bytes from now on; the queues are paused while it changes."""
+        for queue in self.queues.values():
+            queue.pause()
+        for queue in self.queues.values():
+            queue.q.capacity = capacity
+            queue.resume()
+        self.target = replace(self.target, capacity=capacity)
 
     def stop(self) -> None:
         for queue in self.queues.values():

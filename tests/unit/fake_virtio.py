@@ -42,6 +42,8 @@ class FakeKernel:
     responses: list[Response] = field(default_factory=list)
     interrupts: int = 0
     next_id: int = 1
+    config: bytearray = field(default_factory=lambda: bytearray(60))
+    config_interrupts: int = 0
 
     def __post_init__(self) -> None:
         os.ftruncate(self.memfd, MEMORY)
@@ -91,6 +93,12 @@ class FakeKernel:
 
     def vq_inject_irq(self, index: int) -> None:
         self.interrupts += 1
+
+    def set_config(self, offset: int, data: bytes) -> None:
+        self.config[offset : offset + len(data)] = data
+
+    def inject_config_irq(self) -> None:
+        self.config_interrupts += 1
 
     # -- the kernel's side of the message protocol ---------------------------------------
 
