@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--block-size", type=int, default=512, help="logical block size: 512 or 4096"
     )
 
+    resize = actions.add_parser("resize", help="grow a running device (never shrinks)")
+    resize.add_argument("name")
+    resize.add_argument("--size", type=parse_size_arg, required=True, help="new size, e.g. 20G")
+
     delete = actions.add_parser("delete", help="detach and destroy a device (idempotent)")
     delete.add_argument("name")
 
@@ -120,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         record = manager.create(spec)
         print(record.block_device)
+    elif args.action == "resize":
+        record = manager.resize(args.name, args.size)
+        print(f"{record.block_device} {record.size}")
     elif args.action == "delete":
         if not manager.delete(args.name):
             log.info("device %s did not exist", args.name)

@@ -9,6 +9,7 @@ from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import DeviceNode
 from csi_vduse.virtio.blk import SECTOR_SIZE
 from dataplane.blk.backend import FileBackend
+from dataplane.blk.capacity import grow
 from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     session = VduseSession(node, args.queues, profile.features, profile.required, engine)
     handler = BlkHandler(backend, serial, args.readonly, writable, writable)
     server = Server(node, session, handler)
+    server.on_hangup = lambda: grow(backend, handler, engine, node)
     server.install_signal_handlers()
     report_ready(args.ready_fd)
     log.info(

@@ -5,6 +5,11 @@ inherited pipe (``--ready-fd``). The dataplane writes exactly one JSON line to i
 and closes it: ``{"protocol": 1, "ready": true, "pid": N}`` once it holds the
 device node and answers messages, or ``{"protocol": 1, "ready": false, "error":
 "..."}`` when it cannot start. SIGTERM stops it; its exit closes the device node.
+
+Protocol 2 adds ``--engine`` and SIGHUP: "the backing may have grown". The
+dataplane re-reads the backing's size and, if it grew, publishes the new capacity
+in the config space and raises the config interrupt, so the guest sees the new
+size without a detach. It never shrinks a device.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,38 @@ class DeviceManager:
             )
             raise DeviceError("check kernel", f"{what} (modprobe vduse virtio_vdpa)", errno.ENODEV)
 
+    # -- resize -------------------------------------------------------------------------
+
+    def resize(self, name: str, size: int) -> DeviceRecord:
+        """Grow a running device to ``size`` bytes without detaching it; never shrinks."""
+        validate_name(name)
+        with self.store.locked(name):
+            record = self.store.load(name)
+            if record is None:
+                raise DeviceError("resize device", f"no device {name}", errno.ENOENT)
+            if size < record.size:
+                raise DeviceError(
+                    "resize device",
+                    f"{name} holds {record.size} bytes; shrinking to {size} would lose data",
+                    errno.EINVAL,
+                )
+            if size % record.block_size:
+                raise DeviceError(
+                    "resize device",
+                    f"{size} is not a multiple of the {record.block_size}-byte block",
+                    errno.EINVAL,
+                )
+            process = _process_of(record)
+            if process is None or record.block_device is None:
+                raise DeviceError("resize device", f"{name} is not running", errno.ESRCH)
+            _step(name, "grow backing", _grow_backing, Path(record.backing), size)
+            record.size = size
+            self.store.save(record)
+            dataplane_process.announce_growth(process)
+            _step(name, "wait for the new size", _wait_for_size, Path(record.block_device), size)
+            log.info("device %s grown to %d bytes", name, size)
+            return record
+
     # -- delete -------------------------------------------------------------------------
 
     def delete(self, name: str) -> bool:
@@ -263,6 +295,33 @@ def _process_of(record: DeviceRecord | None) -> ProcessId | None:
     if record is None or record.pid is None or record.pid_start_time is None:
         return None
     return ProcessId(record.pid, record.pid_start_time)
+
+
+def _grow_backing(path: Path, size: int) -> None:
+    """Extend a file (sparse) to ``size``; a block device must already be that large."""
+    with open(path, "rb+") as backing:
+        if stat.S_ISBLK(os.fstat(backing.fileno()).st_mode):
+            have = os.lseek(backing.fileno(), 0, os.SEEK_END)
+            if have < size:
+                raise DeviceError(
+                    "grow backing", f"{path} holds only {have} bytes, not {size}", errno.ENOSPC
+                )
+        elif os.fstat(backing.fileno()).st_size < size:
+            os.truncate(backing.fileno(), size)
+
+
+def _wait_for_size(dev: Path, size: int, timeout: float = 10.0) -> None:
+    """Until the guest kernel reports ``size`` bytes for ``dev``."""
+    attribute = Path(f"/sys/block/{dev.name}/size")
+    deadline = time.monotonic() + timeout
+    while int(attribute.read_text()) * 512 != size:
+        if time.monotonic() >= deadline:
+            raise DeviceError(
+                "resize device",
+                f"{dev} still reports {int(attribute.read_text()) * 512} bytes, not {size}",
+                errno.ETIMEDOUT,
+            )
+        time.sleep(0.02)
 
 
 def _vdpa_attached(name: str) -> bool:

@@ -35,11 +35,14 @@ class FileBackend:
             self.fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
         except OSError as exc:
             raise DataplaneError("open backing", f"{path}: {exc.strerror}", exc.errno) from exc
+        self.size = self.current_size()
+
+    def current_size(self) -> int:
+        """The backing's size now (it may have grown since it was opened)."""
         info = os.fstat(self.fd)
         if stat.S_ISBLK(info.st_mode):
-            self.size = os.lseek(self.fd, 0, os.SEEK_END)
-        else:
-            self.size = info.st_size
+            return os.lseek(self.fd, 0, os.SEEK_END)
+        return info.st_size
 
     def read_into(self, views: Sequence[memoryview], offset: int) -> None:
         pending = [v for v in views if len(v)]

@@ -74,3 +74,28 @@ def test_logical_block_size_reaches_the_guest(cli: Cli, tmp_path: Path, block_si
         os.fsync(disk.fileno())
     cli.delete(f"bs{block_size}")
     assert (tmp_path / "bs.img").read_bytes()[block_size : 2 * block_size] == payload
+
+
+def test_growing_a_running_device_shows_the_new_size_without_detach(
+    cli: Cli, tmp_path: Path
+) -> None:
+    backing = tmp_path / "grow.img"
+    dev = cli.create("grow0", backing, "--size", "8M")
+    assert int(sysfs(dev, "size")) == 8 * MiB // 512
+    out = cli.run("device", "resize", "grow0", "--size", "24M").stdout.split()
+    assert out == [str(dev), str(24 * MiB)]
+    assert int(sysfs(dev, "size")) == 24 * MiB // 512
+    assert os.stat(backing).st_size == 24 * MiB
+    payload = os.urandom(MiB)
+    with open(dev, "r+b", buffering=0) as disk:  # the new end is usable at once
+        disk.seek(23 * MiB)
+        disk.write(payload)
+        os.fsync(disk.fileno())
+    shrink = cli.run("device", "resize", "grow0", "--size", "4M", check=False)
+    assert shrink.returncode != 0 and "shrinking" in shrink.stderr
+    assert int(sysfs(dev, "size")) == 24 * MiB // 512
+    assert [d["size"] for d in cli.list()] == [24 * MiB]
+    cli.delete("grow0")
+    with open(backing, "rb") as image:
+        image.seek(23 * MiB)
+        assert image.read(MiB) == payload

@@ -16,6 +16,7 @@ from csi_vduse.virtio.blk import ID_BYTES, SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import DescFlag, Feature, bit
 from dataplane.blk.backend import FileBackend
+from dataplane.blk.capacity import grow
 from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
@@ -334,3 +335,18 @@ def test_bad_discard_ranges_fail_and_touch_nothing(
     [done] = rig.roundtrip(kind, out=_ranges(*ranges))
     assert done.status == status
     assert rig.backing.read_bytes() == before
+
+
+def test_growing_the_backing_serves_and_announces_the_new_capacity(rig: Rig) -> None:
+    [done] = rig.roundtrip(Blk.IN, sector=DISK // SECTOR_SIZE, in_len=SECTOR_SIZE)
+    assert done.status == BlkStatus.IOERR
+    handler = rig.server.handler
+    assert grow(handler.backend, handler, rig.engine, rig.kernel) == DISK  # not grown yet
+    assert rig.kernel.config_interrupts == 0
+    with open(rig.backing, "ab") as backing:
+        backing.write(b"\x77" * DISK)
+    assert grow(handler.backend, handler, rig.engine, rig.kernel) == 2 * DISK
+    assert struct.unpack_from("<Q", rig.kernel.config, 0) == (2 * DISK // SECTOR_SIZE,)
+    assert rig.kernel.config_interrupts == 1
+    [done] = rig.roundtrip(Blk.IN, sector=DISK // SECTOR_SIZE, in_len=SECTOR_SIZE)
+    assert done.status == BlkStatus.OK and done.data == b"\x77" * SECTOR_SIZE
