@@ -17,10 +17,11 @@ from csi_vduse.csi.identity import package_version
 from csi_vduse.csi.server import ServeOptions, serve
 from csi_vduse.demo import run_demo
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
-from csi_vduse.devices.spec import DeviceSpec, parse_size
+from csi_vduse.devices.spec import DEFAULT_MAX_QUEUES, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore, default_state_dir
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.logs import LEVELS
+from dataplane.blk.profile import DEFAULT_QUEUE_SIZE
 
 DEFAULT_MAX_VOLUMES = 64
 
@@ -64,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="size (e.g. 256M, 10G) of a backing file to create if missing",
     )
     create.add_argument("--readonly", action="store_true", help="expose the device read-only")
+    create.add_argument(
+        "--num-queues",
+        type=int,
+        default=None,
+        help=f"virtqueues, each served by its own thread (default: CPUs, at most "
+        f"{DEFAULT_MAX_QUEUES})",
+    )
+    create.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, help="entries")
+    create.add_argument(
+        "--block-size", type=int, default=512, help="logical block size: 512 or 4096"
+    )
+
+    resize = actions.add_parser("resize", help="grow a running device (never shrinks)")
+    resize.add_argument("name")
+    resize.add_argument("--size", type=parse_size_arg, required=True, help="new size, e.g. 20G")
 
     delete = actions.add_parser("delete", help="detach and destroy a device (idempotent)")
     delete.add_argument("name")
@@ -171,9 +187,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     manager = DeviceManager(StateStore(args.state_dir))
     if args.action == "create":
-        spec = DeviceSpec(args.name, args.backing, args.size, args.readonly)
+        spec = DeviceSpec(
+            args.name, args.backing, args.size, args.readonly, args.num_queues,
+            args.queue_size, args.block_size,
+        )  # fmt: skip
         record = manager.create(spec)
         print(record.block_device)
+    elif args.action == "resize":
+        record = manager.resize(args.name, args.size)
+        print(f"{record.block_device} {record.size}")
     elif args.action == "delete":
         if not manager.delete(args.name):
             log.info("device %s did not exist", args.name)

@@ -7,9 +7,12 @@ import sys
 
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import DeviceNode
+from csi_vduse.virtio.blk import SECTOR_SIZE
 from dataplane.blk.backend import FileBackend
+from dataplane.blk.capacity import grow
 from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
+from dataplane.fast.engine import BlkTarget, FastEngine
 from dataplane.interface import DataplaneArgs, report_ready
 from dataplane.server import Server
 from dataplane.virtio.session import VduseSession
@@ -32,17 +35,26 @@ def main(argv: list[str] | None = None) -> int:
         report_ready(args.ready_fd, str(exc))
         return 1
     profile = BlkProfile(backend.size, args.readonly, args.queues, args.queue_size)
-    session = VduseSession(node, args.queues, profile.features, profile.required)
-    handler = BlkHandler(backend, args.serial.encode(), args.readonly)
+    serial = args.serial.encode()
+    writable = not args.readonly
+    engine = None
+    if args.engine == "fast":
+        capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
+        target = BlkTarget(backend.fd, capacity, args.readonly, serial, writable, writable)
+        engine = FastEngine(node, target, devfd=node.fd)
+    session = VduseSession(node, args.queues, profile.features, profile.required, engine)
+    handler = BlkHandler(backend, serial, args.readonly, writable, writable)
     server = Server(node, session, handler)
+    server.on_hangup = lambda: grow(backend, handler, engine, node)
     server.install_signal_handlers()
     report_ready(args.ready_fd)
     log.info(
-        "serving %s from %s (%d bytes%s)",
+        "serving %s from %s (%d bytes%s, %s engine)",
         args.name,
         args.backing,
         backend.size,
         ", read-only" if args.readonly else "",
+        args.engine,
     )
     try:
         server.run()

@@ -5,6 +5,11 @@ inherited pipe (``--ready-fd``). The dataplane writes exactly one JSON line to i
 and closes it: ``{"protocol": 1, "ready": true, "pid": N}`` once it holds the
 device node and answers messages, or ``{"protocol": 1, "ready": false, "error":
 "..."}`` when it cannot start. SIGTERM stops it; its exit closes the device node.
+
+Protocol 2 adds ``--engine`` and SIGHUP: "the backing may have grown". The
+dataplane re-reads the backing's size and, if it grew, publishes the new capacity
+in the config space and raises the config interrupt, so the guest sees the new
+size without a detach. It never shrinks a device.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class DataplaneArgs:
     queue_size: int = 256
     serial: str = ""
     ready_fd: int | None = None
+    engine: str = "fast"  # "python": the reference ring, for debugging and comparison
 
     def argv(self) -> list[str]:
         argv = [
@@ -37,6 +43,7 @@ class DataplaneArgs:
             "--queues", str(self.queues),
             "--queue-size", str(self.queue_size),
             "--serial", self.serial,
+            "--engine", self.engine,
         ]  # fmt: skip
         if self.readonly:
             argv.append("--readonly")
@@ -55,12 +62,14 @@ class DataplaneArgs:
         parser.add_argument("--queue-size", type=int, default=256)
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
         parser.add_argument("--ready-fd", type=int, default=None)
+        parser.add_argument("--engine", choices=["fast", "python"], default="fast")
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
         return cls(
-            ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd
-        )
+            ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
+            ns.engine,
+        )  # fmt: skip
 
 
 def report_ready(fd: int | None, error: str | None = None) -> None:

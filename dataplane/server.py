@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import signal
+from collections.abc import Callable
 from typing import Protocol
 
 from csi_vduse.vduse import VduseError
@@ -43,13 +44,21 @@ class Server:
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(self._stop_r, select.EPOLLIN)
         self.stopping = False
+        self.on_hangup: Callable[[], object] | None = None
+        self._hangup = False
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.hangup())
 
     def stop(self) -> None:
         self.stopping = True
+        os.write(self._stop_w, b"x")
+
+    def hangup(self) -> None:
+        """Run ``on_hangup`` from the loop, not from the signal handler."""
+        self._hangup = True
         os.write(self._stop_w, b"x")
 
     def run(self) -> None:
@@ -59,7 +68,13 @@ class Server:
             except InterruptedError:
                 continue
             for fd, _mask in events:
-                if fd == self.channel.fileno():
+                if fd == self._stop_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._stop_r, 64)
+                    if self._hangup and self.on_hangup is not None:
+                        self._hangup = False
+                        self.on_hangup()
+                elif fd == self.channel.fileno():
                     self.drain_messages()
                 elif (watched := self._watched.get(fd)) is not None:
                     with contextlib.suppress(BlockingIOError):

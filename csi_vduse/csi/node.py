@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from csi_vduse.csi import capabilities, validate
+from csi_vduse.csi import capabilities, parameters, validate
 from csi_vduse.csi.edge import rpc
 from csi_vduse.csi.errors import invalid
 from csi_vduse.csi.locks import OperationLocks
@@ -30,6 +30,8 @@ class NodeService:
         validate.require(request.HasField("volume_capability"), "volume_capability")
         access = validate.access_of(request.volume_capability)
         with self.locks.hold(volume_id):
+            volume = self.volumes.pool.volume(volume_id)
+            shape = parameters.parse(volume.parameters if volume else {})
             self.volumes.stage(
                 StageRequest(
                     volume_id=volume_id,
@@ -39,6 +41,8 @@ class NodeService:
                     mount_flags=access.mount_flags,
                     mode=access.mode,
                     readonly=access.readonly_mode,
+                    block_size=shape.block_size,
+                    num_queues=shape.num_queues or None,
                 )
             )
         return pb.NodeStageVolumeResponse()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from csi_vduse.csi.errors import invalid
+from dataplane.blk.profile import MAX_QUEUES
 
 BLOCK_SIZE = "blockSize"
 NUM_QUEUES = "numQueues"
 BLOCK_SIZES = ("512", "4096")
-MAX_QUEUES = 64
 # external-provisioner passes these (PV/PVC names, secrets references): not ours to check.
 KUBERNETES_PREFIX = "csi.storage.k8s.io/"
 

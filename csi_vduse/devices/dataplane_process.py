@@ -130,6 +130,20 @@ def stop(process: ProcessId, timeout: float = STOP_TIMEOUT) -> None:
     raise DeviceError("stop dataplane", f"pid {process.pid} survived SIGKILL", errno.EBUSY)
 
 
+def announce_growth(process: ProcessId) -> None:
+    """Tell a running dataplane its backing grew (SIGHUP, see dataplane.interface)."""
+    if not is_running(process):
+        raise DeviceError(
+            "resize device", f"dataplane pid {process.pid} is not running", errno.ESRCH
+        )
+    try:
+        os.kill(process.pid, signal.SIGHUP)
+    except ProcessLookupError as exc:
+        raise DeviceError(
+            "resize device", f"dataplane pid {process.pid} is gone", errno.ESRCH
+        ) from exc
+
+
 def _reap(pid: int) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError):

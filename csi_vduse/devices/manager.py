@@ -90,6 +90,8 @@ class DeviceManager:
             Path(record.backing) == spec.backing.absolute()
             and record.readonly == spec.readonly
             and spec.size in (None, record.size)
+            and spec.num_queues in (None, record.num_queues)
+            and (spec.queue_size, spec.block_size) == (record.queue_size, record.block_size)
         )
         if not same:
             raise DeviceError(
@@ -116,10 +118,17 @@ class DeviceManager:
         )
         if created_backing:
             undo.callback(_quietly, f"remove {backing}", backing.unlink, missing_ok=True)
-        profile = BlkProfile(size, spec.readonly)
+        if size % spec.block_size:
+            raise DeviceError(
+                "validate",
+                f"backing {backing} holds {size} bytes, not whole {spec.block_size}-byte blocks",
+                errno.EINVAL,
+            )
+        profile = BlkProfile(size, spec.readonly, spec.queues, spec.queue_size, spec.block_size)
         record = DeviceRecord(
-            spec.name, str(backing), size, spec.readonly, created_backing=created_backing
-        )
+            spec.name, str(backing), size, spec.readonly, created_backing=created_backing,
+            num_queues=profile.queues, queue_size=profile.queue_size, block_size=spec.block_size,
+        )  # fmt: skip
 
         with _as_step(name, "open /dev/vduse/control"), VduseControl() as control:
             config = DeviceConfig(
@@ -178,6 +187,38 @@ class DeviceManager:
             )
             raise DeviceError("check kernel", f"{what} (modprobe vduse virtio_vdpa)", errno.ENODEV)
 
+    # -- resize -------------------------------------------------------------------------
+
+    def resize(self, name: str, size: int) -> DeviceRecord:
+        """Grow a running device to ``size`` bytes without detaching it; never shrinks."""
+        validate_name(name)
+        with self.store.locked(name):
+            record = self.store.load(name)
+            if record is None:
+                raise DeviceError("resize device", f"no device {name}", errno.ENOENT)
+            if size < record.size:
+                raise DeviceError(
+                    "resize device",
+                    f"{name} holds {record.size} bytes; shrinking to {size} would lose data",
+                    errno.EINVAL,
+                )
+            if size % record.block_size:
+                raise DeviceError(
+                    "resize device",
+                    f"{size} is not a multiple of the {record.block_size}-byte block",
+                    errno.EINVAL,
+                )
+            process = _process_of(record)
+            if process is None or record.block_device is None:
+                raise DeviceError("resize device", f"{name} is not running", errno.ESRCH)
+            _step(name, "grow backing", _grow_backing, Path(record.backing), size)
+            record.size = size
+            self.store.save(record)
+            dataplane_process.announce_growth(process)
+            _step(name, "wait for the new size", _wait_for_size, Path(record.block_device), size)
+            log.info("device %s grown to %d bytes", name, size)
+            return record
+
     # -- delete -------------------------------------------------------------------------
 
     def delete(self, name: str) -> bool:
@@ -230,22 +271,6 @@ class DeviceManager:
                         ) from exc
                     time.sleep(0.05)
 
-    # -- resize -------------------------------------------------------------------------
-
-    def resize(self, name: str, size: int) -> None:
-        """Show a running device's guest the larger backing file, without a detach."""
-        with self.store.locked(name):
-            record = self.store.load(name)
-            if record is None:
-                raise DeviceError("resize device", f"device {name} does not exist", errno.ENOENT)
-            if size <= record.size:
-                return
-            raise DeviceError(
-                "resize device",
-                f"{name}: online capacity change is not supported by this dataplane yet",
-                errno.EOPNOTSUPP,
-            )
-
     # -- list ---------------------------------------------------------------------------
 
     def status(self, record: DeviceRecord) -> DeviceStatus:
@@ -270,6 +295,33 @@ def _process_of(record: DeviceRecord | None) -> ProcessId | None:
     if record is None or record.pid is None or record.pid_start_time is None:
         return None
     return ProcessId(record.pid, record.pid_start_time)
+
+
+def _grow_backing(path: Path, size: int) -> None:
+    """Extend a file (sparse) to ``size``; a block device must already be that large."""
+    with open(path, "rb+") as backing:
+        if stat.S_ISBLK(os.fstat(backing.fileno()).st_mode):
+            have = os.lseek(backing.fileno(), 0, os.SEEK_END)
+            if have < size:
+                raise DeviceError(
+                    "grow backing", f"{path} holds only {have} bytes, not {size}", errno.ENOSPC
+                )
+        elif os.fstat(backing.fileno()).st_size < size:
+            os.truncate(backing.fileno(), size)
+
+
+def _wait_for_size(dev: Path, size: int, timeout: float = 10.0) -> None:
+    """Until the guest kernel reports ``size`` bytes for ``dev``."""
+    attribute = Path(f"/sys/block/{dev.name}/size")
+    deadline = time.monotonic() + timeout
+    while int(attribute.read_text()) * 512 != size:
+        if time.monotonic() >= deadline:
+            raise DeviceError(
+                "resize device",
+                f"{dev} still reports {int(attribute.read_text()) * 512} bytes, not {size}",
+                errno.ETIMEDOUT,
+            )
+        time.sleep(0.02)
 
 
 def _vdpa_attached(name: str) -> bool:

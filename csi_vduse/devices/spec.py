@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.virtio.blk import SECTOR_SIZE
+from dataplane.blk.profile import BLOCK_SIZES, DEFAULT_QUEUE_SIZE, MAX_QUEUE_SIZE, MAX_QUEUES
+
+DEFAULT_MAX_QUEUES = 4  # more queues than this buy little for one volume, and cost threads
+
+
+def default_num_queues() -> int:
+    """One queue per CPU, up to a cap: each queue gets its own dataplane thread."""
+    return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_QUEUES))
+
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -46,6 +56,27 @@ class DeviceSpec:
     backing: Path
     size: int | None = None
     readonly: bool = False
+    num_queues: int | None = None  # None: default_num_queues()
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    block_size: int = SECTOR_SIZE  # logical block size the guest sees: 512 or 4096
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        problems = []
+        if self.num_queues is not None and not 1 <= self.num_queues <= MAX_QUEUES:
+            problems.append(f"--num-queues {self.num_queues}: use 1 to {MAX_QUEUES}")
+        size = self.queue_size
+        if not 2 <= size <= MAX_QUEUE_SIZE or size & (size - 1):
+            problems.append(f"--queue-size {size}: use a power of two from 2 to {MAX_QUEUE_SIZE}")
+        if self.block_size not in BLOCK_SIZES:
+            problems.append(f"--block-size {self.block_size}: use 512 or 4096")
+        elif self.size is not None and self.size % self.block_size:
+            problems.append(
+                f"size {self.size} is not a multiple of the {self.block_size}-byte block"
+            )
+        if problems:
+            raise DeviceError("validate", "; ".join(problems), errno.EINVAL)
+
+    @property
+    def queues(self) -> int:
+        return self.num_queues if self.num_queues is not None else default_num_queues()

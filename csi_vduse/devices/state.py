@@ -35,6 +35,9 @@ class DeviceRecord:
     pid_start_time: int | None = None  # guards against pid reuse
     block_device: str | None = None
     created_backing: bool = False
+    num_queues: int = 1
+    queue_size: int = 256
+    block_size: int = 512
 
 
 @contextmanager

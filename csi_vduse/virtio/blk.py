@@ -40,6 +40,26 @@ class BlkStatus(IntEnum):
     UNSUPP = 2
 
 
+# Offsets of struct virtio_blk_config fields (virtio 1.2, 5.2.4; <linux/virtio_blk.h>).
+CONFIG_FIELDS = {
+    "capacity_sectors": (0, "Q"),
+    "size_max": (8, "I"),
+    "seg_max": (12, "I"),
+    "blk_size": (20, "I"),
+    "physical_block_exp": (24, "B"),
+    "alignment_offset": (25, "B"),
+    "min_io_size": (26, "H"),
+    "opt_io_size": (28, "I"),
+    "num_queues": (34, "H"),
+    "max_discard_sectors": (36, "I"),
+    "max_discard_seg": (40, "I"),
+    "discard_sector_alignment": (44, "I"),
+    "max_write_zeroes_sectors": (48, "I"),
+    "max_write_zeroes_seg": (52, "I"),
+    "write_zeroes_may_unmap": (56, "B"),
+}
+
+
 @dataclass(frozen=True)
 class BlkConfig:
     """The subset of ``struct virtio_blk_config`` this device fills in.
@@ -52,21 +72,31 @@ class BlkConfig:
     seg_max: int
     blk_size: int = SECTOR_SIZE
     num_queues: int = 1
+    size_max: int = 0
+    physical_block_exp: int = 0
+    alignment_offset: int = 0
+    min_io_size: int = 0
+    opt_io_size: int = 0
+    max_discard_sectors: int = 0
+    max_discard_seg: int = 0
+    discard_sector_alignment: int = 0
+    max_write_zeroes_sectors: int = 0
+    max_write_zeroes_seg: int = 0
+    write_zeroes_may_unmap: int = 0
 
     SIZE = 60
+    CAPACITY_OFFSET = 0
 
     def pack(self) -> bytes:
         raw = bytearray(self.SIZE)
-        struct.pack_into("<Q", raw, 0, self.capacity_sectors)
-        struct.pack_into("<I", raw, 12, self.seg_max)
-        struct.pack_into("<I", raw, 20, self.blk_size)
-        struct.pack_into("<H", raw, 34, self.num_queues)
+        for name, (offset, code) in CONFIG_FIELDS.items():
+            struct.pack_into("<" + code, raw, offset, getattr(self, name))
         return bytes(raw)
 
     @classmethod
     def unpack(cls, raw: bytes) -> BlkConfig:
-        (capacity,) = struct.unpack_from("<Q", raw, 0)
-        (seg_max,) = struct.unpack_from("<I", raw, 12)
-        (blk_size,) = struct.unpack_from("<I", raw, 20)
-        (num_queues,) = struct.unpack_from("<H", raw, 34)
-        return cls(capacity, seg_max, blk_size, num_queues)
+        values = {
+            name: struct.unpack_from("<" + code, raw, offset)[0]
+            for name, (offset, code) in CONFIG_FIELDS.items()
+        }
+        return cls(**values)

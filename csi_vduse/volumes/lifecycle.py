@@ -38,6 +38,8 @@ class StageRequest:
     mount_flags: tuple[str, ...]
     mode: int
     readonly: bool
+    block_size: int = 512  # the device's logical block size (a StorageClass parameter)
+    num_queues: int | None = None  # None: the node's default
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class NodeVolumes:
         self.store.save(record)
         with ExitStack() as undo:
             undo.callback(self._undo_stage, record)
-            self._bring_up(record)
+            self._bring_up(record, request)
             undo.pop_all()
         record.state = "staged"
         self.store.save(record)
@@ -155,11 +157,13 @@ class NodeVolumes:
             return False
         return record.block or mountinfo.is_mount_point(record.staging_path)
 
-    def _bring_up(self, record: NodeVolume) -> None:
+    def _bring_up(self, record: NodeVolume, request: StageRequest) -> None:
         spec = DeviceSpec(
             name=record.volume_id,
             backing=self.pool.backing_path(record.volume_id),
             readonly=record.readonly,
+            num_queues=request.num_queues,
+            block_size=request.block_size,
         )
         device = self.devices.create(spec)
         record.device = device.block_device

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from dataplane.errors import DataplaneError
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+_libc = ctypes.CDLL(None, use_errno=True)
+_ZEROES = bytes(65536)
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with a mode, which the os module does not offer."""
+    if _libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 class FileBackend:
@@ -20,11 +35,14 @@ class FileBackend:
             self.fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
         except OSError as exc:
             raise DataplaneError("open backing", f"{path}: {exc.strerror}", exc.errno) from exc
+        self.size = self.current_size()
+
+    def current_size(self) -> int:
+        """The backing's size now (it may have grown since it was opened)."""
         info = os.fstat(self.fd)
         if stat.S_ISBLK(info.st_mode):
-            self.size = os.lseek(self.fd, 0, os.SEEK_END)
-        else:
-            self.size = info.st_size
+            return os.lseek(self.fd, 0, os.SEEK_END)
+        return info.st_size
 
     def read_into(self, views: Sequence[memoryview], offset: int) -> None:
         pending = [v for v in views if len(v)]
@@ -41,6 +59,26 @@ class FileBackend:
             done = os.pwritev(self.fd, pending, offset)
             offset += done
             pending = _advance(pending, done)
+
+    def zero(self, offset: int, length: int, unmap: bool) -> None:
+        """Make [offset, offset+length) read as zeroes; ``unmap`` may free the space."""
+        mode = FALLOC_FL_PUNCH_HOLE if unmap else FALLOC_FL_ZERO_RANGE
+        try:
+            _fallocate(self.fd, mode | FALLOC_FL_KEEP_SIZE, offset, length)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        if not unmap:
+            try:
+                _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+                return  # a hole reads back as zeroes too
+            except OSError:
+                pass
+        while length:
+            done = os.pwrite(self.fd, _ZEROES[: min(length, len(_ZEROES))], offset)
+            offset += done
+            length -= done
 
     def flush(self) -> None:
         os.fdatasync(self.fd)

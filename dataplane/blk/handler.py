@@ -9,14 +9,20 @@ written, so the driver never waits forever.
 
 from __future__ import annotations
 
+import errno
 import logging
+import struct
 from collections.abc import Sequence
 
 from csi_vduse.virtio.blk import ID_BYTES, REQUEST_HEADER, SECTOR_SIZE, BlkStatus, RequestType
 from dataplane.blk.backend import FileBackend
+from dataplane.blk.profile import MAX_ZERO_RANGES
 from dataplane.virtio.split_ring import Chain
 
 log = logging.getLogger(__name__)
+
+RANGE = struct.Struct("<QII")  # DISCARD / WRITE_ZEROES: sector, sectors, flags
+WRITE_ZEROES_UNMAP = 1
 
 
 class RequestError(Exception):
@@ -56,10 +62,15 @@ def _split(views: Sequence[memoryview], at: int) -> tuple[list[memoryview], list
 class BlkHandler:
     """Serves requests against one backend; ``serial`` answers GET_ID."""
 
-    def __init__(self, backend: FileBackend, serial: bytes, readonly: bool) -> None:
+    def __init__(
+        self, backend: FileBackend, serial: bytes, readonly: bool, can_flush: bool = True,
+        can_discard: bool = True,
+    ) -> None:  # fmt: skip
         self.backend = backend
         self.serial = serial[:ID_BYTES]
         self.readonly = readonly
+        self.can_flush = can_flush
+        self.can_discard = can_discard
         self.capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
 
     def handle(self, chain: Chain) -> int:
@@ -104,8 +115,12 @@ class BlkHandler:
             self.backend.write_from(data_out, sector * SECTOR_SIZE)
             return BlkStatus.OK, 0
         if kind == RequestType.FLUSH:
+            if not self.can_flush:
+                return BlkStatus.UNSUPP, 0
             self.backend.flush()
             return BlkStatus.OK, 0
+        if kind in (RequestType.DISCARD, RequestType.WRITE_ZEROES):
+            return self._zero_ranges(kind, _gather(data_out, _total(data_out))), 0
         if kind == RequestType.GET_ID:
             ident = self.serial.ljust(ID_BYTES, b"\0")[: _total(data_in)]
             offset = 0
@@ -116,6 +131,30 @@ class BlkHandler:
             return BlkStatus.OK, len(ident)
         log.info("unsupported request type %d", kind)
         return BlkStatus.UNSUPP, 0
+
+    def _zero_ranges(self, kind: int, raw: bytes) -> BlkStatus:
+        """All ranges are checked before any is acted on."""
+        if not self.can_discard:
+            return BlkStatus.UNSUPP
+        count = len(raw) // RANGE.size
+        if self.readonly or not raw or len(raw) % RANGE.size or count > MAX_ZERO_RANGES:
+            raise RequestError(f"{len(raw)} bytes of discard/write-zeroes ranges")
+        ranges = [RANGE.unpack_from(raw, RANGE.size * i) for i in range(count)]
+        for sector, sectors, flags in ranges:
+            if flags & ~WRITE_ZEROES_UNMAP or (kind == RequestType.DISCARD and flags):
+                return BlkStatus.UNSUPP
+            self._check_range(sector, sectors * SECTOR_SIZE)
+        for sector, sectors, flags in ranges:
+            if not sectors:
+                continue
+            unmap = kind == RequestType.DISCARD or bool(flags & WRITE_ZEROES_UNMAP)
+            try:
+                self.backend.zero(sector * SECTOR_SIZE, sectors * SECTOR_SIZE, unmap)
+            except OSError as exc:
+                # Discard is only advice: a backing that cannot punch holes keeps the data.
+                if kind != RequestType.DISCARD or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        return BlkStatus.OK
 
     def _check_range(self, sector: int, length: int) -> None:
         if length % SECTOR_SIZE:

@@ -33,6 +33,15 @@ class DeviceControl(Protocol):
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]: ...
 
 
+class QueueEngine(Protocol):
+    """Serves enabled queues somewhere other than the Python ring (the C fast path)."""
+
+    def start_queue(self, info: VqInfo, kickfd: int, features: int) -> None: ...
+    def last_avail(self, index: int) -> int | None: ...
+    def invalidate(self, start: int, last: int) -> None: ...
+    def stop(self) -> None: ...
+
+
 @dataclass
 class ActiveQueue:
     ring: SplitQueue
@@ -40,8 +49,12 @@ class ActiveQueue:
 
 
 class VduseSession:
-    def __init__(self, node: DeviceControl, queue_count: int, offered: int, required: int) -> None:
+    def __init__(
+        self, node: DeviceControl, queue_count: int, offered: int, required: int,
+        engine: QueueEngine | None = None,
+    ) -> None:  # fmt: skip
         self.node = node
+        self.engine = engine
         self.queue_count = queue_count
         self.offered = offered
         self.required = required
@@ -58,11 +71,15 @@ class VduseSession:
         if request.type == RequestType.GET_VQ_STATE:
             queue = self.queues.get(request.vq_index)
             avail = queue.ring.last_avail if queue else 0
+            if self.engine is not None:
+                avail = self.engine.last_avail(request.vq_index) or 0
             return Response(request.request_id, vq_index=request.vq_index, avail_index=avail)
         if request.type == RequestType.SET_STATUS:
             return Response(request.request_id, ok=self._set_status(request.status))
         if request.type == RequestType.UPDATE_IOTLB:
             self.iotlb.invalidate(request.iova_start, request.iova_last)
+            if self.engine is not None:
+                self.engine.invalidate(request.iova_start, request.iova_last)
             return Response(request.request_id)
         log.warning("unknown VDUSE request type %d", request.type)
         return Response(request.request_id, ok=False)
@@ -102,21 +119,28 @@ class VduseSession:
                 info = self.node.vq_info(index)
                 if not info.ready:
                     continue
-                addresses = RingAddresses(
-                    info.num, info.desc_addr, info.driver_addr, info.device_addr
-                )
-                ring = SplitQueue(index, addresses, self.iotlb, last_avail=info.avail_index)
+                if info.num == 0 or info.num & (info.num - 1):
+                    raise RingError(f"queue {index}: size {info.num} is not a power of two")
                 kickfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 try:
                     self.node.vq_setup_kickfd(index, kickfd)
+                    if self.engine is not None:
+                        self.engine.start_queue(info, kickfd, self.features)
+                    else:
+                        addresses = RingAddresses(
+                            info.num, info.desc_addr, info.driver_addr, info.device_addr
+                        )
+                        ring = SplitQueue(
+                            index, addresses, self.iotlb, info.avail_index, self.features
+                        )
+                        self.queues[index] = ActiveQueue(ring, kickfd)
                 except BaseException:
                     os.close(kickfd)
                     raise
-                self.queues[index] = ActiveQueue(ring, kickfd)
                 log.info(
                     "queue %d enabled: %d entries, avail %d", index, info.num, info.avail_index
                 )
-        except (VduseError, RingError) as exc:
+        except (VduseError, RingError, MemoryError) as exc:
             log.error("cannot enable queues: %s", exc)
             self.reset()
             return False
@@ -124,6 +148,8 @@ class VduseSession:
 
     def reset(self) -> None:
         """Forget rings, kick fds and mappings, as the kernel already has."""
+        if self.engine is not None:
+            self.engine.stop()
         for queue in self.queues.values():
             os.close(queue.kickfd)
         self.queues.clear()

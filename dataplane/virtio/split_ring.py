@@ -8,10 +8,11 @@ flags u16, next u16}; available ring {flags, idx, ring[num] u16}; used ring
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass, field
 
-from csi_vduse.virtio.spec import DescFlag
+from csi_vduse.virtio.spec import DescFlag, Feature, bit
 from dataplane.virtio.iotlb import Iotlb, IotlbError
 
 DESC = struct.Struct("<QIHH")
@@ -49,7 +50,10 @@ class RingAddresses:
 class SplitQueue:
     """One enabled split virtqueue, resuming from ``last_avail``."""
 
-    def __init__(self, index: int, addresses: RingAddresses, iotlb: Iotlb, last_avail: int = 0):
+    def __init__(
+        self, index: int, addresses: RingAddresses, iotlb: Iotlb, last_avail: int = 0,
+        features: int = 0,
+    ) -> None:  # fmt: skip
         if addresses.num == 0 or addresses.num & (addresses.num - 1):
             raise RingError(f"queue {index}: size {addresses.num} is not a power of two")
         self.index = index
@@ -58,6 +62,8 @@ class SplitQueue:
         self.iotlb = iotlb
         self.last_avail = last_avail
         self.used_idx = last_avail
+        self.event_idx = bool(features & bit(Feature.EVENT_IDX))
+        self.indirect = bool(features & bit(Feature.INDIRECT_DESC))
         self._generation = -1
         self._resolve()
 
@@ -90,7 +96,12 @@ class SplitQueue:
     def pop(self) -> Chain | None:
         """The next available chain, or None when the driver has posted nothing new."""
         if self.pending() == 0:
-            return None
+            if not self.event_idx:
+                return None
+            # Ask for a kick at the next request (avail_event), then look once more.
+            U16.pack_into(self._used, self._used_off + 4 + 8 * self.num, self.last_avail)
+            if self.pending() == 0:
+                return None
         slot = self._avail_off + 4 + 2 * (self.last_avail % self.num)
         (head,) = U16.unpack_from(self._avail, slot)
         self.last_avail = (self.last_avail + 1) & 0xFFFF
@@ -104,15 +115,22 @@ class SplitQueue:
         return chain
 
     def _walk(self, chain: Chain) -> None:
+        self._walk_table(chain, self._desc, self._desc_off, self.num, chain.head, nested=False)
+
+    def _walk_table(
+        self, chain: Chain, table: mmap.mmap, base: int, count: int, first: int, *, nested: bool
+    ) -> None:
         """Collect the chain's buffers; a bad buffer is noted and skipped so the final
         descriptor (the status byte, for virtio-blk) can still be found."""
-        index = chain.head
-        for _ in range(self.num):
-            addr, length, flags, nxt = DESC.unpack_from(self._desc, self._desc_off + 16 * index)
+        index = first
+        for _ in range(count):
+            addr, length, flags, nxt = DESC.unpack_from(table, base + 16 * index)
             mapped = False
             try:
                 if flags & DescFlag.INDIRECT:
-                    raise RingError("indirect descriptors were not negotiated")
+                    inner = self._indirect_table(addr, length, flags, nested)
+                    self._walk_table(chain, *inner, 0, nested=True)
+                    return
                 if flags & DescFlag.WRITE:
                     chain.writable += self.iotlb.views(addr, length, writable=True)
                 elif chain.writable:
@@ -125,10 +143,23 @@ class SplitQueue:
             if not flags & DescFlag.NEXT:
                 chain.status_mapped = mapped and bool(flags & DescFlag.WRITE) and length > 0
                 return
-            if nxt >= self.num:
-                raise RingError(f"descriptor {index} links to {nxt}, beyond the ring")
+            if nxt >= count:
+                raise RingError(f"descriptor {index} links to {nxt}, beyond its table")
             index = nxt
         raise RingError(f"descriptor chain from {chain.head} loops")
+
+    def _indirect_table(
+        self, addr: int, length: int, flags: int, nested: bool
+    ) -> tuple[mmap.mmap, int, int]:
+        """Where an indirect table lies, and its entry count, once it passed every check."""
+        if not self.indirect:
+            raise RingError("indirect descriptors were not negotiated")
+        if nested or flags & DescFlag.NEXT:
+            raise RingError("an indirect descriptor inside a table or with NEXT")
+        if length == 0 or length % 16 or length // 16 > self.num:
+            raise RingError(f"indirect table of {length} bytes")
+        memory, offset = self.iotlb.locate(addr, length, writable=False)
+        return memory, offset, length // 16
 
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver; ``written`` is what the device wrote into it."""

@@ -25,6 +25,8 @@ from csi_vduse.virtio.spec import DescFlag, Status
 MEMORY = 4 << 20
 REGION_SPLIT = 2 << 20  # the two IOTLB regions meet here
 RING_BASE = 3 << 20
+RING_STRIDE = 0x4000  # rings of queue i start at RING_BASE + i * RING_STRIDE (size <= 256)
+BUFFER_WINDOW = 0x80000  # data buffers of queue i: [0x1000 + i * BUFFER_WINDOW, ...)
 QUEUE_SIZE = 16
 
 
@@ -34,16 +36,34 @@ class FakeKernel:
 
     memfd: int = field(default_factory=lambda: os.memfd_create("guest-memory"))
     features_acked: int = 0
-    vq: VqInfo | None = None
-    kickfd: int | None = None
+    vqs: dict[int, VqInfo] = field(default_factory=dict)
+    kickfds: dict[int, int] = field(default_factory=dict)
     requests: deque[Request] = field(default_factory=deque)
     responses: list[Response] = field(default_factory=list)
     interrupts: int = 0
     next_id: int = 1
+    config: bytearray = field(default_factory=lambda: bytearray(60))
+    config_interrupts: int = 0
 
     def __post_init__(self) -> None:
         os.ftruncate(self.memfd, MEMORY)
         self.wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.irqfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # the fast path's interrupts
+
+    @property
+    def kickfd(self) -> int | None:
+        return self.kickfds.get(0)
+
+    def fast_interrupts(self) -> int:
+        """Interrupts the fast path raised since the last call."""
+        try:
+            return os.eventfd_read(self.irqfd)
+        except BlockingIOError:
+            return 0
+
+    def close(self) -> None:
+        for fd in (self.memfd, self.wakeup, self.irqfd):
+            os.close(fd)
 
     # -- DeviceControl / MessageChannel, as the dataplane sees them ----------------------
 
@@ -51,11 +71,10 @@ class FakeKernel:
         return self.features_acked
 
     def vq_info(self, index: int) -> VqInfo:
-        assert index == 0 and self.vq is not None
-        return self.vq
+        return self.vqs.get(index, VqInfo(index, 0, 0, 0, 0, 0, False))
 
     def vq_setup_kickfd(self, index: int, fd: int) -> None:
-        self.kickfd = fd
+        self.kickfds[index] = fd
 
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]:
         if iova >= MEMORY:
@@ -75,6 +94,12 @@ class FakeKernel:
     def vq_inject_irq(self, index: int) -> None:
         self.interrupts += 1
 
+    def set_config(self, offset: int, data: bytes) -> None:
+        self.config[offset : offset + len(data)] = data
+
+    def inject_config_irq(self) -> None:
+        self.config_interrupts += 1
+
     # -- the kernel's side of the message protocol ---------------------------------------
 
     def send(self, kind: RequestType, **fields: int) -> None:
@@ -93,39 +118,50 @@ class Completion:
 class FakeDriver:
     """Lays out one split virtqueue in guest memory and posts virtio-blk requests."""
 
-    def __init__(self, kernel: FakeKernel) -> None:
+    def __init__(self, kernel: FakeKernel, queue: int = 0, size: int = QUEUE_SIZE) -> None:
         self.kernel = kernel
+        self.queue = queue
+        self.size = size
         self.mem = mmap.mmap(kernel.memfd, MEMORY)
-        self.desc = RING_BASE
-        self.avail = RING_BASE + 16 * QUEUE_SIZE
-        self.used = RING_BASE + 0x1000
+        self.desc = RING_BASE + queue * RING_STRIDE
+        self.avail = self.desc + 16 * size
+        self.used = self.desc + (16 * size + 6 + 2 * size + 4095) // 4096 * 4096
         self.avail_idx = 0
         self.used_seen = 0
         self.next_desc = 0
-        self.next_buffer = 0x1000
+        self.window = (0x1000 + queue * BUFFER_WINDOW, 0x1000 + (queue + 1) * BUFFER_WINDOW)
+        self.next_buffer = self.window[0]
         self.inflight: dict[int, tuple[int, int, int]] = {}  # head -> (status, data, len)
 
     def enable_queue(self) -> None:
-        self.kernel.vq = VqInfo(0, QUEUE_SIZE, self.desc, self.avail, self.used, 0, True)
+        info = VqInfo(self.queue, self.size, self.desc, self.avail, self.used, 0, True)
+        self.kernel.vqs[self.queue] = info
 
     def alloc(self, size: int, at: int | None = None) -> int:
         if at is not None:
             return at
+        step = (size + 511) // 512 * 512
+        if self.next_buffer + step > self.window[1]:
+            self.next_buffer = self.window[0]
         addr = self.next_buffer
-        self.next_buffer += (size + 511) // 512 * 512
-        if self.next_buffer >= RING_BASE:
-            self.next_buffer = 0x1000
-            addr = self.next_buffer
-            self.next_buffer += (size + 511) // 512 * 512
+        self.next_buffer += step
         return addr
+
+    @property
+    def avail_event(self) -> int:
+        """Where the device asked to be kicked next (VIRTIO_RING_F_EVENT_IDX)."""
+        return int(struct.unpack_from("<H", self.mem, self.used + 4 + 8 * self.size)[0])
+
+    def set_used_event(self, value: int) -> None:
+        struct.pack_into("<H", self.mem, self.avail + 4 + 2 * self.size, value & 0xFFFF)
 
     def put_desc(self, index: int, addr: int, length: int, flags: int, nxt: int) -> None:
         struct.pack_into("<QIHH", self.mem, self.desc + 16 * index, addr, length, flags, nxt)
 
     def post_chain(self, segments: list[tuple[int, int, bool]]) -> int:
         """Post (addr, len, device_writable) segments as one chain; returns the head."""
-        indexes = [(self.next_desc + i) % QUEUE_SIZE for i in range(len(segments))]
-        self.next_desc = (self.next_desc + len(segments)) % QUEUE_SIZE
+        indexes = [(self.next_desc + i) % self.size for i in range(len(segments))]
+        self.next_desc = (self.next_desc + len(segments)) % self.size
         for i, (addr, length, writable) in enumerate(segments):
             last = i == len(segments) - 1
             flags = (DescFlag.WRITE if writable else 0) | (0 if last else DescFlag.NEXT)
@@ -133,14 +169,27 @@ class FakeDriver:
         self.publish(indexes[0])
         return indexes[0]
 
+    def post_indirect(self, segments: list[tuple[int, int, bool]]) -> int:
+        """Post segments as one indirect table behind a single ring descriptor."""
+        table = self.alloc(16 * len(segments))
+        for i, (addr, length, writable) in enumerate(segments):
+            last = i == len(segments) - 1
+            flags = (DescFlag.WRITE if writable else 0) | (0 if last else DescFlag.NEXT)
+            struct.pack_into("<QIHH", self.mem, table + 16 * i, addr, length, flags, i + 1)
+        head = self.next_desc
+        self.next_desc = (self.next_desc + 1) % self.size
+        self.put_desc(head, table, 16 * len(segments), DescFlag.INDIRECT, 0)
+        self.publish(head)
+        return head
+
     def publish(self, head: int) -> None:
-        struct.pack_into("<H", self.mem, self.avail + 4 + 2 * (self.avail_idx % QUEUE_SIZE), head)
+        struct.pack_into("<H", self.mem, self.avail + 4 + 2 * (self.avail_idx % self.size), head)
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         struct.pack_into("<H", self.mem, self.avail + 2, self.avail_idx)
 
     def request(
         self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0,
-        data_at: int | None = None,
+        data_at: int | None = None, *, indirect: bool = False,
     ) -> int:  # fmt: skip
         header = self.alloc(16)
         self.mem[header : header + 16] = REQUEST_HEADER.pack(kind, 0, sector)
@@ -157,19 +206,18 @@ class FakeDriver:
         status = self.alloc(1)
         self.mem[status] = 0xFF
         segments.append((status, 1, True))
-        head = self.post_chain(segments)
+        head = self.post_indirect(segments) if indirect else self.post_chain(segments)
         self.inflight[head] = (status, data, in_len)
         return head
 
     def kick(self) -> None:
-        assert self.kernel.kickfd is not None
-        os.eventfd_write(self.kernel.kickfd, 1)
+        os.eventfd_write(self.kernel.kickfds[self.queue], 1)
 
     def completions(self) -> list[Completion]:
         (used_idx,) = struct.unpack_from("<H", self.mem, self.used + 2)
         done = []
         while self.used_seen != used_idx:
-            slot = self.used + 4 + 8 * (self.used_seen % QUEUE_SIZE)
+            slot = self.used + 4 + 8 * (self.used_seen % self.size)
             head, written = struct.unpack_from("<II", self.mem, slot)
             status_at, data_at, in_len = self.inflight.pop(head, (0, 0, 0))
             status = self.mem[status_at] if status_at else -1
@@ -181,13 +229,18 @@ class FakeDriver:
         self.mem.close()
 
 
-def bring_up(driver: FakeDriver, features: int, handle: Callable[[], None]) -> list[Response]:
+def bring_up(
+    driver: FakeDriver, features: int, handle: Callable[[], None],
+    others: tuple[FakeDriver, ...] = (),
+) -> list[Response]:  # fmt: skip
     """ACKNOWLEDGE -> DRIVER -> FEATURES_OK -> DRIVER_OK, as the virtio core does it.
 
     ``handle`` lets the dataplane process what was queued; stops at the first refusal.
+    ``others`` are the drivers of further queues of the same device.
     """
     driver.kernel.features_acked = features
-    driver.enable_queue()
+    for each in (driver, *others):
+        each.enable_queue()
     answers = []
     status = Status(0)
     for bit in (Status.ACKNOWLEDGE, Status.DRIVER, Status.FEATURES_OK, Status.DRIVER_OK):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from csi_vduse.devices.errors import DeviceError
-from csi_vduse.devices.spec import DeviceSpec, parse_size, validate_name
+from csi_vduse.devices.spec import DEFAULT_MAX_QUEUES, DeviceSpec, parse_size, validate_name
 from csi_vduse.errors import CsiVduseError
 
 KiB = 1 << 10
@@ -89,3 +89,30 @@ def test_device_spec_with_good_name_keeps_its_fields() -> None:
         MiB,
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "complaint"),
+    [
+        ({"num_queues": 0}, "--num-queues 0"),
+        ({"num_queues": 17}, "--num-queues 17"),
+        ({"queue_size": 100}, "--queue-size 100"),
+        ({"queue_size": 2048}, "--queue-size 2048"),
+        ({"block_size": 1024}, "--block-size 1024"),
+        ({"block_size": 4096, "size": 4096 + 512}, "not a multiple of the 4096-byte block"),
+    ],
+)
+def test_device_spec_rejects_bad_queue_and_block_settings(
+    fields: dict[str, int], complaint: str
+) -> None:
+    with pytest.raises(DeviceError) as caught:
+        DeviceSpec("vol", Path("/x"), **fields)  # type: ignore[arg-type]
+    assert caught.value.errno == errno.EINVAL and complaint in str(caught.value)
+
+
+def test_default_queue_count_follows_the_cpus_up_to_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert DeviceSpec("vol", Path("/x")).queues == DEFAULT_MAX_QUEUES
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert DeviceSpec("vol", Path("/x")).queues == 1
+    assert DeviceSpec("vol", Path("/x"), num_queues=3).queues == 3

@@ -10,6 +10,7 @@ import pytest
 from csi_vduse.vduse import messages
 from csi_vduse.vduse.uapi import ffi, lib
 from csi_vduse.virtio import blk, spec
+from dataplane.blk.handler import WRITE_ZEROES_UNMAP
 
 VDUSE_BASE = 0x81
 
@@ -221,12 +222,15 @@ def test_block_device_id_matches_virtio_ids_header() -> None:
     assert spec.VIRTIO_ID_BLOCK == lib.VIRTIO_ID_BLOCK
 
 
-@pytest.mark.parametrize("name", ["SIZE_MAX", "SEG_MAX", "RO", "BLK_SIZE", "FLUSH", "MQ"])
+@pytest.mark.parametrize(
+    "name",
+    ["SIZE_MAX", "SEG_MAX", "RO", "BLK_SIZE", "FLUSH", "MQ", "DISCARD", "WRITE_ZEROES", "TOPOLOGY"],
+)
 def test_blk_feature_bit_matches_virtio_blk_header(name: str) -> None:
     assert blk.BlkFeature[name] == getattr(lib, f"VIRTIO_BLK_F_{name}")
 
 
-@pytest.mark.parametrize("name", ["IN", "OUT", "FLUSH", "GET_ID"])
+@pytest.mark.parametrize("name", ["IN", "OUT", "FLUSH", "GET_ID", "DISCARD", "WRITE_ZEROES"])
 def test_blk_request_type_matches_virtio_blk_header(name: str) -> None:
     assert blk.RequestType[name] == getattr(lib, f"VIRTIO_BLK_T_{name}")
 
@@ -277,6 +281,19 @@ def test_blk_config_packs_to_60_bytes_with_fields_at_spec_offsets() -> None:
     filled = set(range(0, 8)) | set(range(12, 16)) | set(range(20, 24)) | set(range(34, 36))
     stray = {i: raw[i] for i in range(60) if i not in filled and raw[i] != 0}
     assert stray == {}
+
+
+@pytest.mark.parametrize("name", sorted(blk.CONFIG_FIELDS))
+def test_blk_config_field_offsets_and_sizes_match_virtio_blk_header(name: str) -> None:
+    offset, code = blk.CONFIG_FIELDS[name]
+    header_name = "capacity" if name == "capacity_sectors" else name
+    assert offset == ffi.offsetof("struct virtio_blk_config", header_name)
+    field = dict(ffi.typeof("struct virtio_blk_config").fields)[header_name]
+    assert struct.calcsize("<" + code) == ffi.sizeof(field.type)
+
+
+def test_write_zeroes_unmap_flag_matches_virtio_blk_header() -> None:
+    assert lib.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP == WRITE_ZEROES_UNMAP
 
 
 def test_blk_config_capacity_is_little_endian() -> None:

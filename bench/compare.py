@@ -1,0 +1,209 @@
+"""fio against three block devices over the same file, in one VDUSE kernel.
+
+Systems: this dataplane (``csi-vduse device create``), qemu-storage-daemon's
+vduse-blk export (the C reference), and the kernel loop device. One 1 GiB backing
+file on tmpfs serves all three, one system at a time. Every job runs with 1 and
+with 2 queues (fio ``numjobs`` = queues, each job at the listed depth; the loop
+device has no queues, so its single run is the reference for both rows).
+
+Run inside a VDUSE kernel: ``bash bench/run.sh`` boots the test VM for it. Prints
+a table and one ``BENCH-JSON`` line with every number. Absolute numbers under
+software emulation mean little; the ratios in the same run are the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.spec import DeviceSpec
+from csi_vduse.devices.state import StateStore
+from csi_vduse.vdpa import sysfs
+
+SIZE = 1 << 30
+JOBS = {
+    "4k randread QD1": ["--rw=randread", "--bs=4k", "--iodepth=1"],
+    "4k randread QD32": ["--rw=randread", "--bs=4k", "--iodepth=32"],
+    "4k randwrite QD32": ["--rw=randwrite", "--bs=4k", "--iodepth=32"],
+    "64k randrw 70/30 QD16": ["--rw=randrw", "--rwmixread=70", "--bs=64k", "--iodepth=16"],
+    "1M seq read QD8": ["--rw=read", "--bs=1M", "--iodepth=8"],
+    "1M seq write QD8": ["--rw=write", "--bs=1M", "--iodepth=8"],
+}
+
+
+@dataclass
+class Result:
+    iops: float
+    mib_s: float
+    mean_us: float
+    p99_us: float
+
+
+def fio(dev: str, args: list[str], seconds: int, jobs: int) -> Result:
+    """One fio run; a mixed job's reads and writes are summed (latency: weighted mean, max p99)."""
+    out = subprocess.run(
+        ["fio", "--name=bench", f"--filename={dev}", "--ioengine=libaio", "--direct=1",
+         "--time_based", f"--runtime={seconds}", "--ramp_time=1", "--output-format=json",
+         "--group_reporting", f"--numjobs={jobs}", f"--size={SIZE // jobs}",
+         f"--offset_increment={SIZE // jobs}", "--randrepeat=0", *args],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    job = json.loads(out)["jobs"][0]
+    sides = [job[s] for s in ("read", "write") if job[s]["total_ios"]]
+    ios = sum(s["total_ios"] for s in sides) or 1
+    return Result(
+        iops=sum(s["iops"] for s in sides),
+        mib_s=sum(s["bw"] for s in sides) / 1024,
+        mean_us=sum(s["lat_ns"]["mean"] * s["total_ios"] for s in sides) / ios / 1000,
+        p99_us=max(s["clat_ns"]["percentile"]["99.000000"] for s in sides) / 1000,
+    )
+
+
+def peak_rss_mib(pid: int) -> dict[str, float]:
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+
+    def mib(key: str) -> float:
+        return int(status[key].split()[0]) / 1024
+
+    return {k: mib(k) for k in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")}
+
+
+def run_jobs(label: str, dev: str, seconds: int, jobs: int, names: list[str]) -> dict[str, Result]:
+    results = {}
+    for name in names:
+        results[name] = fio(dev, JOBS[name], seconds, jobs)
+        r = results[name]
+        print(f"  {label:5} q{jobs} {name:22} {r.iops:9.0f} IOPS {r.mib_s:8.1f} MiB/s "
+              f"mean {r.mean_us:8.1f}us p99 {r.p99_us:8.1f}us", flush=True)  # fmt: skip
+    return results
+
+
+def ours(image: Path, work: Path, queues: int, seconds: int, names: list[str]) -> dict[str, Any]:
+    manager = DeviceManager(StateStore(work / "state"))
+    record = manager.create(DeviceSpec("bench-ours", image, num_queues=queues))
+    try:
+        assert record.block_device is not None and record.pid is not None
+        results = run_jobs("ours", record.block_device, seconds, queues, names)
+        rss = peak_rss_mib(record.pid)
+    finally:
+        manager.delete("bench-ours")
+    return {"results": results, "rss": rss}
+
+
+def qsd(image: Path, queues: int, seconds: int, names: list[str]) -> dict[str, Any]:
+    name = "bench-qsd"
+    daemon = subprocess.Popen([
+        "qemu-storage-daemon",
+        "--blockdev", f"file,node-name=f0,filename={image},cache.direct=off",
+        "--export", f"vduse-blk,id=e0,node-name=f0,name={name},writable=on,"
+                    f"num-queues={queues},queue-size=256",
+    ])  # fmt: skip
+    try:
+        for _ in range(400):
+            if Path(f"/dev/vduse/{name}").exists():
+                break
+            time.sleep(0.05)
+        subprocess.run(["vdpa", "dev", "add", "name", name, "mgmtdev", "vduse"], check=True)
+        try:
+            dev = str(sysfs.wait_for_block_device(name, 20))
+            results = run_jobs("qsd", dev, seconds, queues, names)
+            rss = peak_rss_mib(daemon.pid)
+        finally:
+            subprocess.run(["vdpa", "dev", "del", name], check=False)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+    return {"results": results, "rss": rss}
+
+
+def loop(image: Path, seconds: int, names: list[str]) -> dict[str, Any]:
+    subprocess.run(["modprobe", "loop"], check=True)
+    # Direct I/O to the backing where the filesystem has it (tmpfs does not): as qsd's.
+    for extra in (["--direct-io=on"], []):
+        attach = subprocess.run(
+            ["losetup", "--find", "--show", *extra, str(image)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if attach.returncode == 0:
+            break
+    attach.check_returncode()
+    dev = attach.stdout.strip()
+    try:
+        return {"results": run_jobs("loop", dev, seconds, 1, names)}
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:5.2f}" if b else "  n/a"
+
+
+def print_table(report: dict[str, Any], names: list[str]) -> None:
+    print("\nIOPS / MiB/s / mean us / p99 us per system; ours/qsd and ours/loop by IOPS;")
+    print("lat = ours/qsd mean latency (lower is better)")
+    header = (f"{'q':>2} {'job':22} | {'ours':>31} | {'qemu-storage-daemon':>31} | "
+              f"{'loop':>31} | {'/qsd':>5} {'/loop':>5} {'lat':>5}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    loop_results = report["loop"]["results"]
+    for queues in report["queues"]:
+        mine = report[f"ours-q{queues}"]["results"]
+        theirs = report[f"qsd-q{queues}"]["results"]
+        for name in names:
+            cells = []
+            for r in (mine[name], theirs[name], loop_results[name]):
+                cells.append(f"{r.iops:7.0f} {r.mib_s:6.1f} {r.mean_us:7.1f} {r.p99_us:7.1f}")
+            vs_qsd = ratio(mine[name].iops, theirs[name].iops)
+            vs_loop = ratio(mine[name].iops, loop_results[name].iops)
+            lat = ratio(mine[name].mean_us, theirs[name].mean_us)
+            print(f"{queues:>2} {name:22} | {' | '.join(cells)} | {vs_qsd} {vs_loop} {lat}")
+    for queues in report["queues"]:
+        mine, theirs = report[f"ours-q{queues}"]["rss"], report[f"qsd-q{queues}"]["rss"]
+        print(f"peak RSS with {queues} queue(s): ours {mine['VmHWM']:.1f} MiB "
+              f"(anon {mine['RssAnon']:.1f}, file {mine['RssFile']:.1f}, shmem "
+              f"{mine['RssShmem']:.1f} at the end); qsd {theirs['VmHWM']:.1f} MiB")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runtime", type=int, default=30, help="seconds per fio job")
+    parser.add_argument("--queues", default="1,2", help="queue counts to run, e.g. 1,2")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job names")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.jobs.split(",")]
+    queue_counts = [int(q) for q in args.queues.split(",")]
+    Path("/mnt/bench").mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200M", "tmpfs", "/mnt/bench"],
+                   check=True)  # fmt: skip
+    try:
+        image = Path("/mnt/bench/disk.img")
+        subprocess.run(["fio", "--name=prefill", f"--filename={image}", "--rw=write",
+                        "--bs=1M", f"--size={SIZE}", "--output-format=terse"],
+                       check=True, capture_output=True)  # fmt: skip
+        report: dict[str, Any] = {"runtime": args.runtime, "queues": queue_counts}
+        with tempfile.TemporaryDirectory() as tmp:
+            report["loop"] = loop(image, args.runtime, names)
+            for queues in queue_counts:
+                report[f"ours-q{queues}"] = ours(image, Path(tmp), queues, args.runtime, names)
+                report[f"qsd-q{queues}"] = qsd(image, queues, args.runtime, names)
+    finally:
+        subprocess.run(["umount", "/mnt/bench"], check=False)
+    print_table(report, names)
+    print("BENCH-JSON " + json.dumps(report, default=asdict), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Runs the C request loop (ring.c) for each enabled queue, one thread per queue.
+
+Python keeps the control side: it maps IOTLB regions when the C loop asks for an
+IOVA it has not seen (DP_NEED_MAP), and on UPDATE_IOTLB it pauses every queue
+thread, drops the stale ranges from each queue's table, unmaps them and resumes,
+so the C loop never touches a mapping after the kernel invalidated it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from csi_vduse.vduse.node import IotlbEntry, VqInfo
+from csi_vduse.virtio.blk import ID_BYTES
+from csi_vduse.virtio.spec import Feature, bit
+from dataplane.blk.profile import MAX_ZERO_RANGES
+from dataplane.fast._ring import ffi, lib
+
+log = logging.getLogger(__name__)
+
+
+class IotlbSource(Protocol):
+    def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]: ...
+
+
+@dataclass(frozen=True)
+class BlkTarget:
+    """What the C loop serves requests against."""
+
+    backing_fd: int
+    capacity: int  # bytes, a multiple of 512
+    readonly: bool
+    serial: bytes
+    can_flush: bool = True
+    can_discard: bool = True
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    last: int
+    host: Any  # cffi void *
+    writable: bool
+
+
+class MapPool:
+    """The device's mapped IOTLB regions, shared by its queues (one mmap per region)."""
+
+    def __init__(self, source: IotlbSource) -> None:
+        self.source = source
+        self._lock = threading.Lock()
+        self._maps: list[Mapping] = []
+
+    def get(self, iova: int) -> Mapping | None:
+        """The region holding ``iova``, mapped on first use; None if the kernel has none."""
+        with self._lock:
+            for mapping in self._maps:
+                if mapping.start <= iova <= mapping.last:
+                    return mapping
+            try:
+                fd, entry = self.source.iotlb_get_fd(iova)
+            except OSError as exc:
+                log.warning("IOVA %#x is not mapped: %s", iova, exc)
+                return None
+            try:
+                host = lib.dp_mmap(fd, entry.size, entry.offset, int(entry.writable))
+            finally:
+                os.close(fd)
+            if host == ffi.NULL:
+                log.error("cannot map IOVA %#x-%#x", entry.start, entry.last)
+                return None
+            mapping = Mapping(entry.start, entry.last, host, entry.writable)
+            self._maps.append(mapping)
+            log.debug("mapped IOVA %#x-%#x perm %d", entry.start, entry.last, entry.perm)
+            return mapping
+
+    def invalidate(self, start: int, last: int) -> None:
+        """Unmap every region overlapping [start, last]; no queue may be running."""
+        with self._lock:
+            keep = []
+            for mapping in self._maps:
+                if mapping.start <= last and mapping.last >= start:
+                    lib.dp_munmap(mapping.host, mapping.last - mapping.start + 1)
+                else:
+                    keep.append(mapping)
+            self._maps = keep
+
+
+class FastQueue:
+    """One virtqueue served by ring.c, optionally on its own thread."""
+
+    def __init__(
+        self, info: VqInfo, kickfd: int, features: int, target: BlkTarget, pool: MapPool,
+        *, devfd: int, irqfd: int,
+    ) -> None:  # fmt: skip
+        self.index = info.index
+        self.kickfd = kickfd
+        self.pool = pool
+        self.ctlfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        q = ffi.new("struct dp_queue *")
+        q.index, q.num = info.index, info.num
+        q.desc_iova, q.avail_iova, q.used_iova = info.desc_addr, info.driver_addr, info.device_addr
+        q.kickfd, q.ctlfd, q.devfd, q.irqfd = kickfd, self.ctlfd, devfd, irqfd
+        q.backfd = target.backing_fd
+        q.readonly, q.can_flush = target.readonly, target.can_flush
+        q.can_discard, q.max_discard_seg = target.can_discard, MAX_ZERO_RANGES
+        q.event_idx = bool(features & bit(Feature.EVENT_IDX))
+        q.indirect = bool(features & bit(Feature.INDIRECT_DESC))
+        q.capacity = target.capacity
+        q.serial = target.serial[:ID_BYTES].ljust(ID_BYTES, b"\0")
+        q.last_avail = q.used_idx = info.avail_index
+        if lib.dp_queue_init(q):
+            os.close(self.ctlfd)
+            raise MemoryError(f"queue {self.index}: no memory for its iovecs")
+        self.q = q
+        self.broken = False
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._paused = threading.Event()
+        self._resume = threading.Event()
+
+    @property
+    def last_avail(self) -> int:
+        return int(self.q.last_avail)
+
+    def _map(self) -> None:
+        iova = int(self.q.miss_iova)
+        mapping = self.pool.get(iova)
+        if mapping is None or lib.dp_map_add(
+            self.q, mapping.start, mapping.last, mapping.host, int(mapping.writable)
+        ):
+            lib.dp_mark_bad(self.q, iova)
+
+    def _broke(self) -> None:
+        self.broken = True
+        log.error("queue %d stopped: %s", self.index, ffi.string(self.q.error).decode())
+
+    def serve_pending(self) -> None:
+        """Serve what the driver posted, on the caller's thread (tests, no worker)."""
+        while not self.broken:
+            rc = lib.dp_serve(self.q)
+            if rc == lib.DP_NEED_MAP:
+                self._map()
+            elif rc == lib.DP_BROKEN:
+                self._broke()
+            else:
+                return
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"queue-{self.index}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            rc = lib.DP_PAUSE if self.broken else lib.dp_run(self.q)
+            if rc == lib.DP_NEED_MAP:
+                self._map()
+                continue
+            if rc == lib.DP_BROKEN:
+                self._broke()
+                continue
+            if self.broken and not (self._stopping or self.q.pause_req):
+                select.select([self.ctlfd], [], [])
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self.ctlfd)
+            if self._stopping:
+                return
+            if self.q.pause_req:
+                self._paused.set()
+                self._resume.wait()
+                self._resume.clear()
+
+    def pause(self) -> None:
+        """Return once the queue's thread is outside the C loop and waiting."""
+        if self._thread is None:
+            return
+        self.q.pause_req = 1
+        os.eventfd_write(self.ctlfd, 1)
+        self._paused.wait()
+
+    def resume(self) -> None:
+        if self._thread is None:
+            return
+        self.q.pause_req = 0
+        self._paused.clear()
+        self._resume.set()
+
+    def invalidate(self, start: int, last: int) -> None:
+        lib.dp_map_invalidate(self.q, start, last)
+
+    def close(self) -> None:
+        """Stop the thread, then free the queue; the kick fd is closed too."""
+        if self._thread is not None:
+            self._stopping = True
+            os.eventfd_write(self.ctlfd, 1)
+            self._thread.join()
+            self._thread = None
+        log.info(
+            "queue %d: %d requests, %d interrupts, %d failed",
+            self.index, self.q.served, self.q.interrupts, self.q.errors,
+        )  # fmt: skip
+        lib.dp_queue_free(self.q)
+        os.close(self.ctlfd)
+        os.close(self.kickfd)
+
+
+class FastEngine:
+    """The queues of one device; ``threaded=False`` leaves serving to ``serve_pending``."""
+
+    def __init__(
+        self, source: IotlbSource, target: BlkTarget, devfd: int, irqfd: int = -1,
+        threaded: bool = True,
+    ) -> None:  # fmt: skip
+        self.pool = MapPool(source)
+        self.target = target
+        self.devfd = devfd
+        self.irqfd = irqfd
+        self.threaded = threaded
+        self.queues: dict[int, FastQueue] = {}
+
+    def start_queue(self, info: VqInfo, kickfd: int, features: int) -> None:
+        """Serve queue ``info.index``; the engine owns ``kickfd`` from now on."""
+        queue = FastQueue(
+            info, kickfd, features, self.target, self.pool, devfd=self.devfd, irqfd=self.irqfd
+        )
+        self.queues[info.index] = queue
+        if self.threaded:
+            queue.start()
+
+    def last_avail(self, index: int) -> int | None:
+        queue = self.queues.get(index)
+        return queue.last_avail if queue else None
+
+    def serve_pending(self) -> None:
+        for queue in self.queues.values():
+            queue.serve_pending()
+
+    def invalidate(self, start: int, last: int) -> None:
+        for queue in self.queues.values():
+            queue.pause()
+        try:
+            for queue in self.queues.values():
+                queue.invalidate(start, last)
+            self.pool.invalidate(start, last)
+        finally:
+            for queue in self.queues.values():
+                queue.resume()
+
+    def set_capacity(self, capacity: int) -> None:
+        """Serve ``capacity`` bytes from now on; the queues are paused while it changes."""
+        for queue in self.queues.values():
+            queue.pause()
+        for queue in self.queues.values():
+            queue.q.capacity = capacity
+            queue.resume()
+        self.target = replace(self.target, capacity=capacity)
+
+    def stop(self) -> None:
+        for queue in self.queues.values():
+            queue.close()
+        self.queues.clear()
+        self.pool.invalidate(0, 2**64 - 1)

@@ -1,0 +1,578 @@
+/*
+ * The dataplane's per-request loop for one split virtqueue of a virtio-blk device:
+ * walk descriptor chains (direct and indirect), translate IOVAs through the queue's
+ * table of mapped IOTLB regions, serve the request on the backing fd, publish the
+ * used element, and raise one interrupt per batch (VIRTIO_RING_F_EVENT_IDX aware).
+ *
+ * The guest driver is untrusted: every index, length, address and flag is checked
+ * before use. A chain whose buffers cannot all be translated gets IOERR when its
+ * status byte can be found, and is handed back untouched when it cannot. A ring
+ * whose indices are impossible stops the queue (DP_BROKEN).
+ *
+ * Mappings are owned by Python. An IOVA that is not in the table makes dp_serve
+ * return DP_NEED_MAP before any side effect of the request, so the request is
+ * simply parsed again once Python added the mapping (or declared it unmappable).
+ * Python only changes the table while the thread that runs this code is paused.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+#include <linux/vduse.h>
+
+#include "ring.h"
+
+#define DESC_F_NEXT 1
+#define DESC_F_WRITE 2
+#define DESC_F_INDIRECT 4
+#define AVAIL_F_NO_INTERRUPT 1
+
+#define T_IN 0
+#define T_OUT 1
+#define T_FLUSH 4
+#define T_GET_ID 8
+#define T_DISCARD 11
+#define T_WRITE_ZEROES 13
+#define S_OK 0
+#define S_IOERR 1
+#define S_UNSUPP 2
+#define WZ_FLAG_UNMAP 1u
+#define SECTOR 512u
+#define MAX_RANGES 64
+
+struct vdesc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+} __attribute__((packed));
+
+/* How a chain was collected; see walk_table. */
+struct chain {
+    struct iovec *rd, *wr;
+    uint32_t nrd, nwr;
+    uint64_t rd_len, wr_len;
+    int bad;        /* a buffer broke a rule: the request fails with IOERR */
+    int status_ok;  /* the final descriptor is mapped, device-writable and non-empty */
+    int need_map;   /* an IOVA is missing from the table: retry after mapping */
+};
+
+static const uint8_t zeroes[65536];
+
+int dp_queue_init(struct dp_queue *q)
+{
+    q->iov_cap = 2 * q->num + 8;
+    q->iov = calloc(2 * (size_t)q->iov_cap, sizeof(struct iovec));
+    return q->iov ? 0 : -ENOMEM;
+}
+
+void dp_queue_free(struct dp_queue *q)
+{
+    free(q->iov);
+    q->iov = NULL;
+}
+
+void *dp_mmap(int fd, uint64_t length, uint64_t offset, int writable)
+{
+    void *p = mmap(NULL, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd,
+                   (off_t)offset);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int dp_munmap(void *host, uint64_t length)
+{
+    return munmap(host, length) ? -errno : 0;
+}
+
+/* Python could not map `iova` for the current request. */
+void dp_mark_bad(struct dp_queue *q, uint64_t iova)
+{
+    if (q->nbad < DP_MAX_BAD)
+        q->bad[q->nbad++] = iova;
+}
+
+int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, int writable)
+{
+    if (q->nmaps == DP_MAX_MAPS || last < start)
+        return -ENOSPC;
+    q->maps[q->nmaps++] = (struct dp_map){start, last, host, writable};
+    return 0;
+}
+
+/* Forget every mapping overlapping [start, last]; returns how many. */
+int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last)
+{
+    int kept = 0, dropped = 0;
+    for (int i = 0; i < q->nmaps; i++) {
+        if (q->maps[i].start <= last && q->maps[i].last >= start)
+            dropped++;
+        else
+            q->maps[kept++] = q->maps[i];
+    }
+    q->nmaps = kept;
+    q->rings_ok = 0;
+    return dropped;
+}
+
+static struct dp_map *find(struct dp_queue *q, uint64_t iova)
+{
+    for (int i = 0; i < q->nmaps; i++)
+        if (q->maps[i].start <= iova && iova <= q->maps[i].last)
+            return &q->maps[i];
+    return NULL;
+}
+
+/* 0 mapped, 1 missing (need_map set), -1 not allowed. */
+static int miss(struct dp_queue *q, uint64_t iova)
+{
+    for (int i = 0; i < q->nbad; i++)
+        if (q->bad[i] == iova)
+            return -1;
+    if (q->nbad == DP_MAX_BAD)
+        return -1; /* that many holes in one request: no more round trips for it */
+    q->miss_iova = iova;
+    return 1;
+}
+
+/* A host pointer to [iova, iova+len) lying within one mapping (ring areas, tables). */
+static int contiguous(struct dp_queue *q, uint64_t iova, uint64_t len, int writable,
+                      uint8_t **host)
+{
+    struct dp_map *m = find(q, iova);
+    if (!m)
+        return miss(q, iova);
+    if (len == 0 || len - 1 > m->last - iova || (writable && !m->writable))
+        return -1;
+    *host = m->host + (iova - m->start);
+    return 0;
+}
+
+/* Append [iova, iova+len) to iov, split where mappings end. */
+static int translate(struct dp_queue *q, uint64_t iova, uint64_t len, int writable,
+                     struct iovec *iov, uint32_t *n)
+{
+    while (len) {
+        struct dp_map *m = find(q, iova);
+        if (!m)
+            return miss(q, iova);
+        if (writable && !m->writable)
+            return -1;
+        if (*n == q->iov_cap)
+            return -1;
+        uint64_t room = m->last - iova; /* bytes after the first, so no overflow */
+        uint64_t chunk = len - 1 <= room ? len : room + 1;
+        iov[*n].iov_base = m->host + (iova - m->start);
+        iov[*n].iov_len = chunk;
+        (*n)++;
+        len -= chunk;
+        iova += chunk;
+        if (len && iova == 0)
+            return -1; /* wrapped past the top of the IOVA space */
+    }
+    return 0;
+}
+
+/* One descriptor's buffer into the chain; returns 1 when mapped. */
+static int take(struct dp_queue *q, struct chain *c, const struct vdesc *d)
+{
+    int rc;
+    if (d->flags & DESC_F_WRITE) {
+        rc = translate(q, d->addr, d->len, 1, c->wr, &c->nwr);
+        if (rc == 0)
+            c->wr_len += d->len;
+    } else if (c->nwr || c->wr_len) {
+        rc = -1; /* a device-readable buffer after a writable one */
+    } else {
+        rc = translate(q, d->addr, d->len, 0, c->rd, &c->nrd);
+        if (rc == 0)
+            c->rd_len += d->len;
+    }
+    if (rc > 0)
+        c->need_map = 1;
+    else if (rc < 0)
+        c->bad = 1;
+    return rc == 0;
+}
+
+/*
+ * Follow a table of `count` descriptors from `first`. A bad buffer is noted and skipped so
+ * the final descriptor can still be found; a link out of the table or a loop ends the walk
+ * with no status byte. `nested` is set inside an indirect table.
+ */
+static void walk_table(struct dp_queue *q, struct chain *c, const uint8_t *table,
+                       uint32_t count, uint32_t first, int nested)
+{
+    uint32_t i = first;
+    for (uint32_t steps = 0; steps < count; steps++) {
+        struct vdesc d;
+        memcpy(&d, table + 16 * (size_t)i, sizeof d);
+        int mapped = 0;
+        if (d.flags & DESC_F_INDIRECT) {
+            if (nested || !q->indirect || (d.flags & DESC_F_NEXT) || d.len % 16 ||
+                d.len / 16 > q->num || d.len == 0) {
+                c->bad = 1;
+            } else {
+                uint8_t *inner;
+                int rc = contiguous(q, d.addr, d.len, 0, &inner);
+                if (rc > 0) {
+                    c->need_map = 1;
+                } else if (rc < 0) {
+                    c->bad = 1;
+                } else {
+                    walk_table(q, c, inner, d.len / 16, 0, 1);
+                    return;
+                }
+            }
+        } else {
+            mapped = take(q, c, &d);
+        }
+        if (!(d.flags & DESC_F_NEXT)) {
+            c->status_ok = mapped && (d.flags & DESC_F_WRITE) && d.len > 0;
+            return;
+        }
+        if (d.next >= count)
+            return; /* links beyond the table */
+        i = d.next;
+    }
+    /* loops */
+}
+
+static int resolve_rings(struct dp_queue *q)
+{
+    uint64_t num = q->num;
+    int rc = contiguous(q, q->desc_iova, 16 * num, 0, &q->desc);
+    if (rc == 0)
+        rc = contiguous(q, q->avail_iova, 6 + 2 * num, 0, &q->avail);
+    if (rc == 0)
+        rc = contiguous(q, q->used_iova, 6 + 8 * num, 1, &q->used);
+    if (rc < 0)
+        snprintf(q->error, sizeof q->error, "queue %u: ring areas are not mapped as needed",
+                 q->index);
+    q->rings_ok = rc == 0;
+    return rc;
+}
+
+/* The first `len` bytes of an iovec list, gathered. */
+static void gather(const struct iovec *iov, uint32_t n, uint8_t *out, size_t len)
+{
+    for (uint32_t i = 0; i < n && len; i++) {
+        size_t take_len = iov[i].iov_len < len ? iov[i].iov_len : len;
+        memcpy(out, iov[i].iov_base, take_len);
+        out += take_len;
+        len -= take_len;
+    }
+}
+
+/* Drop the first `skip` bytes of an iovec list in place; returns the new count. */
+static uint32_t skip_front(struct iovec *iov, uint32_t n, uint64_t skip)
+{
+    uint32_t i = 0;
+    while (i < n && skip >= iov[i].iov_len)
+        skip -= iov[i++].iov_len;
+    if (i < n && skip) {
+        iov[i].iov_base = (uint8_t *)iov[i].iov_base + skip;
+        iov[i].iov_len -= skip;
+    }
+    memmove(iov, iov + i, (n - i) * sizeof *iov);
+    return n - i;
+}
+
+/* Drop the last byte of an iovec list (the status byte); returns the new count. */
+static uint32_t drop_last_byte(struct iovec *iov, uint32_t n)
+{
+    if (--iov[n - 1].iov_len == 0)
+        n--;
+    return n;
+}
+
+static int rw_all(struct dp_queue *q, struct iovec *iov, uint32_t n, uint64_t off, int write)
+{
+    while (n) {
+        int batch = n < IOV_MAX ? (int)n : IOV_MAX;
+        ssize_t done = write ? pwritev(q->backfd, iov, batch, (off_t)off)
+                             : preadv(q->backfd, iov, batch, (off_t)off);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (done == 0)
+            return -EIO; /* the backing shrank under us */
+        off += (uint64_t)done;
+        n = skip_front(iov, n, (uint64_t)done);
+    }
+    return 0;
+}
+
+static int in_range(struct dp_queue *q, uint64_t sector, uint64_t len)
+{
+    if (len % SECTOR)
+        return 0;
+    return sector <= q->capacity / SECTOR && len <= q->capacity - sector * SECTOR;
+}
+
+static int zero_range(struct dp_queue *q, uint64_t off, uint64_t len, int unmap)
+{
+    int mode = unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                     : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    if (fallocate(q->backfd, mode, (off_t)off, (off_t)len) == 0)
+        return 0;
+    if (errno != EOPNOTSUPP && errno != EINVAL)
+        return -errno;
+    if (!unmap && fallocate(q->backfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                            (off_t)len) == 0)
+        return 0; /* a hole reads back as zeroes too */
+    while (len) {
+        size_t chunk = len < sizeof zeroes ? len : sizeof zeroes;
+        ssize_t done = pwrite(q->backfd, zeroes, chunk, (off_t)off);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        off += (uint64_t)done;
+        len -= (uint64_t)done;
+    }
+    return 0;
+}
+
+/* DISCARD and WRITE_ZEROES: data_out holds {sector u64, num_sectors u32, flags u32} ranges;
+ * all are checked before any is acted on. */
+struct zrange {
+    uint64_t sector;
+    uint32_t sectors, flags;
+};
+
+static uint8_t zero_ranges(struct dp_queue *q, struct chain *c, uint32_t type)
+{
+    struct zrange r[MAX_RANGES];
+    if (!q->can_discard)
+        return S_UNSUPP;
+    if (q->readonly || c->rd_len == 0 || c->rd_len % 16 || c->rd_len / 16 > q->max_discard_seg ||
+        c->rd_len / 16 > MAX_RANGES)
+        return S_IOERR;
+    uint32_t count = (uint32_t)(c->rd_len / 16);
+    gather(c->rd, c->nrd, (uint8_t *)r, c->rd_len);
+    for (uint32_t i = 0; i < count; i++) {
+        if (r[i].flags & ~WZ_FLAG_UNMAP || (type == T_DISCARD && r[i].flags))
+            return S_UNSUPP;
+        if (!in_range(q, r[i].sector, (uint64_t)r[i].sectors * SECTOR))
+            return S_IOERR;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        if (!r[i].sectors)
+            continue;
+        int unmap = type == T_DISCARD || (r[i].flags & WZ_FLAG_UNMAP);
+        int rc = zero_range(q, r[i].sector * SECTOR, (uint64_t)r[i].sectors * SECTOR, unmap);
+        if (rc && !(type == T_DISCARD && (rc == -EOPNOTSUPP || rc == -EINVAL)))
+            return S_IOERR;
+    }
+    return S_OK;
+}
+
+/* Serve one collected chain; returns the byte count written into it (status included). */
+static uint32_t serve(struct dp_queue *q, struct chain *c)
+{
+    uint8_t *status;
+    struct iovec *last = &c->wr[c->nwr - 1];
+    status = (uint8_t *)last->iov_base + last->iov_len - 1;
+    if (c->bad || c->rd_len < 16) {
+        *status = S_IOERR;
+        q->errors++;
+        return 1;
+    }
+    uint8_t header[16];
+    gather(c->rd, c->nrd, header, 16);
+    uint32_t type;
+    uint64_t sector;
+    memcpy(&type, header, 4);
+    memcpy(&sector, header + 8, 8);
+    c->nrd = skip_front(c->rd, c->nrd, 16);
+    c->rd_len -= 16;
+    uint64_t in_len = c->wr_len - 1;
+    c->nwr = drop_last_byte(c->wr, c->nwr);
+    uint32_t written = 0;
+    int rc;
+    uint8_t st = S_OK;
+    switch (type) {
+    case T_IN:
+        if (!in_range(q, sector, in_len)) {
+            st = S_IOERR;
+            break;
+        }
+        rc = rw_all(q, c->wr, c->nwr, sector * SECTOR, 0);
+        if (rc)
+            st = S_IOERR;
+        else
+            written = (uint32_t)in_len;
+        break;
+    case T_OUT:
+        if (q->readonly || !in_range(q, sector, c->rd_len)) {
+            st = S_IOERR;
+            break;
+        }
+        if (rw_all(q, c->rd, c->nrd, sector * SECTOR, 1))
+            st = S_IOERR;
+        break;
+    case T_FLUSH:
+        if (!q->can_flush)
+            st = S_UNSUPP;
+        else if (fdatasync(q->backfd))
+            st = S_IOERR;
+        break;
+    case T_GET_ID: {
+        uint64_t n = in_len < DP_ID_BYTES ? in_len : DP_ID_BYTES;
+        const uint8_t *src = q->serial;
+        uint64_t left = n;
+        for (uint32_t i = 0; i < c->nwr && left; i++) {
+            size_t piece = c->wr[i].iov_len < left ? c->wr[i].iov_len : left;
+            memcpy(c->wr[i].iov_base, src, piece);
+            src += piece;
+            left -= piece;
+        }
+        written = (uint32_t)n;
+        break;
+    }
+    case T_DISCARD:
+    case T_WRITE_ZEROES:
+        st = zero_ranges(q, c, type);
+        break;
+    default:
+        st = S_UNSUPP;
+    }
+    if (st == S_IOERR)
+        q->errors++;
+    *status = st;
+    return written + 1;
+}
+
+static void push_used(struct dp_queue *q, uint16_t head, uint32_t written)
+{
+    uint8_t *elem = q->used + 4 + 8 * (size_t)(q->used_idx % q->num);
+    uint32_t id = head;
+    memcpy(elem, &id, 4);
+    memcpy(elem + 4, &written, 4);
+    q->used_idx++;
+    __atomic_store_n((uint16_t *)(q->used + 2), q->used_idx, __ATOMIC_RELEASE);
+}
+
+static void notify(struct dp_queue *q)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* used idx visible before reading the driver's wish */
+    int need;
+    if (q->event_idx) {
+        uint16_t event = __atomic_load_n((uint16_t *)(q->avail + 4 + 2 * (size_t)q->num),
+                                         __ATOMIC_ACQUIRE);
+        uint16_t new_idx = q->used_idx, old = q->signalled_used;
+        need = !q->signalled_valid ||
+               (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+    } else {
+        need = !(__atomic_load_n((uint16_t *)q->avail, __ATOMIC_ACQUIRE) & AVAIL_F_NO_INTERRUPT);
+    }
+    q->signalled_used = q->used_idx;
+    q->signalled_valid = 1;
+    if (!need)
+        return;
+    q->interrupts++;
+    if (q->irqfd >= 0) {
+        uint64_t one = 1;
+        (void)!write(q->irqfd, &one, sizeof one);
+    } else {
+        uint32_t index = q->index;
+        /* EINVAL while a reset races with the batch is harmless. */
+        (void)ioctl(q->devfd, VDUSE_VQ_INJECT_IRQ, &index);
+    }
+}
+
+/* Serve everything the driver posted; one interrupt for the batch. */
+int dp_serve(struct dp_queue *q)
+{
+    if (!q->rings_ok) {
+        int rc = resolve_rings(q);
+        if (rc)
+            return rc > 0 ? DP_NEED_MAP : DP_BROKEN;
+    }
+    uint16_t start_used = q->used_idx;
+    int result = DP_IDLE;
+    for (;;) {
+        uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
+        uint16_t pending = avail_idx - q->last_avail;
+        if (pending > q->num) {
+            snprintf(q->error, sizeof q->error, "queue %u: avail idx ran %u ahead of a %u ring",
+                     q->index, pending, q->num);
+            result = DP_BROKEN;
+            break;
+        }
+        if (pending == 0) {
+            if (q->event_idx) {
+                __atomic_store_n((uint16_t *)(q->used + 4 + 8 * (size_t)q->num), q->last_avail,
+                                 __ATOMIC_RELEASE);
+                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                if (__atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE) !=
+                    q->last_avail)
+                    continue;
+            }
+            break;
+        }
+        while (pending--) {
+            if (q->pause_req) {
+                result = DP_PAUSE;
+                goto done;
+            }
+            uint16_t head;
+            memcpy(&head, q->avail + 4 + 2 * (size_t)(q->last_avail % q->num), 2);
+            if (head >= q->num) {
+                snprintf(q->error, sizeof q->error, "queue %u: head %u out of range", q->index,
+                         head);
+                result = DP_BROKEN;
+                goto done;
+            }
+            struct chain c = {.rd = q->iov, .wr = q->iov + q->iov_cap};
+            walk_table(q, &c, q->desc, q->num, head, 0);
+            if (c.need_map) {
+                result = DP_NEED_MAP;
+                goto done;
+            }
+            uint32_t written = c.status_ok ? serve(q, &c) : 0;
+            q->nbad = 0;
+            q->last_avail++;
+            q->served++;
+            push_used(q, head, written);
+        }
+    }
+done:
+    if (q->used_idx != start_used)
+        notify(q);
+    return result;
+}
+
+/* Serve until paused or until Python is needed: waits on the kick and control eventfds. */
+int dp_run(struct dp_queue *q)
+{
+    struct pollfd fds[2] = {{.fd = q->kickfd, .events = POLLIN}, {.fd = q->ctlfd, .events = POLLIN}};
+    uint64_t value;
+    for (;;) {
+        if (q->pause_req)
+            return DP_PAUSE;
+        int rc = dp_serve(q);
+        if (rc != DP_IDLE)
+            return rc;
+        if (poll(fds, 2, -1) < 0 && errno != EINTR)
+            return DP_BROKEN;
+        if (fds[1].revents) {
+            (void)!read(q->ctlfd, &value, sizeof value);
+            return DP_PAUSE;
+        }
+        if (fds[0].revents)
+            (void)!read(q->kickfd, &value, sizeof value);
+    }
+}

@@ -1,0 +1,54 @@
+/* The fast path's queue state, shared by ring.c and its cffi wrapper (see ring_build.py). */
+#ifndef DATAPLANE_FAST_RING_H
+#define DATAPLANE_FAST_RING_H
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define DP_IDLE 0
+#define DP_NEED_MAP 1
+#define DP_BROKEN 2
+#define DP_PAUSE 3
+#define DP_ID_BYTES 20
+#define DP_MAX_MAPS 64
+#define DP_MAX_BAD 16
+
+struct dp_map {
+    uint64_t start, last;
+    uint8_t *host;
+    int writable;
+};
+
+struct dp_queue {
+    uint32_t index, num;
+    uint64_t desc_iova, avail_iova, used_iova;
+    int kickfd, ctlfd, devfd, irqfd, backfd;
+    int readonly, can_flush, can_discard, event_idx, indirect;
+    uint64_t capacity; /* bytes, a multiple of SECTOR */
+    uint32_t max_discard_seg;
+    uint8_t serial[DP_ID_BYTES];
+    uint16_t last_avail, used_idx, signalled_used;
+    int signalled_valid;
+    volatile int pause_req;
+    uint64_t miss_iova;
+    uint64_t bad[DP_MAX_BAD]; /* IOVAs of this request the kernel would not map */
+    int nbad;
+    uint64_t served, interrupts, errors;
+    char error[160];
+    int nmaps;
+    struct dp_map maps[DP_MAX_MAPS];
+    int rings_ok;
+    uint8_t *desc, *avail, *used;
+    struct iovec *iov; /* iov_cap readable entries, then iov_cap writable ones */
+    uint32_t iov_cap;
+};
+
+int dp_queue_init(struct dp_queue *q);
+void dp_queue_free(struct dp_queue *q);
+void *dp_mmap(int fd, uint64_t length, uint64_t offset, int writable);
+int dp_munmap(void *host, uint64_t length);
+void dp_mark_bad(struct dp_queue *q, uint64_t iova);
+int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, int writable);
+int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
+int dp_serve(struct dp_queue *q);
+int dp_run(struct dp_queue *q);
+#endif
