@@ -292,3 +292,57 @@ def test_a_stage_cut_short_by_a_crash_is_rolled_back_on_restart(kubelet: Kubelet
     kubelet.stage(volume_id, staging, capability)
     kubelet.unstage(volume_id, staging)
     kubelet.delete(volume_id)
+
+
+def test_storage_class_parameters_shape_the_device(kubelet: Kubelet) -> None:
+    capability = block_capability()
+    pv = f"pvc-{uuid.uuid4()}"
+    volume_id = kubelet.driver.controller_stub.CreateVolume(
+        pb.CreateVolumeRequest(
+            name=pv,
+            capacity_range=pb.CapacityRange(required_bytes=16 * MiB),
+            volume_capabilities=[capability],
+            parameters={"blockSize": "4096", "numQueues": "2"},
+        )
+    ).volume.volume_id
+    staging = kubelet.block_staging(pv)
+    kubelet.stage(volume_id, staging, capability)
+    record = json.loads((kubelet.driver.state_dir / "volumes" / f"{volume_id}.json").read_text())
+    disk = Path(record["device"]).name
+    assert Path(f"/sys/block/{disk}/queue/logical_block_size").read_text().strip() == "4096"
+    assert len(list(Path(f"/sys/block/{disk}/mq").iterdir())) == 2
+    assert Path(f"/sys/block/{disk}/serial").read_text().strip() == volume_id[:20]
+    kubelet.unstage(volume_id, staging)
+    kubelet.delete(volume_id)
+
+
+def test_a_mounted_volume_grows_online(kubelet: Kubelet) -> None:
+    capability = mount_capability("ext4")
+    pv, volume_id = kubelet.create(capability, 64 * MiB)
+    staging = kubelet.mount_staging(pv)
+    kubelet.stage(volume_id, staging, capability)
+    target = kubelet.mount_target(pv, str(uuid.uuid4()))
+    kubelet.publish(volume_id, staging, target, capability)
+    (target / "data").write_bytes(os.urandom(MiB))
+    before = kubelet.stats(volume_id, target).usage[0].total
+
+    grown = kubelet.driver.controller_stub.ControllerExpandVolume(
+        pb.ControllerExpandVolumeRequest(
+            volume_id=volume_id, capacity_range=pb.CapacityRange(required_bytes=128 * MiB)
+        )
+    )
+    assert grown.node_expansion_required and grown.capacity_bytes == 128 * MiB
+    answer = kubelet.driver.node_stub.NodeExpandVolume(
+        pb.NodeExpandVolumeRequest(
+            volume_id=volume_id,
+            volume_path=str(target),
+            capacity_range=pb.CapacityRange(required_bytes=128 * MiB),
+        )
+    )
+    assert answer.capacity_bytes == 128 * MiB
+    after = kubelet.stats(volume_id, target).usage[0].total
+    assert after > before + 50 * MiB
+    assert (target / "data").stat().st_size == MiB
+    kubelet.unpublish(volume_id, target)
+    kubelet.unstage(volume_id, staging)
+    kubelet.delete(volume_id)
