@@ -6,10 +6,38 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 LEVELS = ("debug", "info", "warning", "error")
 # Fields the CSI edge attaches to its records (logging's ``extra``).
 CONTEXT_FIELDS = ("rpc", "volume", "code", "seconds")
+
+
+_CALL: ContextVar[tuple[str, str] | None] = ContextVar("csi_call", default=None)
+
+
+@contextmanager
+def call_context(rpc: str, volume: str) -> Iterator[None]:
+    """Tag every record logged inside with the CSI call and the volume it is about."""
+    token = _CALL.set((rpc, volume))
+    try:
+        yield
+    finally:
+        _CALL.reset(token)
+
+
+class CallFilter(logging.Filter):
+    """Copies the current call's RPC and volume onto each record (empty outside calls)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rpc, volume = _CALL.get() or ("", "")
+        fields = record.__dict__
+        fields.setdefault("rpc", rpc)
+        fields.setdefault("volume", volume)
+        fields["call"] = f" [{fields['rpc']} {fields['volume']}]" if fields["rpc"] else ""
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +50,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for field in CONTEXT_FIELDS:
-            if hasattr(record, field):
+            if getattr(record, field, ""):
                 entry[field] = getattr(record, field)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -34,7 +62,10 @@ def configure(level: str, fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s%(call)s: %(message)s")
+        )
+    handler.addFilter(CallFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

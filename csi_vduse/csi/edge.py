@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from csi_vduse import metrics
+from csi_vduse import logs, metrics
 from csi_vduse.csi.errors import status_of
 
 log = logging.getLogger("csi_vduse.rpc")
@@ -30,56 +30,40 @@ def subject_of(request: Any) -> str:
 
 
 def rpc(handler: Handler) -> Handler:
-    """Wrap a servicer method: one log line per call, errors turned into statuses."""
+    """Wrap a servicer method: one log line per call, errors turned into statuses.
+
+    While the call runs, every record logged anywhere in the driver carries the RPC's
+    name and volume (see ``logs.call_context``).
+    """
     name = handler.__name__
 
     @functools.wraps(handler)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         subject = subject_of(request)
         started = time.monotonic()
-        try:
-            response = handler(self, request, context)
-        except Exception as exc:
-            code, message = status_of(exc)
+        with logs.call_context(name, subject):
+            failure: Exception | None = None
+            try:
+                response = handler(self, request, context)
+                code, message = grpc.StatusCode.OK, "OK"
+            except Exception as exc:
+                failure = exc
+                code, message = status_of(exc)
             elapsed = time.monotonic() - started
-            context_fields = {
-                "rpc": name,
-                "volume": subject,
-                "code": code.name,
-                "seconds": round(elapsed, 6),
-            }
-            if code == grpc.StatusCode.INTERNAL:
-                log.error(
-                    "%s %s: %s %s (%.3f s)",
-                    name,
-                    subject,
-                    code.name,
-                    message,
-                    elapsed,
-                    exc_info=not hasattr(exc, "step"),
-                    extra=context_fields,
-                )
-            else:
-                log.info(
-                    "%s %s: %s %s (%.3f s)",
-                    name,
-                    subject,
-                    code.name,
-                    message,
-                    elapsed,
-                    extra=context_fields,
-                )
-            metrics.record_rpc(name, code.name, elapsed)
+            internal = code == grpc.StatusCode.INTERNAL
+            log.log(
+                logging.ERROR if internal else logging.INFO,
+                "%s %s: %s (%.3f s)",
+                name,
+                subject,
+                message if failure is None else f"{code.name} {message}",
+                elapsed,
+                exc_info=internal and not hasattr(failure, "step"),
+                extra={"code": code.name, "seconds": round(elapsed, 6)},
+            )
+        metrics.record_rpc(name, code.name, elapsed)
+        if failure is not None:
             context.abort(code, message)
-        elapsed = time.monotonic() - started
-        log.info(
-            "%s %s: OK (%.3f s)",
-            name,
-            subject,
-            elapsed,
-            extra={"rpc": name, "volume": subject, "code": "OK", "seconds": round(elapsed, 6)},
-        )
-        metrics.record_rpc(name, "OK", elapsed)
         return response
 
     return wrapper  # type: ignore[return-value]

@@ -94,6 +94,9 @@ def test_json_logs_carry_rpc_volume_and_code(tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError):
             driver.controller_stub.DeleteVolume(pb.DeleteVolumeRequest())
         driver.controller_stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id="vol-unknown"))
+        created = driver.controller_stub.CreateVolume(
+            pb.CreateVolumeRequest(name="logged", volume_capabilities=[mount_capability()])
+        ).volume
     finally:
         driver.stop()
     records = [json.loads(line) for line in driver.log().splitlines() if line.startswith("{")]
@@ -102,6 +105,10 @@ def test_json_logs_carry_rpc_volume_and_code(tmp_path: Path) -> None:
         ("INVALID_ARGUMENT", "-"),
         ("OK", "vol-unknown"),
     ]
+    # Records from deeper layers, logged during a call, carry the call too.
+    pool = [r for r in records if r["logger"] == "csi_vduse.pool.store"]
+    assert pool and pool[0]["rpc"] == "CreateVolume" and pool[0]["volume"] == "logged"
+    assert created.volume_id in pool[0]["message"]
 
 
 def test_node_info_reports_topology_and_volume_limit(tmp_path: Path) -> None:
