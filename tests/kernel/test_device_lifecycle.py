@@ -137,12 +137,14 @@ def test_delete_after_the_dataplane_was_killed_is_prompt_and_complete(
     cli: Cli, tmp_path: Path
 ) -> None:
     cli.create("crash0", tmp_path / "crash.img", "--size", "8M")
+    # A long message timeout makes "waited it out" unmistakable even on a slow, loaded VM.
+    Path("/sys/class/vduse/crash0/msg_timeout").write_text("180")
     os.kill(dataplane_pid("crash0"), signal.SIGKILL)
     time.sleep(0.2)
     assert {d["name"]: d["state"] for d in cli.list()} == {"crash0": "dataplane-dead"}
     started = time.monotonic()
     cli.delete("crash0")
-    assert time.monotonic() - started < 15, "teardown must not wait out the message timeout"
+    assert time.monotonic() - started < 90, "teardown must not wait out the message timeout"
     assert leftovers("crash0") == []
 
 
