@@ -93,8 +93,10 @@ def ours(image: Path, work: Path, queues: int, seconds: int, names: list[str]) -
     record = manager.create(DeviceSpec("bench-ours", image, num_queues=queues))
     try:
         assert record.block_device is not None and record.pid is not None
+        idle = peak_rss_mib(record.pid)
         results = run_jobs("ours", record.block_device, seconds, queues, names)
         rss = peak_rss_mib(record.pid)
+        rss["idle VmRSS"] = idle["VmRSS"]
     finally:
         manager.delete("bench-ours")
     return {"results": results, "rss": rss}
@@ -172,8 +174,9 @@ def print_table(report: dict[str, Any], names: list[str]) -> None:
     for queues in report["queues"]:
         mine, theirs = report[f"ours-q{queues}"]["rss"], report[f"qsd-q{queues}"]["rss"]
         print(f"peak RSS with {queues} queue(s): ours {mine['VmHWM']:.1f} MiB "
-              f"(anon {mine['RssAnon']:.1f}, file {mine['RssFile']:.1f}, shmem "
-              f"{mine['RssShmem']:.1f} at the end); qsd {theirs['VmHWM']:.1f} MiB")  # fmt: skip
+              f"(idle after attach {mine['idle VmRSS']:.1f}; at the end anon "
+              f"{mine['RssAnon']:.1f}, file {mine['RssFile']:.1f}, shmem {mine['RssShmem']:.1f}); "
+              f"qsd {theirs['VmHWM']:.1f} MiB")  # fmt: skip
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
 from csi_vduse.virtio.blk import ID_BYTES
 from csi_vduse.virtio.spec import Feature, bit
@@ -65,7 +66,7 @@ class MapPool:
                     return mapping
             try:
                 fd, entry = self.source.iotlb_get_fd(iova)
-            except OSError as exc:
+            except (OSError, CsiVduseError) as exc:
                 log.warning("IOVA %#x is not mapped: %s", iova, exc)
                 return None
             try:
@@ -157,6 +158,15 @@ class FastQueue:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            # Not expected; the queue stops, the device and the other queues go on.
+            log.exception("queue %d thread failed", self.index)
+            self.broken = True
+            self._paused.set()  # nobody may wait on a dead thread
+
+    def _loop(self) -> None:
         while True:
             rc = lib.DP_PAUSE if self.broken else lib.dp_run(self.q)
             if rc == lib.DP_NEED_MAP:
@@ -178,7 +188,7 @@ class FastQueue:
 
     def pause(self) -> None:
         """Return once the queue's thread is outside the C loop and waiting."""
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             return
         self.q.pause_req = 1
         os.eventfd_write(self.ctlfd, 1)

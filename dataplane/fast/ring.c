@@ -49,6 +49,9 @@
 #define WZ_FLAG_UNMAP 1u
 #define SECTOR 512u
 #define MAX_RANGES 64
+/* Interrupt before the batch ends once this much data completed: the driver can reap and
+ * resubmit while large requests are still being copied, instead of waiting for all. */
+#define NOTIFY_BYTES (256u << 10)
 
 struct vdesc {
     uint64_t addr;
@@ -501,7 +504,8 @@ int dp_serve(struct dp_queue *q)
         if (rc)
             return rc > 0 ? DP_NEED_MAP : DP_BROKEN;
     }
-    uint16_t start_used = q->used_idx;
+    int unsignalled = 0;
+    uint64_t done_bytes = 0;
     int result = DP_IDLE;
     for (;;) {
         uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
@@ -547,10 +551,17 @@ int dp_serve(struct dp_queue *q)
             q->last_avail++;
             q->served++;
             push_used(q, head, written);
+            unsignalled = 1;
+            done_bytes += c.rd_len + c.wr_len;
+            if (done_bytes >= NOTIFY_BYTES) {
+                notify(q);
+                unsignalled = 0;
+                done_bytes = 0;
+            }
         }
     }
 done:
-    if (q->used_idx != start_used)
+    if (unsignalled)
         notify(q);
     return result;
 }

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import IotlbEntry
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Iotlb:
     def _map(self, iova: int) -> Region:
         try:
             fd, entry = self.source.iotlb_get_fd(iova)
-        except OSError as exc:
+        except (OSError, CsiVduseError) as exc:
             raise IotlbError(f"IOVA {iova:#x} is not mapped: {exc}") from exc
         try:
             prot = (mmap.PROT_READ if entry.readable else 0) | (

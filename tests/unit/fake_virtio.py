@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from csi_vduse.vduse import VduseError
 from csi_vduse.vduse.messages import Request, RequestType, Response
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
 from csi_vduse.vduse.uapi import lib
@@ -77,8 +78,8 @@ class FakeKernel:
         self.kickfds[index] = fd
 
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]:
-        if iova >= MEMORY:
-            raise OSError(errno.EINVAL, "no mapping")
+        if iova >= MEMORY:  # as DeviceNode reports it
+            raise VduseError.from_os_error("iotlb get fd", OSError(errno.EINVAL, "no mapping"))
         start, end = (0, REGION_SPLIT) if iova < REGION_SPLIT else (REGION_SPLIT, MEMORY)
         return os.dup(self.memfd), IotlbEntry(start, start, end - 1, lib.VDUSE_ACCESS_RW)
 

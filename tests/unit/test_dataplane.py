@@ -350,3 +350,56 @@ def test_growing_the_backing_serves_and_announces_the_new_capacity(rig: Rig) -> 
     assert rig.kernel.config_interrupts == 1
     [done] = rig.roundtrip(Blk.IN, sector=DISK // SECTOR_SIZE, in_len=SECTOR_SIZE)
     assert done.status == BlkStatus.OK and done.data == b"\x77" * SECTOR_SIZE
+
+
+def test_a_header_split_across_descriptors_is_read_whole(rig: Rig) -> None:
+    header = rig.driver.alloc(16)
+    rig.driver.mem[header : header + 16] = struct.pack("<IIQ", Blk.IN, 0, 3)
+    data, status = rig.driver.alloc(SECTOR_SIZE), rig.driver.alloc(1)
+    rig.driver.post_chain([(header, 5, False), (header + 5, 11, False),
+                           (data, SECTOR_SIZE, True), (status, 1, True)])  # fmt: skip
+    rig.driver.kick()
+    rig.serve()
+    [done] = rig.driver.completions()
+    assert (done.written, rig.driver.mem[status]) == (SECTOR_SIZE + 1, BlkStatus.OK)
+    expected = rig.backing.read_bytes()[3 * SECTOR_SIZE : 4 * SECTOR_SIZE]
+    assert rig.driver.mem[data : data + SECTOR_SIZE] == expected
+
+
+@pytest.mark.parametrize(
+    ("length", "flags"),
+    [(2**32 - 1, DescFlag.WRITE), (SECTOR_SIZE, 0)],
+    ids=["oversized-buffer", "device-readable-data-for-a-read"],
+)
+def test_oversized_or_wrongly_flagged_buffers_fail_with_ioerr(
+    rig: Rig, length: int, flags: int
+) -> None:
+    header, data, status = rig.driver.alloc(16), rig.driver.alloc(SECTOR_SIZE), rig.driver.alloc(1)
+    rig.driver.mem[header : header + 16] = struct.pack("<IIQ", Blk.IN, 0, 0)
+    rig.driver.mem[status] = 0xFF
+    rig.driver.put_desc(0, header, 16, DescFlag.NEXT, 1)
+    rig.driver.put_desc(1, status, 1, DescFlag.WRITE | DescFlag.NEXT, 2)  # writable, then
+    rig.driver.put_desc(2, data, length, flags | DescFlag.NEXT, 3)  # readable or huge
+    rig.driver.put_desc(3, status, 1, DescFlag.WRITE, 0)
+    rig.driver.publish(0)
+    rig.driver.kick()
+    rig.serve()
+    [done] = rig.driver.completions()
+    assert (done.head, done.written, rig.driver.mem[status]) == (0, 1, BlkStatus.IOERR)
+
+
+def test_indirect_table_longer_than_the_queue_is_handed_back_untouched(rig: Rig) -> None:
+    table, status = rig.driver.alloc(16 * (QUEUE_SIZE + 1)), rig.driver.alloc(1)
+    rig.driver.mem[status] = 0xFF
+    for i in range(QUEUE_SIZE + 1):
+        last = i == QUEUE_SIZE
+        struct.pack_into("<QIHH", rig.driver.mem, table + 16 * i, status, 1,
+                         DescFlag.WRITE | (0 if last else DescFlag.NEXT), i + 1)  # fmt: skip
+    rig.driver.put_desc(0, table, 16 * (QUEUE_SIZE + 1), DescFlag.INDIRECT, 0)
+    rig.driver.publish(0)
+    rig.driver.kick()
+    rig.serve()
+    [done] = rig.driver.completions()
+    assert (done.written, rig.driver.mem[status]) == (0, 0xFF)
+    [done] = rig.roundtrip(Blk.FLUSH)  # and the queue keeps serving
+    assert done.status == BlkStatus.OK
