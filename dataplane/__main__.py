@@ -15,6 +15,7 @@ from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
 from dataplane.interface import DataplaneArgs, report_ready
 from dataplane.server import Server
+from dataplane.stats import StatsFile
 from dataplane.virtio.session import VduseSession
 
 log = logging.getLogger("dataplane")
@@ -38,10 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     serial = args.serial.encode()
     writable = not args.readonly
     engine = None
+    stats = None
     if args.engine == "fast":
+        if args.stats is not None:
+            try:
+                stats = StatsFile(args.stats, args.queues)
+            except OSError as exc:
+                log.warning("no I/O counters: cannot create %s: %s", args.stats, exc)
         capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
         target = BlkTarget(backend.fd, capacity, args.readonly, serial, writable, writable)
-        engine = FastEngine(node, target, devfd=node.fd)
+        engine = FastEngine(node, target, devfd=node.fd, stats=stats)
     session = VduseSession(node, args.queues, profile.features, profile.required, engine)
     handler = BlkHandler(backend, serial, args.readonly, writable, writable)
     server = Server(node, session, handler)
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         node.close()
         backend.close()
+        if stats is not None:
+            stats.close()
     log.info("stopped")
     return 0
 

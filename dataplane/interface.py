@@ -10,6 +10,9 @@ Protocol 2 adds ``--engine`` and SIGHUP: "the backing may have grown". The
 dataplane re-reads the backing's size and, if it grew, publishes the new capacity
 in the config space and raises the config interrupt, so the guest sees the new
 size without a detach. It never shrinks a device.
+
+Protocol 3 adds ``--stats PATH``: the dataplane keeps its per-queue I/O counters in
+that file (layout in ``dataplane.stats``), which the driver's metrics endpoint reads.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class DataplaneArgs:
     serial: str = ""
     ready_fd: int | None = None
     engine: str = "fast"  # "python": the reference ring, for debugging and comparison
+    stats: Path | None = None  # the shared counters file; None keeps no counters
 
     def argv(self) -> list[str]:
         argv = [
@@ -45,6 +49,8 @@ class DataplaneArgs:
             "--serial", self.serial,
             "--engine", self.engine,
         ]  # fmt: skip
+        if self.stats is not None:
+            argv += ["--stats", str(self.stats)]
         if self.readonly:
             argv.append("--readonly")
         if self.ready_fd is not None:
@@ -63,12 +69,13 @@ class DataplaneArgs:
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
         parser.add_argument("--ready-fd", type=int, default=None)
         parser.add_argument("--engine", choices=["fast", "python"], default="fast")
+        parser.add_argument("--stats", type=Path, default=None, help="I/O counters file")
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
         return cls(
             ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
-            ns.engine,
+            ns.engine, ns.stats,
         )  # fmt: skip
 
 

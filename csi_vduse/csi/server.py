@@ -122,6 +122,7 @@ def serve(options: ServeOptions) -> int:
     path = socket_path(options.endpoint)
     server = build(options)
     if options.metrics_address:
+        metrics.watch_volumes(options.state_dir)
         metrics.serve(options.metrics_address)
         log.info("metrics on http://%s/metrics", options.metrics_address)
     _bind(server, path)

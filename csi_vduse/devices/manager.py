@@ -156,6 +156,7 @@ class DeviceManager:
             queues=profile.queues,
             queue_size=profile.queue_size,
             serial=spec.name[:20],
+            stats=self.store.stats_path(name),
         )
         process = _step(
             name, "start dataplane", dataplane_process.start, args, self.store.log_path(name)

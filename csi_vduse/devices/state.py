@@ -63,6 +63,10 @@ class StateStore:
     def log_path(self, name: str) -> Path:
         return self.devices / f"{name}.log"
 
+    def stats_path(self, name: str) -> Path:
+        """The dataplane's I/O counters (see dataplane.stats)."""
+        return self.devices / f"{name}.stats"
+
     def load(self, name: str) -> DeviceRecord | None:
         path = self._path(name)
         with _state_access("read the device record"):
@@ -82,7 +86,7 @@ class StateStore:
 
     def remove(self, name: str) -> None:
         with _state_access("remove the device record"):
-            for path in (self._path(name), self.log_path(name)):
+            for path in (self._path(name), self.log_path(name), self.stats_path(name)):
                 path.unlink(missing_ok=True)
 
     def records(self) -> list[DeviceRecord]:

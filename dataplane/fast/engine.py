@@ -22,6 +22,7 @@ from csi_vduse.virtio.blk import ID_BYTES
 from csi_vduse.virtio.spec import Feature, bit
 from dataplane.blk.profile import MAX_ZERO_RANGES
 from dataplane.fast._ring import ffi, lib
+from dataplane.stats import StatsFile
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class FastQueue:
 
     def __init__(
         self, info: VqInfo, kickfd: int, features: int, target: BlkTarget, pool: MapPool,
-        *, devfd: int, irqfd: int,
+        *, devfd: int, irqfd: int, stats: Any = None,
     ) -> None:  # fmt: skip
         self.index = info.index
         self.kickfd = kickfd
@@ -116,6 +117,7 @@ class FastQueue:
         q.capacity = target.capacity
         q.serial = target.serial[:ID_BYTES].ljust(ID_BYTES, b"\0")
         q.last_avail = q.used_idx = info.avail_index
+        q.stats = ffi.NULL if stats is None else stats
         if lib.dp_queue_init(q):
             os.close(self.ctlfd)
             raise MemoryError(f"queue {self.index}: no memory for its iovecs")
@@ -225,9 +227,12 @@ class FastEngine:
 
     def __init__(
         self, source: IotlbSource, target: BlkTarget, devfd: int, irqfd: int = -1,
-        threaded: bool = True,
+        threaded: bool = True, *, stats: StatsFile | None = None,
     ) -> None:  # fmt: skip
         self.pool = MapPool(source)
+        self.stats = stats
+        # One pointer into the shared mapping, kept alive as long as the engine.
+        self._stats_base = None if stats is None else ffi.from_buffer("uint64_t[]", stats.map)
         self.target = target
         self.devfd = devfd
         self.irqfd = irqfd
@@ -236,9 +241,13 @@ class FastEngine:
 
     def start_queue(self, info: VqInfo, kickfd: int, features: int) -> None:
         """Serve queue ``info.index``; the engine owns ``kickfd`` from now on."""
+        block = None
+        if self._stats_base is not None and self.stats and info.index < self.stats.queues:
+            block = self._stats_base + StatsFile.block_offset(info.index) // 8
         queue = FastQueue(
-            info, kickfd, features, self.target, self.pool, devfd=self.devfd, irqfd=self.irqfd
-        )
+            info, kickfd, features, self.target, self.pool, devfd=self.devfd, irqfd=self.irqfd,
+            stats=block,
+        )  # fmt: skip
         self.queues[info.index] = queue
         if self.threaded:
             queue.start()

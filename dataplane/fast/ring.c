@@ -26,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/falloc.h>
 #include <linux/vduse.h>
@@ -67,6 +68,10 @@ struct chain {
     int bad;        /* a buffer broke a rule: the request fails with IOERR */
     int status_ok;  /* the final descriptor is mapped, device-writable and non-empty */
     int need_map;   /* an IOVA is missing from the table: retry after mapping */
+    /* What serve() did, for the stats. */
+    int op;
+    uint8_t st;
+    uint64_t bytes_read, bytes_written;
 };
 
 static const uint8_t zeroes[65536];
@@ -388,7 +393,9 @@ static uint32_t serve(struct dp_queue *q, struct chain *c)
     uint8_t *status;
     struct iovec *last = &c->wr[c->nwr - 1];
     status = (uint8_t *)last->iov_base + last->iov_len - 1;
+    c->op = DP_ST_OTHER;
     if (c->bad || c->rd_len < 16) {
+        c->st = S_IOERR;
         *status = S_IOERR;
         q->errors++;
         return 1;
@@ -408,31 +415,39 @@ static uint32_t serve(struct dp_queue *q, struct chain *c)
     uint8_t st = S_OK;
     switch (type) {
     case T_IN:
+        c->op = DP_ST_READ;
         if (!in_range(q, sector, in_len)) {
             st = S_IOERR;
             break;
         }
         rc = rw_all(q, c->wr, c->nwr, sector * SECTOR, 0);
-        if (rc)
+        if (rc) {
             st = S_IOERR;
-        else
+        } else {
             written = (uint32_t)in_len;
+            c->bytes_read = in_len;
+        }
         break;
     case T_OUT:
+        c->op = DP_ST_WRITE;
         if (q->readonly || !in_range(q, sector, c->rd_len)) {
             st = S_IOERR;
             break;
         }
         if (rw_all(q, c->rd, c->nrd, sector * SECTOR, 1))
             st = S_IOERR;
+        else
+            c->bytes_written = c->rd_len;
         break;
     case T_FLUSH:
+        c->op = DP_ST_FLUSH;
         if (!q->can_flush)
             st = S_UNSUPP;
         else if (fdatasync(q->backfd))
             st = S_IOERR;
         break;
     case T_GET_ID: {
+        c->op = DP_ST_GET_ID;
         uint64_t n = in_len < DP_ID_BYTES ? in_len : DP_ID_BYTES;
         const uint8_t *src = q->serial;
         uint64_t left = n;
@@ -447,6 +462,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c)
     }
     case T_DISCARD:
     case T_WRITE_ZEROES:
+        c->op = type == T_DISCARD ? DP_ST_DISCARD : DP_ST_WRITE_ZEROES;
         st = zero_ranges(q, c, type);
         break;
     default:
@@ -454,8 +470,40 @@ static uint32_t serve(struct dp_queue *q, struct chain *c)
     }
     if (st == S_IOERR)
         q->errors++;
+    c->st = st;
     *status = st;
     return written + 1;
+}
+
+/* Single writer per block: relaxed stores keep each word whole for concurrent readers. */
+static inline void bump(uint64_t *word, uint64_t by)
+{
+    __atomic_store_n(word, *word + by, __ATOMIC_RELAXED);
+}
+
+static void account(struct dp_queue *q, const struct chain *c, const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t elapsed = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000000 + (t1.tv_nsec - t0->tv_nsec);
+    uint64_t ns = elapsed > 0 ? (uint64_t)elapsed : 0;
+    /* The smallest k with ns <= 16 us << k, from ceil(ns / 16 us). */
+    uint64_t units = (ns + 15999) / 16000;
+    int bucket = units <= 1 ? 0 : 64 - __builtin_clzll(units - 1);
+    if (bucket > DP_ST_BUCKETS - 1)
+        bucket = DP_ST_BUCKETS - 1;
+    uint64_t *s = q->stats;
+    bump(&s[c->op], 1);
+    if (c->bytes_read)
+        bump(&s[DP_ST_BYTES_READ], c->bytes_read);
+    if (c->bytes_written)
+        bump(&s[DP_ST_BYTES_WRITTEN], c->bytes_written);
+    if (c->st == S_IOERR)
+        bump(&s[DP_ST_IOERR], 1);
+    else if (c->st == S_UNSUPP)
+        bump(&s[DP_ST_UNSUPP], 1);
+    bump(&s[DP_ST_LATENCY_NS], ns);
+    bump(&s[DP_ST_BUCKET0 + bucket], 1);
 }
 
 static void push_used(struct dp_queue *q, uint16_t head, uint32_t written)
@@ -540,13 +588,21 @@ int dp_serve(struct dp_queue *q)
                 result = DP_BROKEN;
                 goto done;
             }
+            struct timespec t0;
+            if (q->stats)
+                clock_gettime(CLOCK_MONOTONIC, &t0);
             struct chain c = {.rd = q->iov, .wr = q->iov + q->iov_cap};
             walk_table(q, &c, q->desc, q->num, head, 0);
             if (c.need_map) {
                 result = DP_NEED_MAP;
                 goto done;
             }
-            uint32_t written = c.status_ok ? serve(q, &c) : 0;
+            uint32_t written = 0;
+            if (c.status_ok) {
+                written = serve(q, &c);
+                if (q->stats)
+                    account(q, &c, &t0);
+            }
             q->nbad = 0;
             q->last_avail++;
             q->served++;

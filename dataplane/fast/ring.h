@@ -12,6 +12,23 @@
 #define DP_MAX_MAPS 64
 #define DP_MAX_BAD 16
 
+/* Word indices of a queue's block in the stats file; dataplane/stats.py is the layout. */
+#define DP_ST_READ 0
+#define DP_ST_WRITE 1
+#define DP_ST_FLUSH 2
+#define DP_ST_DISCARD 3
+#define DP_ST_WRITE_ZEROES 4
+#define DP_ST_GET_ID 5
+#define DP_ST_OTHER 6
+#define DP_ST_BYTES_READ 7
+#define DP_ST_BYTES_WRITTEN 8
+#define DP_ST_IOERR 9
+#define DP_ST_UNSUPP 10
+#define DP_ST_LATENCY_NS 11
+#define DP_ST_BUCKET0 12
+#define DP_ST_BUCKETS 18 /* <= 16 us << k for k = 0..16, then +Inf */
+#define DP_ST_WORDS 32
+
 struct dp_map {
     uint64_t start, last;
     uint8_t *host;
@@ -33,6 +50,7 @@ struct dp_queue {
     uint64_t bad[DP_MAX_BAD]; /* IOVAs of this request the kernel would not map */
     int nbad;
     uint64_t served, interrupts, errors;
+    uint64_t *stats; /* this queue's block of the shared stats file, or NULL */
     char error[160];
     int nmaps;
     struct dp_map maps[DP_MAX_MAPS];

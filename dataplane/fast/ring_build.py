@@ -32,6 +32,7 @@ struct dp_queue {
     volatile int pause_req;
     uint64_t miss_iova;
     uint64_t served, interrupts, errors;
+    uint64_t *stats;
     char error[160];
     int nmaps;
     ...;

@@ -21,6 +21,7 @@ from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
 from dataplane.server import Server
+from dataplane.stats import StatsFile
 from dataplane.virtio.session import VduseSession
 from tests.unit.fake_virtio import (
     QUEUE_SIZE,
@@ -75,7 +76,8 @@ class Rig:
 
 def make_rig(
     tmp_path: Path, readonly: bool = False, features: int | None = None,
-    engine: str = "python", backing_name: str = "disk.img",
+    engine: str = "python", backing_name: str = "disk.img", *,
+    stats: StatsFile | None = None,
 ) -> Rig:  # fmt: skip
     backing = tmp_path / backing_name
     if not backing.exists():
@@ -86,7 +88,7 @@ def make_rig(
     fast = None
     if engine == "fast":
         target = BlkTarget(backend.fd, DISK, readonly, b"serial-0", not readonly, not readonly)
-        fast = FastEngine(kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False)
+        fast = FastEngine(kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, stats=stats)
     session = VduseSession(kernel, 1, profile.features, profile.required, fast)
     handler = BlkHandler(backend, b"serial-0", readonly, not readonly, not readonly)
     server = Server(kernel, session, handler)
