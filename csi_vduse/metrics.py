@@ -21,8 +21,8 @@ RPC_CALLS = Counter(
 )
 RPC_SECONDS = Histogram(
     "csi_vduse_rpc_duration_seconds",
-    "Time to answer a CSI call, by RPC",
-    ["rpc"],
+    "Time to answer a CSI call, by RPC and gRPC status code",
+    ["rpc", "code"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 _BUCKET_LABELS = [repr(ns / 1e9) for ns in dpstats.BUCKET_BOUNDS_NS] + ["+Inf"]
@@ -30,7 +30,7 @@ _BUCKET_LABELS = [repr(ns / 1e9) for ns in dpstats.BUCKET_BOUNDS_NS] + ["+Inf"]
 
 def record_rpc(rpc: str, code: str, seconds: float) -> None:
     RPC_CALLS.labels(rpc, code).inc()
-    RPC_SECONDS.labels(rpc).observe(seconds)
+    RPC_SECONDS.labels(rpc, code).observe(seconds)
 
 
 class VolumeStatsCollector(Collector):

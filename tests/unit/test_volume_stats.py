@@ -10,13 +10,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
+import pytest
 from prometheus_client import CollectorRegistry
 
 from csi_vduse.metrics import VolumeStatsCollector
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from dataplane import stats
-from tests.driver import Driver
+from tests.driver import Driver, pb
 from tests.unit.test_dataplane import make_rig
 
 
@@ -131,6 +133,9 @@ def test_serve_exposes_volume_metrics(tmp_path: Path) -> None:
     )
     driver.start()
     try:
+        with pytest.raises(grpc.RpcError):
+            driver.controller_stub.DeleteVolume(pb.DeleteVolumeRequest())
+        driver.identity.Probe(pb.ProbeRequest())
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -146,6 +151,9 @@ def test_serve_exposes_volume_metrics(tmp_path: Path) -> None:
     assert 'csi_vduse_volume_requests_total{op="write",volume="pvc-b"} 7.0' in text
     assert 'csi_vduse_volume_bytes_total{direction="write",volume="pvc-b"} 28672.0' in text
     assert 'csi_vduse_volume_request_duration_seconds_count{volume="pvc-b"} 0.0' in text
+    # CSI operations, by RPC and status code.
+    assert 'csi_vduse_rpc_calls_total{code="INVALID_ARGUMENT",rpc="DeleteVolume"} 1.0' in text
+    assert 'csi_vduse_rpc_duration_seconds_count{code="OK",rpc="Probe"} 1.0' in text
 
 
 def test_ring_h_and_the_python_layout_agree() -> None:
