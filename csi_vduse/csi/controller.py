@@ -124,7 +124,7 @@ class ControllerService:
         capacity_range = request.capacity_range if request.HasField("capacity_range") else None
         capacity_for(capacity_range)  # range checks before any lookup
         own = parameters.own(dict(request.parameters))
-        params = parameters.parse(own)
+        parameters.parse(own)  # refuses bad ones; the record keeps the caller's own text
         source_snapshot = source_volume = None
         if request.HasField("volume_content_source"):
             source = request.volume_content_source
@@ -175,7 +175,6 @@ class ControllerService:
                     raise not_found(f"source volume {source_volume} does not exist")
                 source_size = volume.capacity
             capacity = capacity_for(capacity_range, at_least=source_size)
-            del params  # checked above; the record keeps the caller's own parameters
             record = pool.create_volume(name, capacity, own, source_snapshot, source_volume)
             return pb.CreateVolumeResponse(volume=self._volume(record))
 
@@ -243,10 +242,10 @@ class ControllerService:
             usable = usable and self._reachable([request.accessible_topology])
         if not usable:
             return pb.GetCapacityResponse(available_capacity=0)
-        available = pool.available_bytes()
+        available, total = pool.space()
         return pb.GetCapacityResponse(
             available_capacity=available,
-            maximum_volume_size=Int64Value(value=pool.total_bytes()),
+            maximum_volume_size=Int64Value(value=total),
             minimum_volume_size=Int64Value(value=SIZE_ALIGNMENT),
         )
 

@@ -19,11 +19,10 @@ from csi_vduse.csi.controller import ControllerService
 from csi_vduse.csi.identity import IdentityService
 from csi_vduse.csi.node import NodeService
 from csi_vduse.csi.proto import register
-from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.manager import DeviceManager, vdpa_problem
 from csi_vduse.devices.state import StateStore
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.pool.store import Pool
-from csi_vduse.vdpa import sysfs
 from csi_vduse.volumes.lifecycle import NodeVolumes
 from csi_vduse.volumes.records import NodeVolumeStore
 
@@ -68,20 +67,17 @@ def socket_path(endpoint: str) -> Path:
 def node_readiness() -> str | None:
     if not VDUSE_CONTROL.exists():
         return f"{VDUSE_CONTROL} is missing: load the vduse module"
-    if not sysfs.driver_loaded():
-        return "the virtio_vdpa driver is not loaded: load the virtio_vdpa module"
-    return None
+    return vdpa_problem()
 
 
 def build(options: ServeOptions) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
-    node = options.pool_dir is not None
     pool = Pool(options.pool_dir) if options.pool_dir is not None else None
     device_store = StateStore(options.state_dir)
     identity = IdentityService(
         options.driver_name,
         controller=options.controller,
-        readiness=node_readiness if node else (lambda: None),
+        readiness=node_readiness if pool is not None else (lambda: None),
     )
     register(server, "Identity", identity)
     if options.controller:

@@ -180,13 +180,9 @@ class DeviceManager:
 
     def _preflight(self) -> None:
         """Refuse early, before anything is made, when the kernel cannot finish the job."""
-        if not sysfs.driver_loaded():
-            what = (
-                "the vdpa module is not loaded"
-                if not sysfs.VDPA_BUS.exists()
-                else ("the virtio_vdpa module is not loaded")
-            )
-            raise DeviceError("check kernel", f"{what} (modprobe vduse virtio_vdpa)", errno.ENODEV)
+        problem = vdpa_problem()
+        if problem:
+            raise DeviceError("check kernel", problem, errno.ENODEV)
 
     # -- resize -------------------------------------------------------------------------
 
@@ -288,6 +284,23 @@ class DeviceManager:
         return [self.status(record) for record in self.store.records()]
 
 
+def vdpa_problem() -> str | None:
+    """Why the vDPA side of the kernel cannot give us a host block device, or None."""
+    if sysfs.driver_loaded():
+        return None
+    what = "vdpa" if not sysfs.VDPA_BUS.exists() else "virtio_vdpa"
+    return f"the {what} module is not loaded (modprobe vduse virtio_vdpa)"
+
+
+def block_device_size(path: Path | str) -> int:
+    """A block device's size in bytes (its stat says 0)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
 def _block_timeout() -> float:
     return float(os.environ.get("CSI_VDUSE_BLOCK_DEVICE_TIMEOUT") or BLOCK_DEVICE_TIMEOUT)
 
@@ -355,11 +368,7 @@ def _prepare_backing(path: Path, size: int | None) -> tuple[bool, int]:
     if stat.S_ISREG(info.st_mode):
         actual = info.st_size
     elif stat.S_ISBLK(info.st_mode):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            actual = os.lseek(fd, 0, os.SEEK_END)
-        finally:
-            os.close(fd)
+        actual = block_device_size(path)
     else:
         raise DeviceError(
             "prepare backing file", f"{path} is neither a file nor a block device", errno.EINVAL

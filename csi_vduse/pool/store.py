@@ -190,16 +190,11 @@ class Pool:
 
     # -- space --------------------------------------------------------------------------
 
-    def available_bytes(self) -> int:
-        """Free space for new data. Volumes are thin: their holes take none of it."""
+    def space(self) -> tuple[int, int]:
+        """(free, total) bytes of the pool's filesystem. Volumes are thin: holes take none."""
         with _io("read pool capacity"):
             stats = os.statvfs(self.root)
-        return stats.f_bavail * stats.f_frsize
-
-    def total_bytes(self) -> int:
-        with _io("read pool capacity"):
-            stats = os.statvfs(self.root)
-        return stats.f_blocks * stats.f_frsize
+        return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
     # -- helpers ------------------------------------------------------------------------
 

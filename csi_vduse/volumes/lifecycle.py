@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.manager import DeviceManager, block_device_size
 from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.mounts import filesystem, mounter, mountinfo
 from csi_vduse.pool import ids
@@ -370,10 +370,6 @@ def _device_size(device: str | None) -> int:
     if device is None:
         return 0
     try:
-        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        return block_device_size(device)
     except OSError:
         return 0
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)

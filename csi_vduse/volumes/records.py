@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +90,3 @@ class NodeVolumeStore:
             if volume is not None:
                 found.append(volume)
         return found
-
-    def count(self) -> int:
-        return len(os.listdir(self.directory)) if self.directory.is_dir() else 0
