@@ -13,10 +13,11 @@ from dataplane.blk.capacity import grow
 from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
+from dataplane.inflight_log import InflightLog
 from dataplane.interface import DataplaneArgs, report_ready
 from dataplane.server import Server
 from dataplane.stats import StatsFile
-from dataplane.virtio.session import VduseSession
+from dataplane.virtio.session import ResumeError, VduseSession
 
 log = logging.getLogger("dataplane")
 
@@ -40,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     writable = not args.readonly
     engine = None
     stats = None
+    inflight = None
+    if args.inflight_log is not None:
+        try:
+            inflight = InflightLog(args.inflight_log, args.queues)
+        except OSError as exc:
+            log.error("cannot open the in-flight log %s: %s", args.inflight_log, exc)
+            report_ready(args.ready_fd, f"in-flight log {args.inflight_log}: {exc.strerror}")
+            return 1
     if args.engine == "fast":
         if args.stats is not None:
             try:
@@ -48,30 +57,41 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("no I/O counters: cannot create %s: %s", args.stats, exc)
         capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
         target = BlkTarget(backend.fd, capacity, args.readonly, serial, writable, writable)
-        engine = FastEngine(node, target, devfd=node.fd, stats=stats)
-    session = VduseSession(node, args.queues, profile.features, profile.required, engine)
+        engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
+    session = VduseSession(
+        node, args.queues, profile.features, profile.required, engine, status_log=inflight
+    )
+    try:
+        resumed = session.resume()
+    except (ResumeError, CsiVduseError) as exc:
+        log.error("cannot take the device over: %s", exc)
+        report_ready(args.ready_fd, f"cannot take the device over: {exc}")
+        return 1
     handler = BlkHandler(backend, serial, args.readonly, writable, writable)
     server = Server(node, session, handler)
     server.on_hangup = lambda: grow(backend, handler, engine, node)
     server.install_signal_handlers()
     report_ready(args.ready_fd)
     log.info(
-        "serving %s from %s (%d bytes%s, %s engine)",
+        "serving %s from %s (%d bytes%s, %s engine%s)",
         args.name,
         args.backing,
         backend.size,
         ", read-only" if args.readonly else "",
         args.engine,
+        ", taken over from a predecessor" if resumed else "",
     )
     try:
         server.run()
     finally:
-        session.reset()
+        session.close()
         server.close()
         node.close()
         backend.close()
         if stats is not None:
             stats.close()
+        if inflight is not None:
+            inflight.close()
     log.info("stopped")
     return 0
 

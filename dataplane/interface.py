@@ -13,6 +13,10 @@ size without a detach. It never shrinks a device.
 
 Protocol 3 adds ``--stats PATH``: the dataplane keeps its per-queue I/O counters in
 that file (layout in ``dataplane.stats``), which the driver's metrics endpoint reads.
+
+Protocol 4 adds ``--inflight-log PATH`` (``dataplane.inflight_log``): the dataplane records
+its progress there, and one started on a device whose log shows a driver at work takes
+the device over (reconnect) instead of waiting for the driver to start it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class DataplaneArgs:
     ready_fd: int | None = None
     engine: str = "fast"  # "python": the reference ring, for debugging and comparison
     stats: Path | None = None  # the shared counters file; None keeps no counters
+    inflight_log: Path | None = None  # None: a dataplane that dies cannot be replaced
 
     def argv(self) -> list[str]:
         argv = [
@@ -51,6 +56,8 @@ class DataplaneArgs:
         ]  # fmt: skip
         if self.stats is not None:
             argv += ["--stats", str(self.stats)]
+        if self.inflight_log is not None:
+            argv += ["--inflight-log", str(self.inflight_log)]
         if self.readonly:
             argv.append("--readonly")
         if self.ready_fd is not None:
@@ -70,12 +77,15 @@ class DataplaneArgs:
         parser.add_argument("--ready-fd", type=int, default=None)
         parser.add_argument("--engine", choices=["fast", "python"], default="fast")
         parser.add_argument("--stats", type=Path, default=None, help="I/O counters file")
+        parser.add_argument(
+            "--inflight-log", type=Path, default=None, help="progress log, for reconnecting"
+        )
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
         return cls(
             ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
-            ns.engine, ns.stats,
+            ns.engine, ns.stats, ns.inflight_log,
         )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from csi_vduse.csi.node import NodeService
 from csi_vduse.csi.proto import register
 from csi_vduse.devices.manager import DeviceManager, vdpa_problem
 from csi_vduse.devices.state import StateStore
+from csi_vduse.devices.supervisor import Supervisor
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.pool.store import Pool
 from csi_vduse.volumes.lifecycle import NodeVolumes
@@ -121,6 +122,12 @@ def serve(options: ServeOptions) -> int:
         metrics.watch_volumes(options.state_dir)
         metrics.serve(options.metrics_address)
         log.info("metrics on http://%s/metrics", options.metrics_address)
+    # Dataplanes outlive this process; whoever serves the node keeps them running.
+    supervisor = (
+        Supervisor(DeviceManager(StateStore(options.state_dir))).start()
+        if options.pool_dir is not None
+        else None
+    )
     _bind(server, path)
     log.info(
         "serving %s on %s (node %s; identity%s%s)",
@@ -142,6 +149,8 @@ def serve(options: ServeOptions) -> int:
     signal.signal(signal.SIGINT, stop)
     stopping.wait()
     server.stop(GRACE_SECONDS).wait()
+    if supervisor is not None:
+        supervisor.stop()
     path.unlink(missing_ok=True)
     log.info("stopped")
     return 0

@@ -123,7 +123,7 @@ def stop(process: ProcessId, timeout: float = STOP_TIMEOUT) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            _reap(process.pid)
+            reap(process.pid)
             if not is_running(process):
                 return
             time.sleep(0.02)
@@ -144,7 +144,7 @@ def announce_growth(process: ProcessId) -> None:
         ) from exc
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

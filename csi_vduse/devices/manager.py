@@ -7,6 +7,9 @@ failure runs the undos in reverse, so nothing half-made is left behind.
 delete: VDPA_CMD_DEV_DEL -> dataplane stopped (closing the node) ->
 VDUSE_DESTROY_DEV. Every step tolerates its object being gone already, so
 delete is idempotent and also clears what a crashed create left.
+
+revive: a running device whose dataplane died gets a new one, which takes the
+device over from the in-flight log the old one kept (see dataplane.inflight_log).
 """
 
 from __future__ import annotations
@@ -149,17 +152,14 @@ class DeviceManager:
             for index in range(profile.queues):
                 node.vq_setup(index, profile.queue_size)
 
-        args = DataplaneArgs(
-            name=spec.name,
-            backing=backing,
-            readonly=spec.readonly,
-            queues=profile.queues,
-            queue_size=profile.queue_size,
-            serial=spec.name[:20],
-            stats=self.store.stats_path(name),
-        )
+        # A log left by an earlier device of this name must not be taken for this one's.
+        _step(name, "reset in-flight log", self.store.inflight_path(name).unlink, True)
         process = _step(
-            name, "start dataplane", dataplane_process.start, args, self.store.log_path(name)
+            name,
+            "start dataplane",
+            dataplane_process.start,
+            self._dataplane_args(record),
+            self.store.log_path(name),
         )
         undo.callback(_quietly, "stop dataplane", dataplane_process.stop, process)
         record.pid, record.pid_start_time = process.pid, process.start_time
@@ -178,11 +178,63 @@ class DeviceManager:
         log.info("device %s is %s", spec.name, node_path)
         return record
 
+    def _dataplane_args(self, record: DeviceRecord) -> DataplaneArgs:
+        return DataplaneArgs(
+            name=record.name,
+            backing=Path(record.backing),
+            readonly=record.readonly,
+            queues=record.num_queues,
+            queue_size=record.queue_size,
+            serial=record.name[:20],
+            stats=self.store.stats_path(record.name),
+            inflight_log=self.store.inflight_path(record.name),
+        )
+
     def _preflight(self) -> None:
         """Refuse early, before anything is made, when the kernel cannot finish the job."""
         problem = vdpa_problem()
         if problem:
             raise DeviceError("check kernel", problem, errno.ENODEV)
+
+    # -- revive -------------------------------------------------------------------------
+
+    def revive(self, name: str) -> ProcessId | None:
+        """Give a running device whose dataplane died a new one; None if it needs none.
+
+        The new dataplane reopens the device node, restores the queues from the in-flight
+        log and serves again every request the dead one took but did not complete; the
+        guest sees a stall, not an error.
+        """
+        validate_name(name)
+        with self.store.locked(name):
+            record = self.store.load(name)
+            if record is None or record.state != "running":
+                return None
+            process = _process_of(record)
+            if process is not None and dataplane_process.is_running(process):
+                return None
+            if not device_exists(name):
+                raise DeviceError("restart dataplane", f"VDUSE device {name} is gone", errno.ENODEV)
+            if process is not None:
+                dataplane_process.reap(process.pid)
+            try:
+                process = _step(
+                    name,
+                    "restart dataplane",
+                    dataplane_process.start,
+                    self._dataplane_args(record),
+                    self.store.log_path(name),
+                )
+            except DeviceError as exc:
+                record.restart_error = exc.message
+                self.store.save(record)
+                raise
+            record.pid, record.pid_start_time = process.pid, process.start_time
+            record.restarts += 1
+            record.restart_error = None
+            self.store.save(record)
+            log.warning("device %s: dataplane restarted as pid %d", name, process.pid)
+            return process
 
     # -- resize -------------------------------------------------------------------------
 

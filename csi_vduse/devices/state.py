@@ -38,6 +38,8 @@ class DeviceRecord:
     num_queues: int = 1
     queue_size: int = 256
     block_size: int = 512
+    restarts: int = 0  # dataplanes that took the device over after one died
+    restart_error: str | None = None  # why the last attempt to take it over failed
 
 
 @contextmanager
@@ -67,6 +69,10 @@ class StateStore:
         """The dataplane's I/O counters (see dataplane.stats)."""
         return self.devices / f"{name}.stats"
 
+    def inflight_path(self, name: str) -> Path:
+        """The dataplane's progress, for a successor to take over (dataplane.inflight_log)."""
+        return self.devices / f"{name}.inflight"
+
     def load(self, name: str) -> DeviceRecord | None:
         path = self._path(name)
         with _state_access("read the device record"):
@@ -86,7 +92,8 @@ class StateStore:
 
     def remove(self, name: str) -> None:
         with _state_access("remove the device record"):
-            for path in (self._path(name), self.log_path(name), self.stats_path(name)):
+            paths = (self.log_path(name), self.stats_path(name), self.inflight_path(name))
+            for path in (self._path(name), *paths):
                 path.unlink(missing_ok=True)
 
     def records(self) -> list[DeviceRecord]:

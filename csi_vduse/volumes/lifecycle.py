@@ -339,11 +339,17 @@ class NodeVolumes:
         if device is None:
             return Health(True, "the volume's device is gone")
         state = self.devices.status(device).state
+        if state == "dataplane-dead":
+            why = f" (last attempt: {device.restart_error})" if device.restart_error else ""
+            return Health(True, f"the volume's dataplane is down and being restarted{why}")
         if state != "running":
             return Health(True, f"the volume's device is {state}")
         if not record.block and not mountinfo.is_mount_point(record.staging_path):
             return Health(True, f"the filesystem is no longer mounted at {record.staging_path}")
-        return Health(False, "the device is running")
+        restarts = (
+            f"; its dataplane was replaced {device.restarts} times" if device.restarts else ""
+        )
+        return Health(False, f"the device is running{restarts}")
 
     def expand(self, volume_id: str, path: Path, capacity: int) -> int:
         record = self._at(volume_id, path)

@@ -4,6 +4,9 @@ Python keeps the control side: it maps IOTLB regions when the C loop asks for an
 IOVA it has not seen (DP_NEED_MAP), and on UPDATE_IOTLB it pauses every queue
 thread, drops the stale ranges from each queue's table, unmaps them and resumes,
 so the C loop never touches a mapping after the kernel invalidated it.
+
+With an in-flight log, each queue records its progress there (see ring.c), and a queue
+started with ``resume`` continues from the log instead of the kernel's initial state.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from csi_vduse.virtio.blk import ID_BYTES
 from csi_vduse.virtio.spec import Feature, bit
 from dataplane.blk.profile import MAX_ZERO_RANGES
 from dataplane.fast._ring import ffi, lib
+from dataplane.inflight_log import InflightLog
 from dataplane.stats import StatsFile
+from dataplane.virtio.split_ring import RingError
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +219,17 @@ class FastQueue:
             self._thread.join()
             self._thread = None
         log.info(
-            "queue %d: %d requests, %d interrupts, %d failed",
-            self.index, self.q.served, self.q.interrupts, self.q.errors,
+            "queue %d: %d requests, %d interrupts, %d failed, %d replayed",
+            self.index, self.q.served, self.q.interrupts, self.q.errors, self.q.replayed,
         )  # fmt: skip
         lib.dp_queue_free(self.q)
         os.close(self.ctlfd)
         os.close(self.kickfd)
+
+    def discard(self) -> None:
+        """Free a queue that never started; its kick fd stays the caller's."""
+        lib.dp_queue_free(self.q)
+        os.close(self.ctlfd)
 
 
 class FastEngine:
@@ -228,9 +238,11 @@ class FastEngine:
     def __init__(
         self, source: IotlbSource, target: BlkTarget, devfd: int, irqfd: int = -1,
         threaded: bool = True, *, stats: StatsFile | None = None,
+        inflight: InflightLog | None = None,
     ) -> None:  # fmt: skip
         self.pool = MapPool(source)
         self.stats = stats
+        self.inflight = inflight
         # One pointer into the shared mapping, kept alive as long as the engine.
         self._stats_base = None if stats is None else ffi.from_buffer("uint64_t[]", stats.map)
         self.target = target
@@ -239,7 +251,9 @@ class FastEngine:
         self.threaded = threaded
         self.queues: dict[int, FastQueue] = {}
 
-    def start_queue(self, info: VqInfo, kickfd: int, features: int) -> None:
+    def start_queue(
+        self, info: VqInfo, kickfd: int, features: int, *, resume: bool = False
+    ) -> None:
         """Serve queue ``info.index``; the engine owns ``kickfd`` from now on."""
         block = None
         if self._stats_base is not None and self.stats and info.index < self.stats.queues:
@@ -248,6 +262,18 @@ class FastEngine:
             info, kickfd, features, self.target, self.pool, devfd=self.devfd, irqfd=self.irqfd,
             stats=block,
         )  # fmt: skip
+        if self.inflight is not None:
+            if lib.dp_log_attach(queue.q, self.inflight.block(info.index), int(resume)):
+                queue.discard()
+                raise RingError(f"queue {info.index}: the in-flight log does not match it")
+            if resume:
+                log.info(
+                    "queue %d resumes at avail %d, used %d",
+                    info.index, queue.q.last_avail, queue.q.used_idx,
+                )  # fmt: skip
+        elif resume:
+            queue.discard()
+            raise RingError(f"queue {info.index}: nothing to resume from without a log")
         self.queues[info.index] = queue
         if self.threaded:
             queue.start()

@@ -9,6 +9,11 @@
  * status byte can be found, and is handed back untouched when it cannot. A ring
  * whose indices are impossible stops the queue (DP_BROKEN).
  *
+ * With an in-flight log attached (dp_log_attach), each request is marked in the log's
+ * mapped file before it is served and unmarked once its used element is published, so a
+ * process that takes over the queue after a crash serves again exactly the requests that
+ * were taken and never completed (recover), and nothing twice.
+ *
  * Mappings are owned by Python. An IOVA that is not in the table makes dp_serve
  * return DP_NEED_MAP before any side effect of the request, so the request is
  * simply parsed again once Python added the mapping (or declared it unmappable).
@@ -516,6 +521,109 @@ static void push_used(struct dp_queue *q, uint16_t head, uint32_t written)
     __atomic_store_n((uint16_t *)(q->used + 2), q->used_idx, __ATOMIC_RELEASE);
 }
 
+/* The log lives in a shared file read by our successor: keep these stores in order. */
+static inline void log_store8(uint8_t *p, uint8_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+static inline void log_store16(uint16_t *p, uint16_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+static void log_taken(struct dp_queue *q, uint16_t head)
+{
+    if (q->log) {
+        log_store8(&q->log->inflight[head], 1);
+        log_store16(&q->log->last_avail, (uint16_t)(q->last_avail + 1));
+    }
+}
+
+static void log_completed(struct dp_queue *q, uint16_t head)
+{
+    if (q->log) {
+        log_store8(&q->log->inflight[head], 0);
+        log_store16(&q->log->used_idx, q->used_idx);
+    }
+}
+
+int dp_log_attach(struct dp_queue *q, void *block, int resume)
+{
+    struct dp_vqlog *log = block;
+    if (resume) {
+        if (log->valid != 1 || log->num != q->num)
+            return -EINVAL;
+        q->last_avail = log->last_avail;
+        q->used_idx = log->used_idx;
+        q->recovering = 1;
+    } else {
+        log_store16(&log->valid, 0);
+        memset(log->inflight, 0, q->num);
+        log->num = (uint16_t)q->num;
+        log->last_avail = q->last_avail;
+        log->used_idx = q->used_idx;
+        log->replayed = 0;
+        log_store16(&log->valid, 1);
+    }
+    q->log = log;
+    return 0;
+}
+
+/*
+ * Take over from a process that died serving this queue. The log can trail the rings by
+ * at most one step of each protocol above: a used element published but not logged, or a
+ * head marked in flight before last_avail moved past it. Both are settled from the rings,
+ * then every request still marked is served again and completed. Rewriting the same data
+ * is harmless: the driver was never told the first attempt finished. Returns DP_IDLE
+ * when done, or DP_NEED_MAP / DP_BROKEN (in which case it runs again on the next call).
+ */
+static int recover(struct dp_queue *q)
+{
+    struct dp_vqlog *log = q->log;
+    uint16_t ring_used = __atomic_load_n((uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE);
+    uint16_t ahead = ring_used - q->used_idx;
+    if (ahead > 1) {
+        snprintf(q->error, sizeof q->error, "queue %u: used idx %u runs %u ahead of the log",
+                 q->index, ring_used, ahead);
+        return DP_BROKEN;
+    }
+    if (ahead == 1) {
+        uint32_t id;
+        memcpy(&id, q->used + 4 + 8 * (size_t)((uint16_t)(ring_used - 1) % q->num), 4);
+        if (id < q->num)
+            log_store8(&log->inflight[id], 0);
+        q->used_idx = ring_used;
+        log_store16(&log->used_idx, ring_used);
+    }
+    uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
+    if (avail_idx != q->last_avail) {
+        uint16_t head;
+        memcpy(&head, q->avail + 4 + 2 * (size_t)(q->last_avail % q->num), 2);
+        /* A head in flight cannot have been posted again, so this one was taken. */
+        if (head < q->num && log->inflight[head]) {
+            q->last_avail++;
+            log_store16(&log->last_avail, q->last_avail);
+        }
+    }
+    for (uint32_t head = 0; head < q->num; head++) {
+        if (!log->inflight[head])
+            continue;
+        struct chain c = {.rd = q->iov, .wr = q->iov + q->iov_cap};
+        walk_table(q, &c, q->desc, q->num, head, 0);
+        if (c.need_map)
+            return DP_NEED_MAP;
+        uint32_t written = c.status_ok ? serve(q, &c) : 0;
+        q->nbad = 0;
+        push_used(q, (uint16_t)head, written);
+        log_completed(q, (uint16_t)head);
+        q->replayed++;
+        log->replayed++;
+    }
+    q->recovering = 0;
+    return DP_IDLE;
+}
+
 static void notify(struct dp_queue *q)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* used idx visible before reading the driver's wish */
@@ -555,6 +663,13 @@ int dp_serve(struct dp_queue *q)
     int unsignalled = 0;
     uint64_t done_bytes = 0;
     int result = DP_IDLE;
+    if (q->recovering) {
+        int rc = recover(q);
+        if (rc != DP_IDLE)
+            return rc;
+        /* Our predecessor may have died between publishing and interrupting. */
+        unsignalled = 1;
+    }
     for (;;) {
         uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
         uint16_t pending = avail_idx - q->last_avail;
@@ -597,6 +712,7 @@ int dp_serve(struct dp_queue *q)
                 result = DP_NEED_MAP;
                 goto done;
             }
+            log_taken(q, head);
             uint32_t written = 0;
             if (c.status_ok) {
                 written = serve(q, &c);
@@ -607,6 +723,7 @@ int dp_serve(struct dp_queue *q)
             q->last_avail++;
             q->served++;
             push_used(q, head, written);
+            log_completed(q, head);
             unsignalled = 1;
             done_bytes += c.rd_len + c.wr_len;
             if (done_bytes >= NOTIFY_BYTES) {

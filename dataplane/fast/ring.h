@@ -29,6 +29,21 @@
 #define DP_ST_BUCKETS 18 /* <= 16 us << k for k = 0..16, then +Inf */
 #define DP_ST_WORDS 32
 
+/*
+ * One queue's block of the persistent in-flight log (dataplane/inflight_log.py maps the
+ * file). It survives the process, so a successor knows where the avail ring was read up
+ * to and which requests were taken but never completed (see recover() in ring.c).
+ */
+struct dp_vqlog {
+    uint16_t last_avail; /* avail entries taken so far */
+    uint16_t used_idx;   /* used entries published so far */
+    uint16_t num;        /* the queue size the block was laid out for */
+    uint16_t valid;      /* 1 once initialised for the running queue */
+    uint32_t replayed;   /* requests replayed by successors, for the record */
+    uint32_t reserved;
+    uint8_t inflight[];  /* per descriptor head: 1 while the request is being served */
+};
+
 struct dp_map {
     uint64_t start, last;
     uint8_t *host;
@@ -49,8 +64,10 @@ struct dp_queue {
     uint64_t miss_iova;
     uint64_t bad[DP_MAX_BAD]; /* IOVAs of this request the kernel would not map */
     int nbad;
-    uint64_t served, interrupts, errors;
-    uint64_t *stats; /* this queue's block of the shared stats file, or NULL */
+    uint64_t served, interrupts, errors, replayed;
+    uint64_t *stats;
+    struct dp_vqlog *log; /* NULL: no crash recovery */
+    int recovering;       /* the log's state must be reconciled before serving */ /* this queue's block of the shared stats file, or NULL */
     char error[160];
     int nmaps;
     struct dp_map maps[DP_MAX_MAPS];
@@ -67,6 +84,7 @@ int dp_munmap(void *host, uint64_t length);
 void dp_mark_bad(struct dp_queue *q, uint64_t iova);
 int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, int writable);
 int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
+int dp_log_attach(struct dp_queue *q, void *block, int resume);
 int dp_serve(struct dp_queue *q);
 int dp_run(struct dp_queue *q);
 #endif

@@ -31,7 +31,7 @@ struct dp_queue {
     uint16_t last_avail, used_idx;
     volatile int pause_req;
     uint64_t miss_iova;
-    uint64_t served, interrupts, errors;
+    uint64_t served, interrupts, errors, replayed;
     uint64_t *stats;
     char error[160];
     int nmaps;
@@ -45,6 +45,7 @@ int dp_munmap(void *host, uint64_t length);
 void dp_mark_bad(struct dp_queue *q, uint64_t iova);
 int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, int writable);
 int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
+int dp_log_attach(struct dp_queue *q, void *block, int resume);
 int dp_serve(struct dp_queue *q);
 int dp_run(struct dp_queue *q);
 """

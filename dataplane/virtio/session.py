@@ -4,6 +4,10 @@ SET_STATUS drives the virtio lifecycle: FEATURES_OK is refused unless the driver
 accepted what this device needs; DRIVER_OK enables the rings (VQ_GET_INFO, kick
 eventfd, ring mappings); status 0 is a reset, after which the kernel has already
 forgotten ring addresses and kick fds. UPDATE_IOTLB drops stale mappings.
+
+With a status log (the in-flight log), every status change is recorded before the
+driver hears of it, so ``resume`` can take over a device whose previous dataplane died:
+it restores the negotiated state and restarts the ready queues from the log.
 """
 
 from __future__ import annotations
@@ -36,10 +40,27 @@ class DeviceControl(Protocol):
 class QueueEngine(Protocol):
     """Serves enabled queues somewhere other than the Python ring (the C fast path)."""
 
-    def start_queue(self, info: VqInfo, kickfd: int, features: int) -> None: ...
+    def start_queue(
+        self, info: VqInfo, kickfd: int, features: int, *, resume: bool = False
+    ) -> None: ...
     def last_avail(self, index: int) -> int | None: ...
     def invalidate(self, start: int, last: int) -> None: ...
     def stop(self) -> None: ...
+
+
+class StatusLog(Protocol):
+    """Where the device status survives this process (``dataplane.inflight_log``)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def features(self) -> int: ...
+    def record_status(self, status: int, features: int) -> None: ...
+    def reset(self) -> None: ...
+
+
+class ResumeError(Exception):
+    """The device cannot be taken over from where the previous dataplane left it."""
 
 
 @dataclass
@@ -51,10 +72,11 @@ class ActiveQueue:
 class VduseSession:
     def __init__(
         self, node: DeviceControl, queue_count: int, offered: int, required: int,
-        engine: QueueEngine | None = None,
+        engine: QueueEngine | None = None, *, status_log: StatusLog | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self.engine = engine
+        self.status_log = status_log
         self.queue_count = queue_count
         self.offered = offered
         self.required = required
@@ -95,6 +117,28 @@ class VduseSession:
             return False
         log.info("device status %s", Status(status).name)
         self.status = status
+        if self.status_log is not None:
+            self.status_log.record_status(status, self.features)
+        return True
+
+    def resume(self) -> bool:
+        """Take over from a predecessor; False when the log shows nothing to take over."""
+        if self.status_log is None or not self.status_log.status:
+            return False
+        if self.engine is None:
+            raise ResumeError("only the fast engine keeps the in-flight log it resumes from")
+        status = self.status_log.status
+        if status & Status.FEATURES_OK:
+            features = self.node.features()
+            if features != self.status_log.features:
+                raise ResumeError(
+                    f"the kernel has features {features:#x}, the log {self.status_log.features:#x}"
+                )
+            self.features = features
+        if status & Status.DRIVER_OK and not self._start_queues(resume=True):
+            raise ResumeError("cannot restart the queues from the in-flight log")
+        self.status = status
+        log.info("resumed device with status %s", Status(status).name)
         return True
 
     def _accept_features(self) -> bool:
@@ -113,7 +157,7 @@ class VduseSession:
         )
         return True
 
-    def _start_queues(self) -> bool:
+    def _start_queues(self, *, resume: bool = False) -> bool:
         try:
             for index in range(self.queue_count):
                 info = self.node.vq_info(index)
@@ -125,7 +169,7 @@ class VduseSession:
                 try:
                     self.node.vq_setup_kickfd(index, kickfd)
                     if self.engine is not None:
-                        self.engine.start_queue(info, kickfd, self.features)
+                        self.engine.start_queue(info, kickfd, self.features, resume=resume)
                     else:
                         addresses = RingAddresses(
                             info.num, info.desc_addr, info.driver_addr, info.device_addr
@@ -142,19 +186,28 @@ class VduseSession:
                 )
         except (VduseError, RingError, MemoryError) as exc:
             log.error("cannot enable queues: %s", exc)
-            self.reset()
+            if resume:
+                self.close()  # the log stays for another attempt
+            else:
+                self.reset()
             return False
         return True
 
     def reset(self) -> None:
         """Forget rings, kick fds and mappings, as the kernel already has."""
+        self.close()
+        if self.status_log is not None:
+            self.status_log.reset()
+        if self.status:
+            log.info("device reset")
+        self.status = 0
+        self.features = 0
+
+    def close(self) -> None:
+        """Stop serving, leaving the device and the log for a successor to take over."""
         if self.engine is not None:
             self.engine.stop()
         for queue in self.queues.values():
             os.close(queue.kickfd)
         self.queues.clear()
         self.iotlb.clear()
-        if self.status:
-            log.info("device reset")
-        self.status = 0
-        self.features = 0
