@@ -15,6 +15,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from csi_vduse.devices import dataplane_process
@@ -40,9 +41,13 @@ class _Attempts:
 
 
 class Supervisor:
-    def __init__(self, manager: DeviceManager, *, scan_seconds: float = SCAN_SECONDS) -> None:
+    def __init__(
+        self, manager: DeviceManager, *, scan_seconds: float = SCAN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self.manager = manager
         self.scan_seconds = scan_seconds
+        self.clock = clock
         self._attempts: dict[str, _Attempts] = {}
         self._watched: dict[ProcessId, int] = {}  # dataplane -> pidfd
         self._stop = threading.Event()
@@ -79,13 +84,13 @@ class Supervisor:
                 os.read(self._wake_r, 64)
 
     def _timeout(self) -> float:
-        now = time.monotonic()
+        now = self.clock()
         waits = [a.next_at - now for a in self._attempts.values() if a.next_at is not None]
         return max(0.0, min([self.scan_seconds, *waits]))
 
-    def check(self, now: float | None = None) -> None:
+    def check(self) -> None:
         """One pass over the devices: restart what is due, watch what runs."""
-        now = time.monotonic() if now is None else now
+        now = self.clock()
         alive: set[ProcessId] = set()
         names = set()
         for status in self.manager.list():
@@ -122,7 +127,7 @@ class Supervisor:
             )  # fmt: skip
             return
         attempts.next_at = None
-        attempts.started_at = time.monotonic()
+        attempts.started_at = self.clock()
         if process is not None:
             self._watch(process)
 

@@ -1,0 +1,92 @@
+"""The supervisor's restart policy: at once after a kill, backing off in a crash loop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from csi_vduse.devices.dataplane_process import ProcessId, start_time
+from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.manager import DeviceManager, DeviceStatus
+from csi_vduse.devices.state import DeviceRecord
+from csi_vduse.devices.supervisor import BACKOFF_SECONDS, STABLE_SECONDS, Supervisor
+
+
+@dataclass
+class Machine:
+    """Stands in for the device manager: one device whose dataplane lives or not."""
+
+    alive: bool = True
+    fail: bool = False
+    revived_at: list[float] = field(default_factory=list)
+    now: float = 0.0
+    record: DeviceRecord = field(
+        default_factory=lambda: DeviceRecord(
+            "vol-a",
+            "/pool/a.img",
+            1 << 20,
+            False,
+            state="running",
+            pid=os.getpid(),
+            pid_start_time=start_time(os.getpid()),
+        )
+    )
+
+    def list(self) -> list[DeviceStatus]:
+        return [DeviceStatus(self.record, self.alive, True, True, "/dev/vda")]
+
+    def revive(self, name: str) -> ProcessId | None:
+        self.revived_at.append(self.now)
+        if self.fail:
+            raise DeviceError("restart dataplane", "it would not start")
+        self.alive = True
+        return None
+
+
+def supervise(machine: Machine) -> Supervisor:
+    return Supervisor(cast(DeviceManager, cast(Any, machine)), clock=lambda: machine.now)
+
+
+def test_a_killed_dataplane_is_replaced_at_once_every_time() -> None:
+    machine = Machine()
+    supervisor = supervise(machine)
+    for second in range(0, 20, 2):
+        machine.now = float(second)
+        supervisor.check()  # alive
+        machine.alive = False  # killed, after running for a while
+        machine.now += STABLE_SECONDS + 0.5
+        supervisor.check()
+    assert len(machine.revived_at) == 10
+    supervisor.stop()
+
+
+def test_a_dataplane_that_cannot_start_backs_off() -> None:
+    machine = Machine(alive=False, fail=True)
+    supervisor = supervise(machine)
+    for tick in range(0, 1200):
+        machine.now = tick / 10
+        supervisor.check()
+    gaps = [b - a for a, b in zip(machine.revived_at, machine.revived_at[1:], strict=False)]
+    expected = [*BACKOFF_SECONDS[1:], BACKOFF_SECONDS[-1]]
+    assert [round(gap) for gap in gaps[: len(expected)]] == [round(s) for s in expected]
+    supervisor.stop()
+
+
+def test_a_crash_loop_backs_off_and_a_stable_run_resets_it() -> None:
+    machine = Machine(alive=False)
+    supervisor = supervise(machine)
+    for tick in range(0, 100):  # dies 0.1 s after each start, for 10 s
+        machine.now = tick / 10
+        supervisor.check()
+        machine.alive = False
+    # Found dead 0.1 s after each start: waits 1 s, then 2 s, ...
+    assert machine.revived_at[:3] == [0.0, 1.1, 3.2]
+    machine.alive = True
+    machine.now = 100.0
+    supervisor.check()
+    machine.alive = False
+    machine.now = 105.0
+    supervisor.check()  # it had been up for a long time: at once
+    assert machine.revived_at[-1] == 105.0
+    supervisor.stop()
