@@ -15,6 +15,7 @@ from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
 from dataplane.inflight_log import InflightLog
 from dataplane.interface import DataplaneArgs, report_ready
+from dataplane.sandbox import confine
 from dataplane.server import Server
 from dataplane.stats import StatsFile
 from dataplane.virtio.session import ResumeError, VduseSession
@@ -30,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        backend = FileBackend(args.backing, args.readonly)
-        node = DeviceNode(args.name, nonblocking=True)
-    except CsiVduseError as exc:
+        backend = FileBackend(args.backing, args.readonly, fd=args.backing_fd)
+        node = DeviceNode(args.name, nonblocking=True, fd=args.device_fd)
+    except (CsiVduseError, OSError) as exc:
         log.error("cannot start: %s", exc)
         report_ready(args.ready_fd, str(exc))
         return 1
@@ -42,19 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     stats = None
     inflight = None
-    if args.inflight_log is not None:
+    if args.inflight_fd is not None:
         try:
-            inflight = InflightLog(args.inflight_log, args.queues)
+            inflight = InflightLog(args.inflight_fd, args.queues)
         except OSError as exc:
-            log.error("cannot open the in-flight log %s: %s", args.inflight_log, exc)
-            report_ready(args.ready_fd, f"in-flight log {args.inflight_log}: {exc.strerror}")
+            log.error("cannot map the in-flight log: %s", exc)
+            report_ready(args.ready_fd, f"cannot map the in-flight log: {exc.strerror}")
             return 1
     if args.engine == "fast":
-        if args.stats is not None:
+        if args.stats_fd is not None:
             try:
-                stats = StatsFile(args.stats, args.queues)
+                stats = StatsFile(args.stats_fd, args.queues)
             except OSError as exc:
-                log.warning("no I/O counters: cannot create %s: %s", args.stats, exc)
+                log.warning("no I/O counters: cannot map their file: %s", exc)
         capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
         target = BlkTarget(backend.fd, capacity, args.readonly, serial, writable, writable)
         engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(node, session, handler)
     server.on_hangup = lambda: grow(backend, handler, engine, node)
     server.install_signal_handlers()
+    confine()
     report_ready(args.ready_fd)
     log.info(
         "serving %s from %s (%d bytes%s, %s engine%s)",

@@ -37,17 +37,20 @@ def file_size(queues: int) -> int:
     return HEADER_SIZE + queues * BLOCK_SIZE
 
 
+def open_file(path: Path) -> int:
+    """The device's log file, created empty if missing; opened for the dataplane."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
 class InflightLog:
     """A device's log, mapped shared; survives this process by design."""
 
-    def __init__(self, path: Path, queues: int) -> None:
-        self.path = path
+    def __init__(self, fd: int, queues: int) -> None:
+        """Map the file open at ``fd`` (``open_file``), which this takes over."""
         self.queues = queues
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             size = file_size(queues)
-            fresh = os.fstat(fd).st_size != size
-            if fresh:
+            if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, 0)
                 os.ftruncate(fd, size)
             self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)

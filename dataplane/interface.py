@@ -17,6 +17,10 @@ that file (layout in ``dataplane.stats``), which the driver's metrics endpoint r
 Protocol 4 adds ``--inflight-log PATH`` (``dataplane.inflight_log``): the dataplane records
 its progress there, and one started on a device whose log shows a driver at work takes
 the device over (reconnect) instead of waiting for the driver to start it.
+
+Protocol 5 passes every file as an open descriptor (``--device-fd``, ``--backing-fd``,
+``--stats-fd``, ``--inflight-fd``): the dataplane runs as an unprivileged user that could
+not open them itself, and opens nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 
 @dataclass(frozen=True)
 class DataplaneArgs:
+    """What the dataplane is started with. The paths say where its files are; the
+    process that starts it opens them and passes the fds, which is all it gets."""
+
     name: str
     backing: Path
     readonly: bool = False
@@ -43,21 +50,34 @@ class DataplaneArgs:
     engine: str = "fast"  # "python": the reference ring, for debugging and comparison
     stats: Path | None = None  # the shared counters file; None keeps no counters
     inflight_log: Path | None = None  # None: a dataplane that dies cannot be replaced
+    device_fd: int = -1  # /dev/vduse/NAME, O_RDWR | O_NONBLOCK
+    backing_fd: int = -1
+    stats_fd: int | None = None
+    inflight_fd: int | None = None
+
+    def fds(self) -> tuple[int, ...]:
+        """Every descriptor the process must inherit."""
+        fds = (self.device_fd, self.backing_fd, self.stats_fd, self.inflight_fd, self.ready_fd)
+        return tuple(fd for fd in fds if fd is not None and fd >= 0)
 
     def argv(self) -> list[str]:
+        if self.device_fd < 0 or self.backing_fd < 0:
+            raise ValueError("the device and backing fds are not open")
         argv = [
             "--protocol", str(PROTOCOL_VERSION),
             "--name", self.name,
             "--backing", str(self.backing),
+            "--device-fd", str(self.device_fd),
+            "--backing-fd", str(self.backing_fd),
             "--queues", str(self.queues),
             "--queue-size", str(self.queue_size),
             "--serial", self.serial,
             "--engine", self.engine,
         ]  # fmt: skip
-        if self.stats is not None:
-            argv += ["--stats", str(self.stats)]
-        if self.inflight_log is not None:
-            argv += ["--inflight-log", str(self.inflight_log)]
+        if self.stats_fd is not None:
+            argv += ["--stats-fd", str(self.stats_fd)]
+        if self.inflight_fd is not None:
+            argv += ["--inflight-fd", str(self.inflight_fd)]
         if self.readonly:
             argv.append("--readonly")
         if self.ready_fd is not None:
@@ -69,23 +89,26 @@ class DataplaneArgs:
         parser = argparse.ArgumentParser(prog="python -m dataplane", description=__doc__)
         parser.add_argument("--protocol", type=int, default=PROTOCOL_VERSION)
         parser.add_argument("--name", required=True, help="VDUSE device name")
-        parser.add_argument("--backing", type=Path, required=True, help="raw image to serve")
+        parser.add_argument("--backing", type=Path, required=True, help="the backing's name")
+        parser.add_argument("--device-fd", type=int, required=True, help="the device node")
+        parser.add_argument("--backing-fd", type=int, required=True, help="the backing, open")
         parser.add_argument("--readonly", action="store_true")
         parser.add_argument("--queues", type=int, default=1)
         parser.add_argument("--queue-size", type=int, default=256)
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
         parser.add_argument("--ready-fd", type=int, default=None)
         parser.add_argument("--engine", choices=["fast", "python"], default="fast")
-        parser.add_argument("--stats", type=Path, default=None, help="I/O counters file")
+        parser.add_argument("--stats-fd", type=int, default=None, help="I/O counters file")
         parser.add_argument(
-            "--inflight-log", type=Path, default=None, help="progress log, for reconnecting"
+            "--inflight-fd", type=int, default=None, help="progress log, for taking over"
         )
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
         return cls(
             ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
-            ns.engine, ns.stats, ns.inflight_log,
+            ns.engine, device_fd=ns.device_fd, backing_fd=ns.backing_fd,
+            stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
         )  # fmt: skip
 
 

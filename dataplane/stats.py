@@ -50,19 +50,28 @@ def file_size(queues: int) -> int:
     return HEADER_SIZE + queues * BLOCK_SIZE
 
 
-class StatsFile:
-    """The dataplane's side: a fresh zeroed file, mapped shared, one block per queue."""
+def create(path: Path, queues: int) -> int:
+    """A fresh zeroed counters file at ``path``, returned open for the dataplane to map."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        header = HEADER.pack(MAGIC, VERSION, queues, WORDS, BUCKETS)
+        os.pwrite(fd, header.ljust(file_size(queues), b"\0"), 0)
+        # A rename, so readers never see a half-written header.
+        os.rename(tmp, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-    def __init__(self, path: Path, queues: int) -> None:
-        self.path = path
+
+class StatsFile:
+    """The dataplane's side: the file ``create`` made, mapped shared, one block per queue."""
+
+    def __init__(self, fd: int, queues: int) -> None:
+        """Map the file open at ``fd``, which this takes over."""
         self.queues = queues
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            header = HEADER.pack(MAGIC, VERSION, queues, WORDS, BUCKETS)
-            os.pwrite(fd, header.ljust(file_size(queues), b"\0"), 0)
-            # A rename, so readers never see a half-written header.
-            os.rename(tmp, path)
             self.map = mmap.mmap(fd, file_size(queues), mmap.MAP_SHARED)
         finally:
             os.close(fd)

@@ -2,6 +2,11 @@
 
 The dataplane runs in its own session so it outlives the command that created
 it; it is identified by pid plus start time, so a recycled pid is never signalled.
+
+It runs unprivileged: this module opens the files it needs (the device node, the
+backing, its counters and its in-flight log), and the process starts as
+``DATAPLANE_USER`` with no supplementary groups and so no capabilities, holding
+those descriptors and nothing else it could not open as that user.
 """
 
 from __future__ import annotations
@@ -15,16 +20,36 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from csi_vduse.devices.errors import DeviceError
+from csi_vduse.vduse.node import DeviceNode
+from dataplane import inflight_log, stats
+from dataplane.blk.backend import open_flags
 from dataplane.interface import DataplaneArgs, parse_ready
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+NOBODY = "65534:65534"
+
+
+def dataplane_user() -> tuple[int, int] | None:
+    """uid:gid the dataplane runs as: ``CSI_VDUSE_DATAPLANE_USER``, else nobody when we are
+    root; None (our own) when we are not root or it is set to ``inherit``."""
+    value = os.environ.get("CSI_VDUSE_DATAPLANE_USER") or NOBODY
+    if value == "inherit" or os.geteuid() != 0:
+        return None
+    uid, _, gid = value.partition(":")
+    try:
+        return int(uid), int(gid or uid)
+    except ValueError:
+        raise DeviceError(
+            "start dataplane", f"CSI_VDUSE_DATAPLANE_USER={value!r} is not uid:gid", errno.EINVAL
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -53,27 +78,56 @@ def is_running(process: ProcessId) -> bool:
     return "\nState:\tZ" not in status  # an unreaped zombie has already let go of everything
 
 
+def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
+    """Open what the dataplane needs; ``opened`` closes our copies."""
+
+    def keep(fd: int) -> int:
+        opened.callback(os.close, fd)
+        return fd
+
+    node = DeviceNode(args.name, nonblocking=True)
+    args = replace(args, device_fd=keep(node.fd))
+    try:
+        backing_fd = keep(os.open(args.backing, open_flags(args.readonly)))
+    except OSError as exc:
+        raise DeviceError("open backing", f"{args.backing}: {exc.strerror}", exc.errno) from exc
+    args = replace(args, backing_fd=backing_fd)
+    if args.stats is not None:
+        args = replace(args, stats_fd=keep(stats.create(args.stats, args.queues)))
+    if args.inflight_log is not None:
+        args = replace(args, inflight_fd=keep(inflight_log.open_file(args.inflight_log)))
+    return args
+
+
 def start(args: DataplaneArgs, log_file: Path) -> ProcessId:
     """Spawn the dataplane and wait until it reports that it answers device messages."""
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    user = dataplane_user()
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "dataplane", *replace(args, ready_fd=ready_w).argv()]
-    try:
-        with open(log_file, "ab") as log_out:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_out,
-                stderr=log_out,
-                cwd="/",
-                start_new_session=True,
-                pass_fds=(ready_w,),
-            )
-    except OSError as exc:
-        os.close(ready_r)
-        os.close(ready_w)
-        raise DeviceError("start dataplane", f"cannot run {argv[0]}: {exc}", exc.errno) from exc
-    os.close(ready_w)
+    with ExitStack() as opened:
+        args = _open_files(args, opened)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        opened.callback(os.close, ready_w)
+        args = replace(args, ready_fd=ready_w)
+        argv = [sys.executable, "-m", "dataplane", *args.argv()]
+        uid, gid = user if user is not None else (None, None)
+        groups: list[int] | None = None if user is None else []
+        try:
+            with open(log_file, "ab") as log_out:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_out,
+                    stderr=log_out,
+                    cwd="/",
+                    start_new_session=True,
+                    pass_fds=args.fds(),
+                    user=uid,
+                    group=gid,
+                    extra_groups=groups,
+                )
+        except OSError as exc:
+            os.close(ready_r)
+            raise DeviceError("start dataplane", f"cannot run {argv[0]}: {exc}", exc.errno) from exc
     try:
         line = _read_line(ready_r, READY_TIMEOUT)
     finally:

@@ -55,8 +55,15 @@ class IotlbEntry:
 class DeviceNode(FdOwner):
     """An open ``/dev/vduse/$NAME``."""
 
-    def __init__(self, name: str, *, nonblocking: bool = False, wait: float = 2.0) -> None:
+    def __init__(
+        self, name: str, *, nonblocking: bool = False, wait: float = 2.0, fd: int | None = None
+    ) -> None:
+        """Open the node, or adopt ``fd``: the node opened on our behalf."""
         self.name = name
+        if fd is not None:
+            self.fd = fd
+            os.set_blocking(fd, not nonblocking)
+            return
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0)
         deadline = time.monotonic() + wait
         while True:

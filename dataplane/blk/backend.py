@@ -18,6 +18,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _ZEROES = bytes(65536)
 
 
+def open_flags(readonly: bool) -> int:
+    return (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+
+
 def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     """fallocate(2) with a mode, which the os module does not offer."""
     if _libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)):
@@ -28,13 +32,16 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
 class FileBackend:
     """Scatter/gather I/O on a raw image; reads and writes loop until complete."""
 
-    def __init__(self, path: Path, readonly: bool) -> None:
+    def __init__(self, path: Path, readonly: bool, fd: int | None = None) -> None:
+        """Open ``path``, or adopt ``fd`` (opened on our behalf; ``path`` names it)."""
         self.path = path
         self.readonly = readonly
-        try:
-            self.fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as exc:
-            raise DataplaneError("open backing", f"{path}: {exc.strerror}", exc.errno) from exc
+        if fd is None:
+            try:
+                fd = os.open(path, open_flags(readonly))
+            except OSError as exc:
+                raise DataplaneError("open backing", f"{path}: {exc.strerror}", exc.errno) from exc
+        self.fd = fd
         self.size = self.current_size()
 
     def current_size(self) -> int:

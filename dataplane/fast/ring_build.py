@@ -1,4 +1,4 @@
-"""cffi builder for the fast path: compiles ring.c into ``dataplane.fast._ring``.
+"""cffi builder for the fast path: compiles ring.c and sandbox.c into ``dataplane.fast._ring``.
 
 The struct is declared partially so the compiler decides its layout; Python
 touches only the named fields. cffi releases the GIL around every call, so one
@@ -48,15 +48,16 @@ int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
 int dp_log_attach(struct dp_queue *q, void *block, int resume);
 int dp_serve(struct dp_queue *q);
 int dp_run(struct dp_queue *q);
+int dp_sandbox(void);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "dataplane.fast._ring",
-    '#include "ring.h"',
+    '#include "ring.h"\n#include "sandbox.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
-    sources=[os.path.relpath(HERE / "ring.c")],
+    sources=[os.path.relpath(HERE / name) for name in ("ring.c", "sandbox.c")],
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

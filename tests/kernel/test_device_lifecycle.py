@@ -179,3 +179,30 @@ def test_ext4_filesystem_on_the_device(cli: Cli, tmp_path: Path) -> None:
         sh("umount", str(mnt))
     cli.delete("fs0")
     assert leftovers("fs0") == []
+
+
+def test_the_dataplane_runs_unprivileged_confined_and_holds_only_its_files(
+    cli: Cli, tmp_path: Path
+) -> None:
+    backing = tmp_path / "priv.img"
+    dev = cli.create("priv0", backing, "--size", "16M")
+    fio(f"--filename={dev}", "--name=io", "--rw=randwrite", "--bs=4k", "--size=4M",
+        "--verify=crc32c", "--verify_fatal=1")  # fmt: skip
+    pid = dataplane_pid("priv0")
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    assert status["Uid"].split() == ["65534"] * 4
+    assert status["Gid"].split() == ["65534"] * 4
+    assert status["Groups"].strip() == ""
+    assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"  # filter mode
+    targets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    files = {t for t in targets if t.startswith("/")}
+    log = str(cli.state_dir / "devices" / "priv0.log")
+    assert files <= {"/dev/null", "/dev/vduse/priv0", str(backing), log}, files
+    kinds = {t.split(":", 1)[0] for t in targets - files}
+    assert kinds <= {"anon_inode", "pipe"}, targets
+    cli.delete("priv0")
+    assert leftovers("priv0") == []

@@ -23,7 +23,13 @@ from dataplane.blk.backend import FileBackend
 from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
-from dataplane.inflight_log import BLOCK_SIZE, HEADER_SIZE, QUEUE_HEADER_SIZE, InflightLog
+from dataplane.inflight_log import (
+    BLOCK_SIZE,
+    HEADER_SIZE,
+    QUEUE_HEADER_SIZE,
+    InflightLog,
+    open_file,
+)
 from dataplane.server import Server
 from dataplane.virtio.session import ResumeError, VduseSession
 from tests.unit.fake_virtio import FakeDriver, FakeKernel, bring_up
@@ -51,7 +57,7 @@ class Dataplane:
 def start(kernel: FakeKernel, backing: Path, log_path: Path) -> Dataplane:
     profile = BlkProfile(DISK)
     backend = FileBackend(backing, readonly=False)
-    log = InflightLog(log_path, 1)
+    log = InflightLog(open_file(log_path), 1)
     target = BlkTarget(backend.fd, DISK, False, b"serial-0")
     engine = FastEngine(kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log)
     session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
@@ -204,7 +210,7 @@ def test_a_log_from_another_queue_size_is_refused(rig: Rig) -> None:
 def test_a_log_of_another_layout_starts_afresh(tmp_path: Path) -> None:
     path = tmp_path / "old.inflight"
     path.write_bytes(b"garbage" * 10)
-    log = InflightLog(path, 2)
+    log = InflightLog(open_file(path), 2)
     assert (log.status, log.features) == (0, 0)
     assert os.path.getsize(path) == HEADER_SIZE + 2 * BLOCK_SIZE
     log.close()

@@ -24,7 +24,7 @@ from tests.unit.test_dataplane import make_rig
 
 def test_the_c_loop_counts_requests_bytes_errors_and_latency(tmp_path: Path) -> None:
     path = tmp_path / "vol.stats"
-    counters = stats.StatsFile(path, queues=1)
+    counters = stats.StatsFile(stats.create(path, queues=1), queues=1)
     rig = make_rig(tmp_path, engine="fast", stats=counters)
     try:
         data = os.urandom(4 * SECTOR_SIZE)

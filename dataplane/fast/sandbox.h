@@ -1,0 +1,6 @@
+/* The dataplane's seccomp confinement; see sandbox.c. */
+#ifndef DATAPLANE_FAST_SANDBOX_H
+#define DATAPLANE_FAST_SANDBOX_H
+/* No new privileges, not dumpable, and the syscall filter on every thread; 0 or -errno. */
+int dp_sandbox(void);
+#endif
