@@ -134,6 +134,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--metrics-address", default=None, help="serve Prometheus metrics on HOST:PORT"
     )
+    serve.add_argument(
+        "--dataplane-cgroup",
+        type=Path,
+        default=None,
+        help="cgroup v2 directory to move dataplanes into, outside this process's cgroup, "
+        "so that they outlive its container",
+    )
     serve.add_argument("--log-level", choices=LEVELS, default=None, help="default info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -180,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 driver_name=args.driver_name,
                 max_volumes=args.max_volumes,
                 metrics_address=args.metrics_address,
+                dataplane_cgroup=args.dataplane_cgroup,
             )
         )
     if args.command == "demo":

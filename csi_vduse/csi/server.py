@@ -48,6 +48,7 @@ class ServeOptions:
     driver_name: str
     max_volumes: int = 0
     metrics_address: str | None = None
+    dataplane_cgroup: Path | None = None
 
 
 def socket_path(endpoint: str) -> Path:
@@ -87,7 +88,7 @@ def build(options: ServeOptions) -> grpc.Server:
     if pool is not None:
         volumes = NodeVolumes(
             pool,
-            DeviceManager(device_store),
+            DeviceManager(device_store, dataplane_cgroup=options.dataplane_cgroup),
             NodeVolumeStore(options.state_dir),
             options.max_volumes,
         )
@@ -124,7 +125,9 @@ def serve(options: ServeOptions) -> int:
         log.info("metrics on http://%s/metrics", options.metrics_address)
     # Dataplanes outlive this process; whoever serves the node keeps them running.
     supervisor = (
-        Supervisor(DeviceManager(StateStore(options.state_dir))).start()
+        Supervisor(
+            DeviceManager(StateStore(options.state_dir), dataplane_cgroup=options.dataplane_cgroup)
+        ).start()
         if options.pool_dir is not None
         else None
     )

@@ -4,9 +4,11 @@ The dataplane runs in its own session so it outlives the command that created
 it; it is identified by pid plus start time, so a recycled pid is never signalled.
 
 It runs unprivileged: this module opens the files it needs (the device node, the
-backing, its counters and its in-flight log), and the process starts as
-``DATAPLANE_USER`` with no supplementary groups and so no capabilities, holding
-those descriptors and nothing else it could not open as that user.
+backing, its counters and its in-flight log), and util-linux's ``setpriv`` execs it as
+``dataplane_user()`` with no supplementary groups, no capabilities (none inheritable,
+an empty bounding set) and no-new-privileges, holding those descriptors and nothing
+else it could not open as that user. (Not Popen's own ``user=``: that makes Python
+fork instead of vfork, and gRPC's fork handlers crash the child of a serving driver.)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import errno
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,8 +102,13 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
     return args
 
 
-def start(args: DataplaneArgs, log_file: Path) -> ProcessId:
-    """Spawn the dataplane and wait until it reports that it answers device messages."""
+def start(args: DataplaneArgs, log_file: Path, cgroup: Path | None = None) -> ProcessId:
+    """Spawn the dataplane and wait until it reports that it answers device messages.
+
+    ``cgroup`` (a cgroup v2 directory) takes it out of the caller's cgroup: a container
+    runtime stopping the driver's container kills every process in that container's
+    cgroup, and the dataplane must outlive the driver.
+    """
     user = dataplane_user()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as opened:
@@ -108,9 +116,7 @@ def start(args: DataplaneArgs, log_file: Path) -> ProcessId:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         opened.callback(os.close, ready_w)
         args = replace(args, ready_fd=ready_w)
-        argv = [sys.executable, "-m", "dataplane", *args.argv()]
-        uid, gid = user if user is not None else (None, None)
-        groups: list[int] | None = None if user is None else []
+        argv = [*_drop_to(user), sys.executable, "-m", "dataplane", *args.argv()]
         try:
             with open(log_file, "ab") as log_out:
                 proc = subprocess.Popen(
@@ -121,13 +127,12 @@ def start(args: DataplaneArgs, log_file: Path) -> ProcessId:
                     cwd="/",
                     start_new_session=True,
                     pass_fds=args.fds(),
-                    user=uid,
-                    group=gid,
-                    extra_groups=groups,
                 )
         except OSError as exc:
             os.close(ready_r)
             raise DeviceError("start dataplane", f"cannot run {argv[0]}: {exc}", exc.errno) from exc
+    if cgroup is not None:
+        _move_to_cgroup(proc.pid, cgroup)
     try:
         line = _read_line(ready_r, READY_TIMEOUT)
     finally:
@@ -141,6 +146,35 @@ def start(args: DataplaneArgs, log_file: Path) -> ProcessId:
         raise DeviceError("start dataplane", str(reason), errno.EIO)
     log.info("dataplane for %s running as pid %d", args.name, proc.pid)
     return identity
+
+
+def _drop_to(user: tuple[int, int] | None) -> list[str]:
+    """The command prefix that runs the rest as ``user`` with nothing more."""
+    if user is None:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise DeviceError(
+            "start dataplane",
+            "setpriv (util-linux) is needed to run dataplanes unprivileged; "
+            "CSI_VDUSE_DATAPLANE_USER=inherit runs them as this user instead",
+            errno.ENOENT,
+        )
+    return [
+        setpriv, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
+
+
+def _move_to_cgroup(pid: int, cgroup: Path) -> None:
+    try:
+        cgroup.mkdir(parents=True, exist_ok=True)
+        (cgroup / "cgroup.procs").write_text(f"{pid}\n")
+    except OSError as exc:
+        log.error(
+            "dataplane pid %d stays in the driver's cgroup (it will not survive the driver's "
+            "container): cannot join %s: %s", pid, cgroup, exc.strerror or exc,
+        )  # fmt: skip
 
 
 def _read_line(fd: int, timeout: float) -> bytes:

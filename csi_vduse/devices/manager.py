@@ -71,8 +71,11 @@ class DeviceStatus:
 
 
 class DeviceManager:
-    def __init__(self, store: StateStore | None = None) -> None:
+    def __init__(
+        self, store: StateStore | None = None, *, dataplane_cgroup: Path | None = None
+    ) -> None:
         self.store = store or StateStore()
+        self.dataplane_cgroup = dataplane_cgroup  # see dataplane_process.start
 
     # -- create -------------------------------------------------------------------------
 
@@ -160,6 +163,7 @@ class DeviceManager:
             dataplane_process.start,
             self._dataplane_args(record),
             self.store.log_path(name),
+            self.dataplane_cgroup,
         )
         undo.callback(_quietly, "stop dataplane", dataplane_process.stop, process)
         record.pid, record.pid_start_time = process.pid, process.start_time
@@ -224,6 +228,7 @@ class DeviceManager:
                     dataplane_process.start,
                     self._dataplane_args(record),
                     self.store.log_path(name),
+                    self.dataplane_cgroup,
                 )
             except DeviceError as exc:
                 record.restart_error = exc.message

@@ -45,6 +45,7 @@ SERVE_FLAGS = {
     "log-format": True,
     "metrics-address": True,
     "max-volumes": True,
+    "dataplane-cgroup": True,
 }
 SIDECARS = ("node-driver-registrar", "liveness-probe", "csi-provisioner", "csi-snapshotter")
 
@@ -130,6 +131,7 @@ def check_node_privileges(workload: Obj, kubelet_dir: str) -> None:
     spec = pod_spec(workload)
     assert spec.get("hostNetwork") is True, "vdpa netlink needs the host network namespace"
     assert spec.get("dnsPolicy") == "ClusterFirstWithHostNet"
+    assert spec.get("hostPID") is True, "dataplanes must not die with the plugin's PID namespace"
     plugin = container(workload, "csi-vduse")
     assert plugin["securityContext"].get("privileged") is True
     plugin_mounts = mounts(plugin)

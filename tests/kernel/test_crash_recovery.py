@@ -9,6 +9,7 @@ the kernel logged no I/O error, and the filesystem is clean afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from dataplane.inflight_log import BLOCK_SIZE, HEADER_SIZE
-from tests.driver import mount_capability
+from tests.driver import Driver, block_capability, mount_capability
 from tests.kernel.conftest import dataplane_pids, sh
 from tests.kernel.test_kubelet_lifecycle import Kubelet, kubelet
 
@@ -55,18 +56,24 @@ def kernel_io_errors() -> int:
     return sum("I/O error" in line or "blk_update_request" in line for line in log.splitlines())
 
 
-def wait_for_new_dataplane(name: str, old: set[int], timeout: float = 30.0) -> int:
+def wait_for_new_dataplane(state_dir: Path, name: str, old: set[int], timeout: float = 60.0) -> int:
+    """The pid of a replacement dataplane once it serves (the driver recorded it ready)."""
+    record = state_dir / "devices" / f"{name}.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        fresh = set(dataplane_pids(name)) - old
-        if fresh:
-            return fresh.pop()
+        with contextlib.suppress(OSError, ValueError):
+            pid = json.loads(record.read_text())["pid"]
+            if pid not in old and pid in dataplane_pids(name):
+                return int(pid)
         time.sleep(0.05)
     raise AssertionError(f"no new dataplane for {name} within {timeout:.0f} s")
 
 
 def kill_dataplanes_until(
-    name: str, done: Callable[[], bool], pause: Callable[[int], None] = lambda _: None
+    state_dir: Path,
+    name: str,
+    done: Callable[[], bool],
+    pause: Callable[[int], None] = lambda _: None,
 ) -> int:
     """Kill the volume's dataplane every KILL_EVERY seconds until ``done``; the kill count."""
     kills = 0
@@ -78,12 +85,15 @@ def kill_dataplanes_until(
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         kills += 1
-        wait_for_new_dataplane(name, pids)
+        wait_for_new_dataplane(state_dir, name, pids)
         pause(kills)
     return kills
 
 
-def run_under_fio(kubelet: Kubelet, chaos: Callable[[str, Callable[[], bool]], int]) -> None:
+Chaos = Callable[[Path, str, Callable[[], bool]], int]
+
+
+def run_under_fio(kubelet: Kubelet, chaos: Chaos) -> None:
     capability = mount_capability("ext4")
     pv, volume_id = kubelet.create(capability, size=128 * MiB)
     staging = kubelet.mount_staging(pv)
@@ -95,7 +105,9 @@ def run_under_fio(kubelet: Kubelet, chaos: Callable[[str, Callable[[], bool]], i
     fio = fio_verified_writes(target, RUNTIME)
     kills: list[int] = []
     chaos_thread = threading.Thread(
-        target=lambda: kills.append(chaos(volume_id, lambda: fio.poll() is not None))
+        target=lambda: kills.append(
+            chaos(kubelet.driver.state_dir, volume_id, lambda: fio.poll() is not None)
+        )
     )
     chaos_thread.start()
     out, err = fio.communicate(timeout=RUNTIME + 240)
@@ -140,7 +152,7 @@ def test_dataplane_killed_every_two_seconds_under_verified_writes(kubelet: Kubel
 
 
 def test_driver_and_dataplane_killed_under_verified_writes(kubelet: Kubelet) -> None:
-    def chaos(name: str, done: Callable[[], bool]) -> int:
+    def chaos(state_dir: Path, name: str, done: Callable[[], bool]) -> int:
         def driver_down_now_and_then(kills: int) -> None:
             if kills % 5 == 2:
                 # The driver dies too; its dataplanes run on. Kill one while nobody
@@ -152,8 +164,38 @@ def test_driver_and_dataplane_killed_under_verified_writes(kubelet: Kubelet) -> 
                 time.sleep(1.0)
                 assert dataplane_pids(name) == []
                 kubelet.driver.start()
-                wait_for_new_dataplane(name, pids)
+                wait_for_new_dataplane(state_dir, name, pids)
 
-        return kill_dataplanes_until(name, done, driver_down_now_and_then)
+        return kill_dataplanes_until(state_dir, name, done, driver_down_now_and_then)
 
     run_under_fio(kubelet, chaos)
+
+
+def test_dataplanes_leave_the_driver_cgroup_and_keep_serving_without_it(tmp_path: Path) -> None:
+    """What lets dataplanes outlive the plugin's container: their own cgroup."""
+    hierarchy = tmp_path / "cgroup"
+    hierarchy.mkdir()
+    sh("mount", "-t", "cgroup2", "cgroup2", str(hierarchy))
+    driver = Driver(tmp_path / "driver", extra=["--dataplane-cgroup", str(hierarchy / "dp")])
+    try:
+        kubelet = Kubelet(driver.start(), tmp_path / "kubelet")
+        capability = block_capability()
+        pv, volume_id = kubelet.create(capability)
+        staging = kubelet.block_staging(pv)
+        kubelet.stage(volume_id, staging, capability)
+        first = dataplane_pids(volume_id)
+        assert [Path(f"/proc/{pid}/cgroup").read_text() for pid in first] == ["0::/dp\n"]
+        # The driver goes, as its container would; the dataplane stays and is adopted.
+        driver.stop(signal.SIGKILL)
+        assert dataplane_pids(volume_id) == first
+        driver.start()
+        os.kill(first[0], signal.SIGKILL)
+        second = wait_for_new_dataplane(driver.state_dir, volume_id, set(first))
+        assert Path(f"/proc/{second}/cgroup").read_text() == "0::/dp\n"
+        kubelet.unstage(volume_id, staging)
+        kubelet.delete(volume_id)
+        assert driver.stop() == 0, driver.log()
+        assert dataplane_pids(volume_id) == []
+    finally:
+        driver.stop(signal.SIGKILL)
+        sh("umount", str(hierarchy), check=False)

@@ -195,13 +195,16 @@ def test_the_dataplane_runs_unprivileged_confined_and_holds_only_its_files(
     assert status["Uid"].split() == ["65534"] * 4
     assert status["Gid"].split() == ["65534"] * 4
     assert status["Groups"].strip() == ""
-    assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+    for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[caps], 16) == 0, caps
     assert status["NoNewPrivs"].strip() == "1"
     assert status["Seccomp"].strip() == "2"  # filter mode
     targets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
     files = {t for t in targets if t.startswith("/")}
-    log = str(cli.state_dir / "devices" / "priv0.log")
-    assert files <= {"/dev/null", "/dev/vduse/priv0", str(backing), log}, files
+    own = [
+        str(cli.state_dir / "devices" / f"priv0.{kind}") for kind in ("log", "stats", "inflight")
+    ]
+    assert files <= {"/dev/null", "/dev/vduse/priv0", str(backing), *own}, files
     kinds = {t.split(":", 1)[0] for t in targets - files}
     assert kinds <= {"anon_inode", "pipe"}, targets
     cli.delete("priv0")
