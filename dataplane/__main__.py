@@ -15,7 +15,7 @@ from dataplane.blk.profile import BlkProfile
 from dataplane.fast.engine import BlkTarget, FastEngine
 from dataplane.inflight_log import InflightLog
 from dataplane.interface import DataplaneArgs, report_ready
-from dataplane.sandbox import confine
+from dataplane.sandbox import confine, limit_memory
 from dataplane.server import Server
 from dataplane.stats import StatsFile
 from dataplane.virtio.session import ResumeError, VduseSession
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(node, session, handler)
     server.on_hangup = lambda: grow(backend, handler, engine, node)
     server.install_signal_handlers()
+    limit_memory()
     confine()
     report_ready(args.ready_fd)
     log.info(

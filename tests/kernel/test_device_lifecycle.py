@@ -199,6 +199,9 @@ def test_the_dataplane_runs_unprivileged_confined_and_holds_only_its_files(
         assert int(status[caps], 16) == 0, caps
     assert status["NoNewPrivs"].strip() == "1"
     assert status["Seccomp"].strip() == "2"  # filter mode
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    [data] = [line.split()[3:5] for line in limits.splitlines() if line.startswith("Max data size")]
+    assert data == [str(256 << 20)] * 2
     targets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
     files = {t for t in targets if t.startswith("/")}
     own = [
