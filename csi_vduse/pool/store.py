@@ -128,9 +128,9 @@ class Pool:
             source_volume_id,
             time.time_ns(),
         )
-        self._build_data(self.backing_path(volume_id), capacity, source, "create volume")
-        with _io("create volume"):
-            write_atomic(self.volumes / f"{volume_id}.json", _dump(record))
+        data = self.backing_path(volume_id)
+        self._build_data(data, capacity, source, "create volume")
+        self._write_record(self.volumes / f"{volume_id}.json", record, data, "create volume")
         log.info("created volume %s (%s) of %d bytes", volume_id, name, capacity)
         return record
 
@@ -176,10 +176,8 @@ class Pool:
         )
         with _io("create snapshot"):
             size = os.stat(path).st_size
-            record = SnapshotRecord(
-                snapshot_id, name, source_volume_id, size, time.time_ns(), method
-            )
-            write_atomic(self.snapshots / f"{snapshot_id}.json", _dump(record))
+        record = SnapshotRecord(snapshot_id, name, source_volume_id, size, time.time_ns(), method)
+        self._write_record(self.snapshots / f"{snapshot_id}.json", record, path, "create snapshot")
         log.info("snapshot %s of %s taken by %s", snapshot_id, source_volume_id, method)
         return record
 
@@ -230,6 +228,21 @@ class Pool:
             os.replace(partial, path)
             sync_directory(path.parent)
         return method
+
+    def _write_record(
+        self, path: Path, record: VolumeRecord | SnapshotRecord, data: Path, step: str
+    ) -> None:
+        """Write a new item's record; if it could not be written, drop the data too.
+
+        Without its record the data is nobody's, yet it may hold pool space (a copy).
+        """
+        with _io(step):
+            try:
+                write_atomic(path, _dump(record))
+            except BaseException:
+                if not path.exists():
+                    data.unlink(missing_ok=True)
+                raise
 
     def _delete(self, directory: Path, item_id: str, step: str) -> bool:
         record = directory / f"{item_id}.json"

@@ -149,3 +149,25 @@ def test_copies_a_crash_interrupted_are_removed_when_the_pool_opens(tmp_path: Pa
     keep.write_bytes(b"x")
     Pool(tmp_path)
     assert not partial.exists() and keep.exists()
+
+
+@pytest.mark.parametrize("what", ["volume", "snapshot"])
+def test_a_record_that_cannot_be_written_leaves_no_data_behind(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    source = pool.create_volume("src", 8 * MiB, {})
+    with open(pool.backing_path(source.volume_id), "r+b") as backing:
+        backing.write(os.urandom(MiB))
+    before = sorted([*pool.volumes.iterdir(), *pool.snapshots.iterdir()])
+
+    def full(path: Path, text: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("csi_vduse.pool.store.write_atomic", full)
+    with pytest.raises(PoolError) as refused:
+        if what == "volume":
+            pool.create_volume("new", 8 * MiB, {}, source_volume_id=source.volume_id)
+        else:
+            pool.create_snapshot("snap", source.volume_id)
+    assert refused.value.errno == errno.ENOSPC
+    assert sorted([*pool.volumes.iterdir(), *pool.snapshots.iterdir()]) == before
