@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 NOBODY = "65534:65534"
+
+# Dataplanes starting together share the CPUs: past a few, every one of them needs longer
+# than READY_TIMEOUT and they all fail at once. One start per CPU at a time; the others wait.
+_STARTING = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
 
 
 def dataplane_user() -> tuple[int, int] | None:
@@ -109,6 +114,11 @@ def start(args: DataplaneArgs, log_file: Path, cgroup: Path | None = None) -> Pr
     runtime stopping the driver's container kills every process in that container's
     cgroup, and the dataplane must outlive the driver.
     """
+    with _STARTING:
+        return _start(args, log_file, cgroup)
+
+
+def _start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessId:
     user = dataplane_user()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as opened:
