@@ -46,6 +46,7 @@ class Driver:
     process: subprocess.Popen[bytes] | None = None
     channel: grpc.Channel | None = None
     extra: list[str] = field(default_factory=list)
+    pool: Path | None = None  # the pool directory when not <root>/pool (e.g. its own filesystem)
 
     @property
     def socket(self) -> Path:
@@ -53,7 +54,7 @@ class Driver:
 
     @property
     def pool_dir(self) -> Path:
-        return self.root / "pool"
+        return self.pool or self.root / "pool"
 
     @property
     def state_dir(self) -> Path:

@@ -17,7 +17,8 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -117,15 +118,26 @@ class Kubelet:
         self.driver.controller_stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id=volume_id))
 
 
-@pytest.fixture
-def kubelet(tmp_path: Path) -> Iterator[Kubelet]:
-    driver = Driver(tmp_path / "driver").start()
-    yield Kubelet(driver, tmp_path / "kubelet")
+@contextmanager
+def running_kubelet(
+    tmp_path: Path, pool: Path | None = None, extra: Sequence[str] = ()
+) -> Iterator[Kubelet]:
+    """A driver under ``tmp_path`` and a kubelet for it; on a clean exit, nothing may be left.
+
+    ``pool`` is a pool directory the caller made (its own filesystem, say): its mount is
+    the caller's to remove, everything else under ``tmp_path`` must be gone.
+    """
+    driver = Driver(tmp_path / "driver", extra=list(extra), pool=pool).start()
+    try:
+        yield Kubelet(driver, tmp_path / "kubelet")
+    except BaseException:
+        driver.stop()
+        print("driver log, last lines:", *driver.log().splitlines()[-150:], sep="\n")
+        _clear(tmp_path, driver)
+        raise
     try:
         assert driver.stop() == 0, driver.log()
-        stray = [
-            m.mount_point for m in mountinfo.mounts() if m.mount_point.startswith(str(tmp_path))
-        ]
+        stray = [m for m in mounts_under(tmp_path) if m != str(driver.pool_dir)]
         assert stray == [], f"mounts left: {stray}"
         records = sorted(p.name for p in (driver.state_dir / "volumes").glob("*"))
         assert records == [], f"node records left: {records}"
@@ -133,15 +145,29 @@ def kubelet(tmp_path: Path) -> Iterator[Kubelet]:
         assert devices == [], f"device records left: {devices}"
         assert sorted(p.name for p in (driver.pool_dir / "volumes").glob("*")) == []
     finally:
-        # Whatever a failed test left must not leak into the next one.
-        for mount in reversed(mountinfo.mounts()):
-            if mount.mount_point.startswith(str(tmp_path)):
-                sh("umount", "-l", mount.mount_point, check=False)
-        vduse = Path("/dev/vduse")
-        for name in os.listdir(vduse) if vduse.is_dir() else []:
-            if name.startswith("vol-"):
-                sh(sys.executable, "-m", "csi_vduse", "--state-dir", str(driver.state_dir),
-                   "device", "delete", name, check=False)  # fmt: skip
+        _clear(tmp_path, driver)
+
+
+def mounts_under(root: Path) -> list[str]:
+    return [m.mount_point for m in mountinfo.mounts() if m.mount_point.startswith(str(root))]
+
+
+def _clear(tmp_path: Path, driver: Driver) -> None:
+    """Whatever a failed test left must not leak into the next one."""
+    for mount in reversed(mounts_under(tmp_path)):
+        if mount != str(driver.pool_dir):
+            sh("umount", "-l", mount, check=False)
+    vduse = Path("/dev/vduse")
+    for name in os.listdir(vduse) if vduse.is_dir() else []:
+        if name.startswith("vol-"):
+            sh(sys.executable, "-m", "csi_vduse", "--state-dir", str(driver.state_dir),
+               "device", "delete", name, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def kubelet(tmp_path: Path) -> Iterator[Kubelet]:
+    with running_kubelet(tmp_path) as kubelet:
+        yield kubelet
 
 
 def test_mount_volume_two_pods_restage_keeps_data(kubelet: Kubelet) -> None:
