@@ -150,9 +150,10 @@ def _start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessI
     identity = ProcessId(proc.pid, start_time(proc.pid) or 0)
     report = parse_ready(line) if line else None
     if report is None or not report.get("ready"):
+        silent = proc.poll() is None  # still running: it missed the deadline
         stop(identity)
         proc.wait()
-        reason = report["error"] if report else _describe_exit(proc, log_file)
+        reason = report["error"] if report else _describe_exit(proc, log_file, silent)
         raise DeviceError("start dataplane", str(reason), errno.EIO)
     log.info("dataplane for %s running as pid %d", args.name, proc.pid)
     return identity
@@ -201,12 +202,15 @@ def _read_line(fd: int, timeout: float) -> bytes:
     return data
 
 
-def _describe_exit(proc: subprocess.Popen[bytes], log_file: Path) -> str:
-    code = proc.poll()
+def _describe_exit(proc: subprocess.Popen[bytes], log_file: Path, silent: bool) -> str:
     tail = (
         log_file.read_text(errors="replace").strip().splitlines()[-5:] if log_file.exists() else []
     )
-    state = f"exited with status {code}" if code is not None else "did not report readiness"
+    state = (
+        f"did not report readiness within {READY_TIMEOUT:.0f} s"
+        if silent
+        else f"exited with status {proc.poll()}"
+    )
     return f"the dataplane {state}" + (": " + " | ".join(tail) if tail else "")
 
 
