@@ -76,6 +76,28 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def find(name: str) -> ProcessId | None:
+    """A running dataplane of device ``name`` that no record names: one whose starter died
+    before it could record it, which still holds the device node."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        marker = [b"-m", b"dataplane", b"--protocol"]
+        at = next((i for i in range(len(argv)) if argv[i : i + 3] == marker), None)
+        if at is None or b"--name" not in argv[at:]:
+            continue
+        if argv[argv.index(b"--name", at) + 1 :][:1] != [name.encode()]:
+            continue
+        process = ProcessId(int(entry.name), start_time(int(entry.name)) or 0)
+        if is_running(process):
+            return process
+    return None
+
+
 def is_running(process: ProcessId) -> bool:
     if start_time(process.pid) != process.start_time:
         return False

@@ -221,6 +221,13 @@ class DeviceManager:
                 raise DeviceError("restart dataplane", f"VDUSE device {name} is gone", errno.ENODEV)
             if process is not None:
                 dataplane_process.reap(process.pid)
+            orphan = dataplane_process.find(name)
+            if orphan is not None:
+                # Started by a driver that died before recording it: it serves already.
+                record.pid, record.pid_start_time = orphan.pid, orphan.start_time
+                self.store.save(record)
+                log.warning("device %s: adopted unrecorded dataplane pid %d", name, orphan.pid)
+                return orphan
             try:
                 process = _step(
                     name,

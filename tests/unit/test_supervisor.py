@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId, start_time
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
@@ -90,3 +94,19 @@ def test_a_crash_loop_backs_off_and_a_stable_run_resets_it() -> None:
     supervisor.check()  # it had been up for a long time: at once
     assert machine.revived_at[-1] == 105.0
     supervisor.stop()
+
+
+def test_an_unrecorded_dataplane_is_found_by_its_device_name() -> None:
+    """What a driver killed mid-start leaves: a dataplane no record names."""
+    argv = [sys.executable, "-c", "import time; time.sleep(60)",
+            "-m", "dataplane", "--protocol", "5", "--name", "vol-orphan"]  # fmt: skip
+    with subprocess.Popen(argv) as orphan:
+        try:
+            deadline = time.monotonic() + 10
+            found = None
+            while found is None and time.monotonic() < deadline:
+                found = dataplane_process.find("vol-orphan")
+            assert found is not None and found.pid == orphan.pid
+            assert dataplane_process.find("vol-other") is None
+        finally:
+            orphan.kill()
