@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--block-size", type=int, default=512, help="logical block size: 512 or 4096"
     )
+    create.add_argument(
+        "--packed", action="store_true", help="offer packed virtqueues (the driver may use them)"
+    )
 
     resize = actions.add_parser("resize", help="grow a running device (never shrinks)")
     resize.add_argument("name")
@@ -83,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = actions.add_parser("delete", help="detach and destroy a device (idempotent)")
     delete.add_argument("name")
+
+    revive = actions.add_parser(
+        "revive",
+        help="give a device whose dataplane died a new one, which takes it over "
+        "(csi-vduse serve does this by itself)",
+    )
+    revive.add_argument("name")
 
     listing = actions.add_parser("list", help="the devices this tool manages")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -197,13 +207,16 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "create":
         spec = DeviceSpec(
             args.name, args.backing, args.size, args.readonly, args.num_queues,
-            args.queue_size, args.block_size,
+            args.queue_size, args.block_size, args.packed,
         )  # fmt: skip
         record = manager.create(spec)
         print(record.block_device)
     elif args.action == "resize":
         record = manager.resize(args.name, args.size)
         print(f"{record.block_device} {record.size}")
+    elif args.action == "revive":
+        process = manager.revive(args.name)
+        print(process.pid if process else "running")
     elif args.action == "delete":
         if not manager.delete(args.name):
             log.info("device %s did not exist", args.name)

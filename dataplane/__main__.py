@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         report_ready(args.ready_fd, str(exc))
         return 1
-    profile = BlkProfile(backend.size, args.readonly, args.queues, args.queue_size)
+    profile = BlkProfile(
+        backend.size, args.readonly, args.queues, args.queue_size, packed=args.packed
+    )
+    if args.packed and args.engine != "fast":
+        log.error("cannot start: the python engine serves split virtqueues only")
+        report_ready(args.ready_fd, "the python engine serves split virtqueues only")
+        return 1
     serial = args.serial.encode()
     writable = not args.readonly
     engine = None

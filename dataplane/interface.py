@@ -54,6 +54,7 @@ class DataplaneArgs:
     backing_fd: int = -1
     stats_fd: int | None = None
     inflight_fd: int | None = None
+    packed: bool = False  # the device offers packed virtqueues
 
     def fds(self) -> tuple[int, ...]:
         """Every descriptor the process must inherit."""
@@ -80,6 +81,8 @@ class DataplaneArgs:
             argv += ["--inflight-fd", str(self.inflight_fd)]
         if self.readonly:
             argv.append("--readonly")
+        if self.packed:
+            argv.append("--packed")
         if self.ready_fd is not None:
             argv += ["--ready-fd", str(self.ready_fd)]
         return argv
@@ -93,6 +96,7 @@ class DataplaneArgs:
         parser.add_argument("--device-fd", type=int, required=True, help="the device node")
         parser.add_argument("--backing-fd", type=int, required=True, help="the backing, open")
         parser.add_argument("--readonly", action="store_true")
+        parser.add_argument("--packed", action="store_true", help="offer packed virtqueues")
         parser.add_argument("--queues", type=int, default=1)
         parser.add_argument("--queue-size", type=int, default=256)
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
@@ -108,7 +112,7 @@ class DataplaneArgs:
         return cls(
             ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
             ns.engine, device_fd=ns.device_fd, backing_fd=ns.backing_fd,
-            stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
+            stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd, packed=ns.packed,
         )  # fmt: skip
 
 

@@ -98,6 +98,7 @@ class DeviceManager:
             and spec.size in (None, record.size)
             and spec.num_queues in (None, record.num_queues)
             and (spec.queue_size, spec.block_size) == (record.queue_size, record.block_size)
+            and spec.packed == record.packed
         )
         if not same:
             raise DeviceError(
@@ -130,10 +131,13 @@ class DeviceManager:
                 f"backing {backing} holds {size} bytes, not whole {spec.block_size}-byte blocks",
                 errno.EINVAL,
             )
-        profile = BlkProfile(size, spec.readonly, spec.queues, spec.queue_size, spec.block_size)
+        profile = BlkProfile(
+            size, spec.readonly, spec.queues, spec.queue_size, spec.block_size, spec.packed
+        )
         record = DeviceRecord(
             spec.name, str(backing), size, spec.readonly, created_backing=created_backing,
             num_queues=profile.queues, queue_size=profile.queue_size, block_size=spec.block_size,
+            packed=spec.packed,
         )  # fmt: skip
 
         with _as_step(name, "open /dev/vduse/control"), VduseControl() as control:
@@ -192,6 +196,7 @@ class DeviceManager:
             serial=record.name[:20],
             stats=self.store.stats_path(record.name),
             inflight_log=self.store.inflight_path(record.name),
+            packed=record.packed,
         )
 
     def _preflight(self) -> None:

@@ -59,6 +59,7 @@ class DeviceSpec:
     num_queues: int | None = None  # None: default_num_queues()
     queue_size: int = DEFAULT_QUEUE_SIZE
     block_size: int = SECTOR_SIZE  # logical block size the guest sees: 512 or 4096
+    packed: bool = False  # offer packed virtqueues as well as split ones
 
     def __post_init__(self) -> None:
         validate_name(self.name)

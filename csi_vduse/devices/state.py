@@ -38,6 +38,7 @@ class DeviceRecord:
     num_queues: int = 1
     queue_size: int = 256
     block_size: int = 512
+    packed: bool = False
     restarts: int = 0  # dataplanes that took the device over after one died
     restart_error: str | None = None  # why the last attempt to take it over failed
 

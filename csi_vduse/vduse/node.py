@@ -28,6 +28,9 @@ class VqInfo:
     device_addr: int
     avail_index: int
     ready: bool
+    # Packed rings: where the driver starts, as position | wrap counter << 15.
+    packed_avail: int = 1 << 15
+    packed_used: int = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class DeviceNode(FdOwner):
             device_addr=info.device_addr,
             avail_index=info.split.avail_index,
             ready=bool(info.ready),
+            packed_avail=info.packed.last_avail_idx | info.packed.last_avail_counter << 15,
+            packed_used=info.packed.last_used_idx | info.packed.last_used_counter << 15,
         )
 
     def vq_setup_kickfd(self, index: int, fd: int) -> None:

@@ -45,13 +45,22 @@ struct vduse_iotlb_entry { uint64_t offset; uint64_t start; uint64_t last; uint8
 struct vduse_config_data { uint32_t offset; uint32_t length; ...; };
 struct vduse_vq_config { uint32_t index; uint16_t max_size; ...; };
 struct vduse_vq_state_split { uint16_t avail_index; };
+struct vduse_vq_state_packed {
+    uint16_t last_avail_counter;
+    uint16_t last_avail_idx;
+    uint16_t last_used_counter;
+    uint16_t last_used_idx;
+};
 struct vduse_vq_info {
     uint32_t index;
     uint32_t num;
     uint64_t desc_addr;
     uint64_t driver_addr;
     uint64_t device_addr;
-    struct vduse_vq_state_split split;
+    union {
+        struct vduse_vq_state_split split;
+        struct vduse_vq_state_packed packed;
+    };
     uint8_t ready;
     ...;
 };

@@ -26,6 +26,7 @@ class BlkProfile:
     queues: int = 1
     queue_size: int = DEFAULT_QUEUE_SIZE
     block_size: int = SECTOR_SIZE  # the logical block size the guest sees
+    packed: bool = False  # offer packed virtqueues (VIRTIO_F_RING_PACKED)
 
     def __post_init__(self) -> None:
         if not 1 <= self.queues <= MAX_QUEUES:
@@ -48,6 +49,8 @@ class BlkProfile:
             | bit(BlkFeature.TOPOLOGY)
             | bit(BlkFeature.MQ)
         )
+        if self.packed:
+            offered |= bit(Feature.RING_PACKED)
         if self.readonly:
             offered |= bit(BlkFeature.RO)
         else:

@@ -119,9 +119,13 @@ class FastQueue:
         q.can_discard, q.max_discard_seg = target.can_discard, MAX_ZERO_RANGES
         q.event_idx = bool(features & bit(Feature.EVENT_IDX))
         q.indirect = bool(features & bit(Feature.INDIRECT_DESC))
+        q.packed = bool(features & bit(Feature.RING_PACKED))
         q.capacity = target.capacity
         q.serial = target.serial[:ID_BYTES].ljust(ID_BYTES, b"\0")
-        q.last_avail = q.used_idx = info.avail_index
+        if q.packed:
+            q.last_avail, q.used_idx = info.packed_avail, info.packed_used
+        else:
+            q.last_avail = q.used_idx = info.avail_index
         q.stats = ffi.NULL if stats is None else stats
         if lib.dp_queue_init(q):
             os.close(self.ctlfd)

@@ -262,11 +262,12 @@ static void walk_table(struct dp_queue *q, struct chain *c, const uint8_t *table
 static int resolve_rings(struct dp_queue *q)
 {
     uint64_t num = q->num;
-    int rc = contiguous(q, q->desc_iova, 16 * num, 0, &q->desc);
+    /* Packed: a writable descriptor ring and two 4-byte event suppression areas. */
+    int rc = contiguous(q, q->desc_iova, 16 * num, q->packed, &q->desc);
     if (rc == 0)
-        rc = contiguous(q, q->avail_iova, 6 + 2 * num, 0, &q->avail);
+        rc = contiguous(q, q->avail_iova, q->packed ? 4 : 6 + 2 * num, 0, &q->avail);
     if (rc == 0)
-        rc = contiguous(q, q->used_iova, 6 + 8 * num, 1, &q->used);
+        rc = contiguous(q, q->used_iova, q->packed ? 4 : 6 + 8 * num, 1, &q->used);
     if (rc < 0)
         snprintf(q->error, sizeof q->error, "queue %u: ring areas are not mapped as needed",
                  q->index);
@@ -532,11 +533,11 @@ static inline void log_store16(uint16_t *p, uint16_t v)
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
-static void log_taken(struct dp_queue *q, uint16_t head)
+static void log_taken(struct dp_queue *q, uint16_t head, uint16_t next_avail)
 {
     if (q->log) {
         log_store8(&q->log->inflight[head], 1);
-        log_store16(&q->log->last_avail, (uint16_t)(q->last_avail + 1));
+        log_store16(&q->log->last_avail, next_avail);
     }
 }
 
@@ -578,8 +579,12 @@ int dp_log_attach(struct dp_queue *q, void *block, int resume)
  * is harmless: the driver was never told the first attempt finished. Returns DP_IDLE
  * when done, or DP_NEED_MAP / DP_BROKEN (in which case it runs again on the next call).
  */
+static int recover_packed(struct dp_queue *q);
+
 static int recover(struct dp_queue *q)
 {
+    if (q->packed)
+        return recover_packed(q);
     struct dp_vqlog *log = q->log;
     uint16_t ring_used = __atomic_load_n((uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE);
     uint16_t ahead = ring_used - q->used_idx;
@@ -652,9 +657,13 @@ static void notify(struct dp_queue *q)
     }
 }
 
+static int serve_packed(struct dp_queue *q);
+
 /* Serve everything the driver posted; one interrupt for the batch. */
 int dp_serve(struct dp_queue *q)
 {
+    if (q->packed)
+        return serve_packed(q);
     if (!q->rings_ok) {
         int rc = resolve_rings(q);
         if (rc)
@@ -712,7 +721,7 @@ int dp_serve(struct dp_queue *q)
                 result = DP_NEED_MAP;
                 goto done;
             }
-            log_taken(q, head);
+            log_taken(q, head, (uint16_t)(q->last_avail + 1));
             uint32_t written = 0;
             if (c.status_ok) {
                 written = serve(q, &c);
@@ -759,4 +768,286 @@ int dp_run(struct dp_queue *q)
         if (fds[0].revents)
             (void)!read(q->kickfd, &value, sizeof value);
     }
+}
+
+/* ---- Packed virtqueues (VIRTIO_F_RING_PACKED) ----------------------------------------
+ *
+ * One ring of 16-byte descriptors {addr, len, id, flags} that both sides write: the driver
+ * makes a chain available by flipping AVAIL/USED in its descriptors' flags to match its wrap
+ * counter (first descriptor last); the device reads chains in ring order and, serving in
+ * order, writes one used descriptor {id of the chain's last descriptor, bytes written} over
+ * the first descriptor of each chain. Positions are kept as position | wrap counter << 15.
+ */
+#define PF_AVAIL (1u << 7)
+#define PF_USED (1u << 15)
+#define EVENT_ENABLE 0
+#define EVENT_DISABLE 1
+#define EVENT_DESC 2
+
+static inline uint16_t pos_of(uint16_t at)
+{
+    return at & 0x7fff;
+}
+
+static inline int wrap_of(uint16_t at)
+{
+    return at >> 15;
+}
+
+static inline uint16_t advance(const struct dp_queue *q, uint16_t at, uint32_t count)
+{
+    uint32_t pos = pos_of(at) + count;
+    int wrap = wrap_of(at);
+    if (pos >= q->num) {
+        pos -= q->num;
+        wrap ^= 1;
+    }
+    return (uint16_t)(pos | (uint32_t)wrap << 15);
+}
+
+static inline uint16_t desc_flags(const struct dp_queue *q, uint16_t pos)
+{
+    return __atomic_load_n((uint16_t *)(q->desc + 16 * (size_t)pos + 14), __ATOMIC_ACQUIRE);
+}
+
+/* Has the driver made the descriptor at `at` available (for `at`'s wrap counter)? */
+static int is_available(const struct dp_queue *q, uint16_t at)
+{
+    uint16_t flags = desc_flags(q, pos_of(at));
+    int wrap = wrap_of(at);
+    return !!(flags & PF_AVAIL) == wrap && !!(flags & PF_USED) != wrap;
+}
+
+/*
+ * Collect the chain that starts at `at`: its buffers into `c`, its buffer id and how many
+ * ring descriptors it spans. Returns -1 when the ring itself is broken (a chain longer
+ * than the ring), 0 otherwise; a bad buffer only marks the request.
+ */
+static int walk_packed(struct dp_queue *q, struct chain *c, uint16_t at, uint16_t *id,
+                       uint32_t *count)
+{
+    uint32_t n = 0;
+    for (;;) {
+        if (n == q->num)
+            return -1;
+        uint8_t *raw = q->desc + 16 * (size_t)pos_of(advance(q, at, n));
+        uint64_t addr;
+        uint32_t len;
+        uint16_t flags;
+        memcpy(&addr, raw, 8);
+        memcpy(&len, raw + 8, 4);
+        memcpy(id, raw + 12, 2);
+        memcpy(&flags, raw + 14, 2);
+        n++;
+        int mapped = 0;
+        if (flags & DESC_F_INDIRECT) {
+            uint8_t *table;
+            int rc = (n != 1 || (flags & DESC_F_NEXT) || !q->indirect || len % 16 || len == 0 ||
+                      len / 16 > q->num)
+                         ? -1
+                         : contiguous(q, addr, len, 0, &table);
+            if (rc > 0) {
+                c->need_map = 1;
+            } else if (rc < 0) {
+                c->bad = 1;
+            } else {
+                /* Only WRITE counts in a table; its entries follow each other. */
+                for (uint32_t i = 0; i < len / 16; i++) {
+                    struct vdesc d = {0};
+                    uint16_t entry_flags;
+                    memcpy(&d.addr, table + 16 * (size_t)i, 8);
+                    memcpy(&d.len, table + 16 * (size_t)i + 8, 4);
+                    memcpy(&entry_flags, table + 16 * (size_t)i + 14, 2);
+                    d.flags = entry_flags & DESC_F_WRITE;
+                    mapped = take(q, c, &d);
+                    if (i == len / 16 - 1)
+                        c->status_ok = mapped && (d.flags & DESC_F_WRITE) && d.len > 0;
+                }
+            }
+            if (!(flags & DESC_F_NEXT))
+                break;
+            continue;
+        }
+        struct vdesc d = {.addr = addr, .len = len, .flags = flags & DESC_F_WRITE};
+        mapped = take(q, c, &d);
+        if (!(flags & DESC_F_NEXT)) {
+            c->status_ok = mapped && (flags & DESC_F_WRITE) && len > 0;
+            break;
+        }
+    }
+    *count = n;
+    return 0;
+}
+
+/* Write the used descriptor for a chain over its first descriptor, then move past it. */
+static void push_used_packed(struct dp_queue *q, uint16_t id, uint32_t written, uint32_t count)
+{
+    uint8_t *raw = q->desc + 16 * (size_t)pos_of(q->used_idx);
+    memcpy(raw + 8, &written, 4);
+    memcpy(raw + 12, &id, 2);
+    uint16_t flags = wrap_of(q->used_idx) ? (PF_AVAIL | PF_USED) : 0;
+    __atomic_store_n((uint16_t *)(raw + 14), flags, __ATOMIC_RELEASE);
+    q->used_idx = advance(q, q->used_idx, count);
+}
+
+static void notify_packed(struct dp_queue *q)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* used descriptors visible before reading */
+    uint16_t off_wrap = __atomic_load_n((uint16_t *)q->avail, __ATOMIC_ACQUIRE);
+    uint16_t mode = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE) & 3;
+    uint16_t new_pos = pos_of(q->used_idx), old = q->signalled_used;
+    int valid = q->signalled_valid;
+    q->signalled_used = new_pos;
+    q->signalled_valid = 1;
+    int need;
+    if (mode == EVENT_DISABLE) {
+        need = 0;
+    } else if (mode == EVENT_DESC && q->event_idx && valid) {
+        int off = off_wrap & 0x7fff;
+        if ((off_wrap >> 15) != wrap_of(q->used_idx))
+            off -= (int)q->num;
+        need = (uint16_t)(new_pos - off - 1) < (uint16_t)(new_pos - old);
+    } else {
+        need = 1;
+    }
+    if (!need)
+        return;
+    q->interrupts++;
+    if (q->irqfd >= 0) {
+        uint64_t one = 1;
+        (void)!write(q->irqfd, &one, sizeof one);
+    } else {
+        uint32_t index = q->index;
+        (void)ioctl(q->devfd, VDUSE_VQ_INJECT_IRQ, &index);
+    }
+}
+
+/* Serve one chain at `at` and publish it; returns what dp_serve should (DP_IDLE: done). */
+static int serve_one_packed(struct dp_queue *q, uint16_t at, int fresh, uint64_t *done_bytes)
+{
+    struct timespec t0;
+    if (q->stats)
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct chain c = {.rd = q->iov, .wr = q->iov + q->iov_cap};
+    uint16_t id;
+    uint32_t count;
+    if (walk_packed(q, &c, at, &id, &count)) {
+        snprintf(q->error, sizeof q->error, "queue %u: a chain runs around the whole ring",
+                 q->index);
+        return DP_BROKEN;
+    }
+    if (c.need_map)
+        return DP_NEED_MAP;
+    if (id >= q->num) {
+        snprintf(q->error, sizeof q->error, "queue %u: buffer id %u out of range", q->index, id);
+        return DP_BROKEN;
+    }
+    if (fresh) {
+        log_taken(q, id, advance(q, at, count));
+        q->last_avail = advance(q, at, count);
+    }
+    uint32_t written = 0;
+    if (c.status_ok) {
+        written = serve(q, &c);
+        if (q->stats && fresh)
+            account(q, &c, &t0);
+    }
+    q->nbad = 0;
+    q->served++;
+    push_used_packed(q, id, written, count);
+    log_completed(q, id);
+    *done_bytes += c.rd_len + c.wr_len;
+    return DP_IDLE;
+}
+
+static int serve_packed(struct dp_queue *q)
+{
+    if (!q->rings_ok) {
+        int rc = resolve_rings(q);
+        if (rc)
+            return rc > 0 ? DP_NEED_MAP : DP_BROKEN;
+    }
+    int unsignalled = 0;
+    uint64_t done_bytes = 0;
+    int result = DP_IDLE;
+    if (q->recovering) {
+        int rc = recover(q);
+        if (rc != DP_IDLE)
+            return rc;
+        unsignalled = 1;
+    }
+    while (is_available(q, q->last_avail)) {
+        if (q->pause_req) {
+            result = DP_PAUSE;
+            break;
+        }
+        if (q->last_avail != q->used_idx) {
+            /* Serving in order, nothing is left between the two. */
+            snprintf(q->error, sizeof q->error, "queue %u: used position lags", q->index);
+            result = DP_BROKEN;
+            break;
+        }
+        result = serve_one_packed(q, q->last_avail, 1, &done_bytes);
+        if (result != DP_IDLE)
+            break;
+        unsignalled = 1;
+        if (done_bytes >= NOTIFY_BYTES) {
+            notify_packed(q);
+            unsignalled = 0;
+            done_bytes = 0;
+        }
+    }
+    if (unsignalled)
+        notify_packed(q);
+    return result;
+}
+
+/*
+ * Packed takeover. Serving in order, at most one chain is between used_idx and last_avail
+ * (taken, not completed). Its used descriptor may have been written before the log heard
+ * of it; or it may have been flagged before last_avail moved past it.
+ */
+static int recover_packed(struct dp_queue *q)
+{
+    struct dp_vqlog *log = q->log;
+    if (q->used_idx != q->last_avail) {
+        uint16_t flags = desc_flags(q, pos_of(q->used_idx));
+        int wrap = wrap_of(q->used_idx);
+        if (!!(flags & PF_USED) == wrap && !!(flags & PF_AVAIL) == wrap) {
+            uint16_t id;
+            memcpy(&id, q->desc + 16 * (size_t)pos_of(q->used_idx) + 12, 2);
+            if (id < q->num)
+                log_store8(&log->inflight[id], 0);
+            q->used_idx = q->last_avail;
+            log_store16(&log->used_idx, q->used_idx);
+        }
+    } else if (is_available(q, q->last_avail)) {
+        struct chain c = {.rd = q->iov, .wr = q->iov + q->iov_cap};
+        uint16_t id;
+        uint32_t count;
+        if (walk_packed(q, &c, q->last_avail, &id, &count) == 0 && !c.need_map &&
+            id < q->num && log->inflight[id]) {
+            q->last_avail = advance(q, q->last_avail, count);
+            log_store16(&log->last_avail, q->last_avail);
+        } else if (c.need_map) {
+            return DP_NEED_MAP;
+        }
+        q->nbad = 0;
+    }
+    if (q->used_idx != q->last_avail) {
+        uint64_t ignored = 0;
+        int rc = serve_one_packed(q, q->used_idx, 0, &ignored);
+        if (rc != DP_IDLE)
+            return rc;
+        if (q->used_idx != q->last_avail) {
+            snprintf(q->error, sizeof q->error, "queue %u: the log's chain does not match",
+                     q->index);
+            return DP_BROKEN;
+        }
+        q->replayed++;
+        log->replayed++;
+    }
+    memset(log->inflight, 0, q->num);
+    q->recovering = 0;
+    return DP_IDLE;
 }

@@ -55,6 +55,7 @@ struct dp_queue {
     uint64_t desc_iova, avail_iova, used_iova;
     int kickfd, ctlfd, devfd, irqfd, backfd;
     int readonly, can_flush, can_discard, event_idx, indirect;
+    int packed; /* VIRTIO_F_RING_PACKED: last_avail and used_idx hold position | wrap << 15 */
     uint64_t capacity; /* bytes, a multiple of SECTOR */
     uint32_t max_discard_seg;
     uint8_t serial[DP_ID_BYTES];

@@ -25,6 +25,7 @@ struct dp_queue {
     uint64_t desc_iova, avail_iova, used_iova;
     int kickfd, ctlfd, devfd, irqfd, backfd;
     int readonly, can_flush, can_discard, event_idx, indirect;
+    int packed;
     uint64_t capacity;
     uint32_t max_discard_seg;
     uint8_t serial[20];

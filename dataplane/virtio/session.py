@@ -21,7 +21,7 @@ from csi_vduse.vduse import VduseError
 from csi_vduse.vduse.messages import Request, RequestType, Response
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
 from csi_vduse.virtio.blk import BlkFeature
-from csi_vduse.virtio.spec import Feature, Status, feature_names
+from csi_vduse.virtio.spec import Feature, Status, bit, feature_names
 from dataplane.virtio.iotlb import Iotlb
 from dataplane.virtio.split_ring import RingAddresses, RingError, SplitQueue
 
@@ -170,6 +170,8 @@ class VduseSession:
                     self.node.vq_setup_kickfd(index, kickfd)
                     if self.engine is not None:
                         self.engine.start_queue(info, kickfd, self.features, resume=resume)
+                    elif self.features & bit(Feature.RING_PACKED):
+                        raise RingError("the reference ring serves split virtqueues only")
                     else:
                         addresses = RingAddresses(
                             info.num, info.desc_addr, info.driver_addr, info.device_addr
