@@ -629,6 +629,19 @@ static int recover(struct dp_queue *q)
     return DP_IDLE;
 }
 
+static void raise_interrupt(struct dp_queue *q)
+{
+    q->interrupts++;
+    if (q->irqfd >= 0) {
+        uint64_t one = 1;
+        (void)!write(q->irqfd, &one, sizeof one);
+    } else {
+        uint32_t index = q->index;
+        /* EINVAL while a reset races with the batch is harmless. */
+        (void)ioctl(q->devfd, VDUSE_VQ_INJECT_IRQ, &index);
+    }
+}
+
 static void notify(struct dp_queue *q)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* used idx visible before reading the driver's wish */
@@ -644,17 +657,8 @@ static void notify(struct dp_queue *q)
     }
     q->signalled_used = q->used_idx;
     q->signalled_valid = 1;
-    if (!need)
-        return;
-    q->interrupts++;
-    if (q->irqfd >= 0) {
-        uint64_t one = 1;
-        (void)!write(q->irqfd, &one, sizeof one);
-    } else {
-        uint32_t index = q->index;
-        /* EINVAL while a reset races with the batch is harmless. */
-        (void)ioctl(q->devfd, VDUSE_VQ_INJECT_IRQ, &index);
-    }
+    if (need)
+        raise_interrupt(q);
 }
 
 static int serve_packed(struct dp_queue *q);
@@ -910,16 +914,8 @@ static void notify_packed(struct dp_queue *q)
     } else {
         need = 1;
     }
-    if (!need)
-        return;
-    q->interrupts++;
-    if (q->irqfd >= 0) {
-        uint64_t one = 1;
-        (void)!write(q->irqfd, &one, sizeof one);
-    } else {
-        uint32_t index = q->index;
-        (void)ioctl(q->devfd, VDUSE_VQ_INJECT_IRQ, &index);
-    }
+    if (need)
+        raise_interrupt(q);
 }
 
 /* Serve one chain at `at` and publish it; returns what dp_serve should (DP_IDLE: done). */
