@@ -661,28 +661,12 @@ static void notify(struct dp_queue *q)
         raise_interrupt(q);
 }
 
-static int serve_packed(struct dp_queue *q);
-
-/* Serve everything the driver posted; one interrupt for the batch. */
-int dp_serve(struct dp_queue *q)
+/* Serve everything the driver posted on a split ring; one interrupt for the batch. An
+ * interrupt is owed already when `unsignalled` is set. */
+static int serve_split(struct dp_queue *q, int unsignalled)
 {
-    if (q->packed)
-        return serve_packed(q);
-    if (!q->rings_ok) {
-        int rc = resolve_rings(q);
-        if (rc)
-            return rc > 0 ? DP_NEED_MAP : DP_BROKEN;
-    }
-    int unsignalled = 0;
     uint64_t done_bytes = 0;
     int result = DP_IDLE;
-    if (q->recovering) {
-        int rc = recover(q);
-        if (rc != DP_IDLE)
-            return rc;
-        /* Our predecessor may have died between publishing and interrupting. */
-        unsignalled = 1;
-    }
     for (;;) {
         uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
         uint16_t pending = avail_idx - q->last_avail;
@@ -956,22 +940,10 @@ static int serve_one_packed(struct dp_queue *q, uint16_t at, int fresh, uint64_t
     return DP_IDLE;
 }
 
-static int serve_packed(struct dp_queue *q)
+static int serve_packed(struct dp_queue *q, int unsignalled)
 {
-    if (!q->rings_ok) {
-        int rc = resolve_rings(q);
-        if (rc)
-            return rc > 0 ? DP_NEED_MAP : DP_BROKEN;
-    }
-    int unsignalled = 0;
     uint64_t done_bytes = 0;
     int result = DP_IDLE;
-    if (q->recovering) {
-        int rc = recover(q);
-        if (rc != DP_IDLE)
-            return rc;
-        unsignalled = 1;
-    }
     while (is_available(q, q->last_avail)) {
         if (q->pause_req) {
             result = DP_PAUSE;
@@ -1046,4 +1018,23 @@ static int recover_packed(struct dp_queue *q)
     memset(log->inflight, 0, q->num);
     q->recovering = 0;
     return DP_IDLE;
+}
+
+/* Serve everything the driver posted; one interrupt for the batch. */
+int dp_serve(struct dp_queue *q)
+{
+    if (!q->rings_ok) {
+        int rc = resolve_rings(q);
+        if (rc)
+            return rc > 0 ? DP_NEED_MAP : DP_BROKEN;
+    }
+    int recovered = 0;
+    if (q->recovering) {
+        int rc = recover(q);
+        if (rc != DP_IDLE)
+            return rc;
+        /* Our predecessor may have died between publishing and interrupting. */
+        recovered = 1;
+    }
+    return q->packed ? serve_packed(q, recovered) : serve_split(q, recovered);
 }
