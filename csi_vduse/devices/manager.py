@@ -161,14 +161,7 @@ class DeviceManager:
 
         # A log left by an earlier device of this name must not be taken for this one's.
         _step(name, "reset in-flight log", self.store.inflight_path(name).unlink, True)
-        process = _step(
-            name,
-            "start dataplane",
-            dataplane_process.start,
-            self._dataplane_args(record),
-            self.store.log_path(name),
-            self.dataplane_cgroup,
-        )
+        process = _step(name, "start dataplane", self._start_dataplane, record)
         undo.callback(_quietly, "stop dataplane", dataplane_process.stop, process)
         record.pid, record.pid_start_time = process.pid, process.start_time
         self.store.save(record)
@@ -186,8 +179,9 @@ class DeviceManager:
         log.info("device %s is %s", spec.name, node_path)
         return record
 
-    def _dataplane_args(self, record: DeviceRecord) -> DataplaneArgs:
-        return DataplaneArgs(
+    def _start_dataplane(self, record: DeviceRecord) -> ProcessId:
+        """The device's dataplane, started from its record (fresh, or taking over)."""
+        args = DataplaneArgs(
             name=record.name,
             backing=Path(record.backing),
             readonly=record.readonly,
@@ -197,6 +191,9 @@ class DeviceManager:
             stats=self.store.stats_path(record.name),
             inflight_log=self.store.inflight_path(record.name),
             packed=record.packed,
+        )
+        return dataplane_process.start(
+            args, self.store.log_path(record.name), self.dataplane_cgroup
         )
 
     def _preflight(self) -> None:
@@ -234,14 +231,7 @@ class DeviceManager:
                 log.warning("device %s: adopted unrecorded dataplane pid %d", name, orphan.pid)
                 return orphan
             try:
-                process = _step(
-                    name,
-                    "restart dataplane",
-                    dataplane_process.start,
-                    self._dataplane_args(record),
-                    self.store.log_path(name),
-                    self.dataplane_cgroup,
-                )
+                process = _step(name, "restart dataplane", self._start_dataplane, record)
             except DeviceError as exc:
                 record.restart_error = exc.message
                 self.store.save(record)
