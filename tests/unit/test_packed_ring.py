@@ -19,51 +19,25 @@ from csi_vduse.vduse.messages import RequestType
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import Feature, Status, bit
-from dataplane.blk.backend import FileBackend
-from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
-from dataplane.fast.engine import BlkTarget, FastEngine
-from dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE, InflightLog, open_file
-from dataplane.server import Server
-from dataplane.virtio.session import VduseSession
+from dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE
+from tests.unit import test_takeover as takeover
 from tests.unit.fake_virtio import QUEUE_SIZE, FakeKernel, PackedDriver
 from tests.unit.test_dataplane import DISK
+from tests.unit.test_takeover import Dataplane
 
 PROFILE = BlkProfile(DISK, packed=True)
 
 
-@dataclass
-class Plane:
-    session: VduseSession
-    server: Server
-    engine: FastEngine
-    log: InflightLog
-    backend: FileBackend
-
-    def crash(self) -> None:
-        self.session.close()
-        self.server.close()
-        self.log.close()
-        self.backend.close()
-
-
-def start(kernel: FakeKernel, backing: Path, log_path: Path) -> Plane:
-    backend = FileBackend(backing, readonly=False)
-    log = InflightLog(open_file(log_path), 1)
-    engine = FastEngine(
-        kernel, BlkTarget(backend.fd, DISK, False, b"serial-0"), devfd=-1, irqfd=kernel.irqfd,
-        threaded=False, inflight=log,
-    )  # fmt: skip
-    session = VduseSession(kernel, 1, PROFILE.features, PROFILE.required, engine, status_log=log)
-    return Plane(session, Server(kernel, session, BlkHandler(backend, b"s", False)), engine,
-                 log, backend)  # fmt: skip
+def start(kernel: FakeKernel, backing: Path, log_path: Path) -> Dataplane:
+    return takeover.start(kernel, backing, log_path, PROFILE)
 
 
 @dataclass
 class Rig:
     kernel: FakeKernel
     driver: PackedDriver
-    plane: Plane
+    plane: Dataplane
     backing: Path
     log_path: Path
 
@@ -153,7 +127,7 @@ def _poke(rig: Rig, last_avail: int, used: int, inflight: dict[int, int]) -> Non
             f.write(bytes([flag]))
 
 
-def _successor(rig: Rig) -> Plane:
+def _successor(rig: Rig) -> Dataplane:
     rig.plane.crash()
     rig.plane = start(rig.kernel, rig.backing, rig.log_path)
     assert rig.plane.session.resume()

@@ -54,8 +54,11 @@ class Dataplane:
         self.backend.close()
 
 
-def start(kernel: FakeKernel, backing: Path, log_path: Path) -> Dataplane:
-    profile = BlkProfile(DISK)
+def start(
+    kernel: FakeKernel, backing: Path, log_path: Path, profile: BlkProfile | None = None
+) -> Dataplane:
+    """A dataplane for ``profile``'s device (split rings by default) on the fake kernel."""
+    profile = profile or BlkProfile(DISK)
     backend = FileBackend(backing, readonly=False)
     log = InflightLog(open_file(log_path), 1)
     target = BlkTarget(backend.fd, DISK, False, b"serial-0")
