@@ -28,7 +28,7 @@ ARG PIP_CERT=""
 RUN apt-get ${APT_PROXY:+-o Acquire::http::Proxy=$APT_PROXY} update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get ${APT_PROXY:+-o Acquire::http::Proxy=$APT_PROXY} \
       install -y -q --no-install-recommends \
-      python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev \
+      python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev liburing-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/csi-vduse
 WORKDIR /src

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
         target = BlkTarget(backend.fd, capacity, args.readonly, serial, writable, writable)
         engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
+        if not args.packed:
+            engine.aio.prepare(args.queues, args.queue_size)
     session = VduseSession(
         node, args.queues, profile.features, profile.required, engine, status_log=inflight
     )
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         server.run()
     finally:
         session.close()
+        if engine is not None:
+            engine.close()
         server.close()
         node.close()
         backend.close()

@@ -3,8 +3,9 @@
 The process already runs as an unprivileged user with only its inherited descriptors
 (see ``csi_vduse.devices.dataplane_process``); this adds no-new-privileges, makes it
 undumpable (no ptrace or /proc/PID/mem from its peers, which share its user) and
-installs the seccomp filter of ``fast/sandbox.c``. Call it last, after every import and
-file operation: from then on the process cannot open anything.
+installs the seccomp filter of ``fast/sandbox.c``. Call it last, after every import, file
+operation and io_uring setup (``AioSet.prepare``): from then on the process cannot open
+anything or make a new ring.
 """
 
 from __future__ import annotations

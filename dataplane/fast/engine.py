@@ -7,6 +7,11 @@ so the C loop never touches a mapping after the kernel invalidated it.
 
 With an in-flight log, each queue records its progress there (see ring.c), and a queue
 started with ``resume`` continues from the log instead of the kernel's initial state.
+
+Reads and writes on split rings go through an asynchronous engine per queue (aio.c):
+io_uring where the kernel allows it, else a thread pool (``CSI_VDUSE_DATAPLANE_IO``
+chooses: auto, io_uring, threads or none). The engines are made once per queue index,
+before the process is confined, and outlive device resets.
 """
 
 from __future__ import annotations
@@ -30,6 +35,64 @@ from dataplane.stats import StatsFile
 from dataplane.virtio.split_ring import RingError
 
 log = logging.getLogger(__name__)
+
+IO_SETTING = "CSI_VDUSE_DATAPLANE_IO"
+IO_KINDS = {"io_uring": lib.DP_AIO_URING, "threads": lib.DP_AIO_THREADS, "none": lib.DP_AIO_NONE}
+IO_NAMES = {kind: name for name, kind in IO_KINDS.items()}
+POOL_THREADS = 4  # per queue, when io_uring is unavailable
+
+
+def io_setting() -> str:
+    """The asynchronous engine asked for by the environment (default: auto)."""
+    value = os.environ.get(IO_SETTING) or "auto"
+    if value != "auto" and value not in IO_KINDS:
+        log.warning("%s=%s is not one of auto, %s: using auto", IO_SETTING, value,
+                    ", ".join(IO_KINDS))  # fmt: skip
+        return "auto"
+    return value
+
+
+class AioSet:
+    """One asynchronous I/O engine per queue index, made on first use and kept."""
+
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+        self._engines: dict[int, Any] = {}
+        self._depth: dict[int, int] = {}
+
+    def prepare(self, queues: int, depth: int) -> None:
+        """Make the engines now, while io_uring_setup is still allowed (see sandbox.py)."""
+        for index in range(queues):
+            self.get(index, depth)
+
+    def get(self, index: int, depth: int) -> Any:
+        """The engine for queue ``index`` (deep enough for ``depth``), or NULL for none."""
+        engine = self._engines.get(index)
+        if engine is not None and self._depth[index] >= depth:
+            return engine
+        if engine is not None:
+            lib.dp_aio_close(engine)
+            del self._engines[index]
+        kinds = ["io_uring", "threads"] if self.setting == "auto" else [self.setting]
+        for name in kinds:
+            if name == "none":
+                return ffi.NULL
+            err = ffi.new("int *")
+            engine = lib.dp_aio_open(IO_KINDS[name], depth, POOL_THREADS, err)
+            if engine != ffi.NULL:
+                self._engines[index], self._depth[index] = engine, depth
+                return engine
+            log.warning(
+                "queue %d: no %s engine (%s)%s", index, name, os.strerror(-err[0]),
+                ": falling back" if name != kinds[-1] else "",
+            )  # fmt: skip
+        return ffi.NULL
+
+    def close(self) -> None:
+        """Free every engine; no queue may be using one."""
+        for engine in self._engines.values():
+            lib.dp_aio_close(engine)
+        self._engines.clear()
 
 
 class IotlbSource(Protocol):
@@ -104,7 +167,7 @@ class FastQueue:
 
     def __init__(
         self, info: VqInfo, kickfd: int, features: int, target: BlkTarget, pool: MapPool,
-        *, devfd: int, irqfd: int, stats: Any = None,
+        *, devfd: int, irqfd: int, stats: Any = None, aio: Any = None,
     ) -> None:  # fmt: skip
         self.index = info.index
         self.kickfd = kickfd
@@ -130,6 +193,12 @@ class FastQueue:
         if lib.dp_queue_init(q):
             os.close(self.ctlfd)
             raise MemoryError(f"queue {self.index}: no memory for its iovecs")
+        kind = lib.dp_aio_attach(q, ffi.NULL if aio is None else aio)
+        if kind < 0:
+            lib.dp_queue_free(q)
+            os.close(self.ctlfd)
+            raise MemoryError(f"queue {self.index}: no memory for its request slots")
+        self.io = IO_NAMES[kind]
         self.q = q
         self.broken = False
         self._thread: threading.Thread | None = None
@@ -242,9 +311,10 @@ class FastEngine:
     def __init__(
         self, source: IotlbSource, target: BlkTarget, devfd: int, irqfd: int = -1,
         threaded: bool = True, *, stats: StatsFile | None = None,
-        inflight: InflightLog | None = None,
+        inflight: InflightLog | None = None, io: str | None = None,
     ) -> None:  # fmt: skip
         self.pool = MapPool(source)
+        self.aio = AioSet(io_setting() if io is None else io)
         self.stats = stats
         self.inflight = inflight
         # One pointer into the shared mapping, kept alive as long as the engine.
@@ -262,10 +332,12 @@ class FastEngine:
         block = None
         if self._stats_base is not None and self.stats and info.index < self.stats.queues:
             block = self._stats_base + StatsFile.block_offset(info.index) // 8
+        aio = None if features & bit(Feature.RING_PACKED) else self.aio.get(info.index, info.num)
         queue = FastQueue(
             info, kickfd, features, self.target, self.pool, devfd=self.devfd, irqfd=self.irqfd,
-            stats=block,
+            stats=block, aio=aio,
         )  # fmt: skip
+        log.info("queue %d: %d entries, reads and writes via %s", info.index, info.num, queue.io)
         if self.inflight is not None:
             if lib.dp_log_attach(queue.q, self.inflight.block(info.index), int(resume)):
                 queue.discard()
@@ -315,3 +387,8 @@ class FastEngine:
             queue.close()
         self.queues.clear()
         self.pool.invalidate(0, 2**64 - 1)
+
+    def close(self) -> None:
+        """Stop, and free the asynchronous engines too (the end of the process)."""
+        self.stop()
+        self.aio.close()

@@ -58,6 +58,11 @@
 /* Interrupt before the batch ends once this much data completed: the driver can reap and
  * resubmit while large requests are still being copied, instead of waiting for all. */
 #define NOTIFY_BYTES (256u << 10)
+#define DEFERRED UINT32_MAX /* serve() handed the request to the queue's aio */
+/* Defaults of async_min and spread_min per aio kind (see dp_aio_start). */
+#define URING_ASYNC_MIN 0
+#define URING_SPREAD_MIN (128u << 10)
+#define THREADS_ASYNC_MIN (64u << 10)
 
 struct vdesc {
     uint64_t addr;
@@ -88,10 +93,40 @@ int dp_queue_init(struct dp_queue *q)
     return q->iov ? 0 : -ENOMEM;
 }
 
+static void drain(struct dp_queue *q);
+
+/* The aio, if any, stays its owner's: it outlives the queue (see engine.py). */
 void dp_queue_free(struct dp_queue *q)
 {
+    if (q->aio)
+        drain(q);
+    q->aio = NULL;
+    if (q->slots)
+        for (uint32_t i = 0; i < q->num; i++)
+            free(q->slots[i].big);
+    free(q->slots);
+    q->slots = NULL;
     free(q->iov);
     q->iov = NULL;
+}
+
+/*
+ * Serve this split queue's reads and writes through `aio` from now on. Returns its kind,
+ * or DP_AIO_NONE when the queue serves them in order itself: packed rings (their
+ * in-flight log needs in-order completion) and queues larger than the aio's depth.
+ */
+int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio)
+{
+    if (!aio || q->packed || q->num > dp_aio_depth(aio))
+        return DP_AIO_NONE;
+    q->slots = calloc(q->num, sizeof *q->slots);
+    if (!q->slots)
+        return -ENOMEM;
+    q->aio = aio;
+    int kind = dp_aio_kind(aio);
+    q->async_min = kind == DP_AIO_URING ? URING_ASYNC_MIN : THREADS_ASYNC_MIN;
+    q->spread_min = URING_SPREAD_MIN;
+    return kind;
 }
 
 void *dp_mmap(int fd, uint64_t length, uint64_t offset, int writable)
@@ -393,8 +428,44 @@ static uint8_t zero_ranges(struct dp_queue *q, struct chain *c, uint32_t type)
     return S_OK;
 }
 
-/* Serve one collected chain; returns the byte count written into it (status included). */
-static uint32_t serve(struct dp_queue *q, struct chain *c)
+/* Queue a read or write on the aio for `head`; 0 when it must be served here instead. */
+static int defer(struct dp_queue *q, int head, const struct iovec *iov, uint32_t n,
+                 uint64_t off, int write, uint64_t len, uint8_t *status, int op)
+{
+    if (head < 0 || !q->aio || len < q->async_min || len == 0)
+        return 0;
+    struct dp_slot *s = &q->slots[head];
+    if (n <= sizeof s->small / sizeof s->small[0]) {
+        s->iov = s->small;
+    } else {
+        if (s->big_cap < n) {
+            struct iovec *grown = realloc(s->big, n * sizeof *grown);
+            if (!grown)
+                return 0;
+            s->big = grown;
+            s->big_cap = n;
+        }
+        s->iov = s->big;
+    }
+    memcpy(s->iov, iov, n * sizeof *iov);
+    if (dp_aio_queue(q->aio, q->backfd, write, s->iov, n, off, (uint64_t)head,
+                     len >= q->spread_min))
+        return 0;
+    s->status = status;
+    s->write = write;
+    s->op = op;
+    s->bytes = len;
+    s->written = write ? 1 : (uint32_t)len + 1;
+    q->inflight++;
+    return 1;
+}
+
+/*
+ * Serve one collected chain; returns the byte count written into it (status included).
+ * With `head` >= 0 a read or write may be handed to the aio instead: then DEFERRED, and
+ * complete() finishes it.
+ */
+static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
 {
     uint8_t *status;
     struct iovec *last = &c->wr[c->nwr - 1];
@@ -426,6 +497,8 @@ static uint32_t serve(struct dp_queue *q, struct chain *c)
             st = S_IOERR;
             break;
         }
+        if (defer(q, head, c->wr, c->nwr, sector * SECTOR, 0, in_len, status, c->op))
+            return DEFERRED;
         rc = rw_all(q, c->wr, c->nwr, sector * SECTOR, 0);
         if (rc) {
             st = S_IOERR;
@@ -440,6 +513,8 @@ static uint32_t serve(struct dp_queue *q, struct chain *c)
             st = S_IOERR;
             break;
         }
+        if (defer(q, head, c->rd, c->nrd, sector * SECTOR, 1, c->rd_len, status, c->op))
+            return DEFERRED;
         if (rw_all(q, c->rd, c->nrd, sector * SECTOR, 1))
             st = S_IOERR;
         else
@@ -618,7 +693,7 @@ static int recover(struct dp_queue *q)
         walk_table(q, &c, q->desc, q->num, head, 0);
         if (c.need_map)
             return DP_NEED_MAP;
-        uint32_t written = c.status_ok ? serve(q, &c) : 0;
+        uint32_t written = c.status_ok ? serve(q, &c, -1) : 0;
         q->nbad = 0;
         push_used(q, (uint16_t)head, written);
         log_completed(q, (uint16_t)head);
@@ -661,13 +736,62 @@ static void notify(struct dp_queue *q)
         raise_interrupt(q);
 }
 
+/* Finish a request the aio completed: status, stats, used element, log. */
+static void complete(struct dp_queue *q, const struct dp_aio_done *done)
+{
+    uint16_t head = (uint16_t)done->tag;
+    struct dp_slot *s = &q->slots[head];
+    uint8_t st = done->res < 0 ? S_IOERR : S_OK;
+    *s->status = st;
+    if (st == S_IOERR)
+        q->errors++;
+    if (q->stats) {
+        struct chain c = {.op = s->op, .st = st};
+        if (st == S_OK && s->write)
+            c.bytes_written = s->bytes;
+        else if (st == S_OK)
+            c.bytes_read = s->bytes;
+        account(q, &c, &s->t0);
+    }
+    q->inflight--;
+    push_used(q, head, st == S_OK ? s->written : 1);
+    log_completed(q, head);
+}
+
+/* Finish what the aio completed, waiting for one completion at least with `wait`. */
+static unsigned reap(struct dp_queue *q, int wait)
+{
+    struct dp_aio_done done[32];
+    unsigned total = 0, n;
+    do {
+        n = dp_aio_reap(q->aio, done, 32, wait && total == 0);
+        for (unsigned i = 0; i < n; i++)
+            complete(q, &done[i]);
+        total += n;
+    } while (n == 32);
+    return total;
+}
+
+/* Complete everything in flight (before pausing, stopping or reporting a broken ring). */
+static void drain(struct dp_queue *q)
+{
+    unsigned finished = 0;
+    while (q->inflight)
+        finished += reap(q, 1);
+    if (finished)
+        notify(q);
+}
+
 /* Serve everything the driver posted on a split ring; one interrupt for the batch. An
- * interrupt is owed already when `unsignalled` is set. */
+ * interrupt is owed already when `unsignalled` is set. Reads and writes may be left in
+ * flight on the aio; the next pass completes them. */
 static int serve_split(struct dp_queue *q, int unsignalled)
 {
     uint64_t done_bytes = 0;
     int result = DP_IDLE;
     for (;;) {
+        if (q->inflight && reap(q, 0))
+            unsignalled = 1;
         uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
         uint16_t pending = avail_idx - q->last_avail;
         if (pending > q->num) {
@@ -712,7 +836,15 @@ static int serve_split(struct dp_queue *q, int unsignalled)
             log_taken(q, head, (uint16_t)(q->last_avail + 1));
             uint32_t written = 0;
             if (c.status_ok) {
-                written = serve(q, &c);
+                written = serve(q, &c, head);
+                if (written == DEFERRED) {
+                    if (q->stats)
+                        q->slots[head].t0 = t0;
+                    q->nbad = 0;
+                    q->last_avail++;
+                    q->served++;
+                    continue;
+                }
                 if (q->stats)
                     account(q, &c, &t0);
             }
@@ -729,32 +861,51 @@ static int serve_split(struct dp_queue *q, int unsignalled)
                 done_bytes = 0;
             }
         }
+        if (q->aio)
+            dp_aio_submit(q->aio);
     }
 done:
+    if (q->aio)
+        dp_aio_submit(q->aio);
     if (unsignalled)
         notify(q);
     return result;
 }
 
-/* Serve until paused or until Python is needed: waits on the kick and control eventfds. */
+static int serve_ring(struct dp_queue *q);
+
+/*
+ * Serve until paused or until Python is needed: waits on the kick and control eventfds
+ * and on the aio's completions. Nothing is left in flight when it returns, except for
+ * DP_NEED_MAP (mapping more only adds to what the requests in flight may use).
+ */
 int dp_run(struct dp_queue *q)
 {
-    struct pollfd fds[2] = {{.fd = q->kickfd, .events = POLLIN}, {.fd = q->ctlfd, .events = POLLIN}};
+    struct pollfd fds[3] = {{.fd = q->kickfd, .events = POLLIN},
+                            {.fd = q->ctlfd, .events = POLLIN},
+                            {.fd = q->aio ? dp_aio_fd(q->aio) : -1, .events = POLLIN}};
     uint64_t value;
     for (;;) {
-        if (q->pause_req)
-            return DP_PAUSE;
-        int rc = dp_serve(q);
-        if (rc != DP_IDLE)
+        int rc = q->pause_req ? DP_PAUSE : serve_ring(q);
+        if (rc == DP_NEED_MAP)
             return rc;
-        if (poll(fds, 2, -1) < 0 && errno != EINTR)
+        if (rc != DP_IDLE) {
+            drain(q);
+            return rc;
+        }
+        if (poll(fds, 3, -1) < 0 && errno != EINTR) {
+            drain(q);
             return DP_BROKEN;
+        }
         if (fds[1].revents) {
             (void)!read(q->ctlfd, &value, sizeof value);
+            drain(q);
             return DP_PAUSE;
         }
         if (fds[0].revents)
             (void)!read(q->kickfd, &value, sizeof value);
+        if (fds[2].revents)
+            (void)!read(fds[2].fd, &value, sizeof value);
     }
 }
 
@@ -928,7 +1079,7 @@ static int serve_one_packed(struct dp_queue *q, uint16_t at, int fresh, uint64_t
     }
     uint32_t written = 0;
     if (c.status_ok) {
-        written = serve(q, &c);
+        written = serve(q, &c, -1);
         if (q->stats && fresh)
             account(q, &c, &t0);
     }
@@ -1020,8 +1171,7 @@ static int recover_packed(struct dp_queue *q)
     return DP_IDLE;
 }
 
-/* Serve everything the driver posted; one interrupt for the batch. */
-int dp_serve(struct dp_queue *q)
+static int serve_ring(struct dp_queue *q)
 {
     if (!q->rings_ok) {
         int rc = resolve_rings(q);
@@ -1037,4 +1187,13 @@ int dp_serve(struct dp_queue *q)
         recovered = 1;
     }
     return q->packed ? serve_packed(q, recovered) : serve_split(q, recovered);
+}
+
+/* Serve everything the driver posted and complete it; one interrupt for the batch. */
+int dp_serve(struct dp_queue *q)
+{
+    int rc = serve_ring(q);
+    if (rc != DP_NEED_MAP)
+        drain(q);
+    return rc;
 }

@@ -3,6 +3,9 @@
 #define DATAPLANE_FAST_RING_H
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
+
+#include "aio.h"
 
 #define DP_IDLE 0
 #define DP_NEED_MAP 1
@@ -50,6 +53,17 @@ struct dp_map {
     int writable;
 };
 
+/* A request handed to the queue's dp_aio, until it completes. */
+struct dp_slot {
+    struct iovec small[4], *big, *iov;
+    uint32_t big_cap;
+    uint32_t written; /* what the used element reports on success */
+    uint8_t *status;
+    int op, write;
+    uint64_t bytes;
+    struct timespec t0;
+};
+
 struct dp_queue {
     uint32_t index, num;
     uint64_t desc_iova, avail_iova, used_iova;
@@ -66,9 +80,9 @@ struct dp_queue {
     uint64_t bad[DP_MAX_BAD]; /* IOVAs of this request the kernel would not map */
     int nbad;
     uint64_t served, interrupts, errors, replayed;
-    uint64_t *stats;
+    uint64_t *stats; /* this queue's block of the shared stats file, or NULL */
     struct dp_vqlog *log; /* NULL: no crash recovery */
-    int recovering;       /* the log's state must be reconciled before serving */ /* this queue's block of the shared stats file, or NULL */
+    int recovering;       /* the log's state must be reconciled before serving */
     char error[160];
     int nmaps;
     struct dp_map maps[DP_MAX_MAPS];
@@ -76,6 +90,13 @@ struct dp_queue {
     uint8_t *desc, *avail, *used;
     struct iovec *iov; /* iov_cap readable entries, then iov_cap writable ones */
     uint32_t iov_cap;
+    /* Asynchronous I/O (split rings): reads and writes of at least async_min bytes are
+     * queued on aio and completed out of order; those of spread_min or more run beside
+     * this thread. NULL: everything is served in order on this thread. */
+    struct dp_aio *aio;
+    uint32_t async_min, spread_min;
+    struct dp_slot *slots; /* per descriptor head */
+    uint32_t inflight;
 };
 
 int dp_queue_init(struct dp_queue *q);
@@ -85,6 +106,7 @@ int dp_munmap(void *host, uint64_t length);
 void dp_mark_bad(struct dp_queue *q, uint64_t iova);
 int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, int writable);
 int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
+int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio);
 int dp_log_attach(struct dp_queue *q, void *block, int resume);
 int dp_serve(struct dp_queue *q);
 int dp_run(struct dp_queue *q);

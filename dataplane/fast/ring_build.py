@@ -6,11 +6,13 @@ Python thread per queue runs ``dp_run`` in parallel with the others.
 """
 
 import os
+import sysconfig
 from pathlib import Path
 
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
+LIBURING = f"/usr/lib/{sysconfig.get_config_var('MULTIARCH')}/liburing.a"  # Debian's liburing-dev
 
 CDEF = """
 #define DP_IDLE ...
@@ -19,6 +21,9 @@ CDEF = """
 #define DP_PAUSE ...
 #define DP_ID_BYTES ...
 #define DP_MAX_MAPS ...
+#define DP_AIO_NONE ...
+#define DP_AIO_URING ...
+#define DP_AIO_THREADS ...
 
 struct dp_queue {
     uint32_t index, num;
@@ -36,6 +41,8 @@ struct dp_queue {
     uint64_t *stats;
     char error[160];
     int nmaps;
+    uint32_t async_min, spread_min;
+    uint32_t inflight;
     ...;
 };
 
@@ -46,6 +53,10 @@ int dp_munmap(void *host, uint64_t length);
 void dp_mark_bad(struct dp_queue *q, uint64_t iova);
 int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, int writable);
 int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
+struct dp_aio;
+struct dp_aio *dp_aio_open(int kind, unsigned depth, unsigned threads, int *err);
+void dp_aio_close(struct dp_aio *a);
+int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio);
 int dp_log_attach(struct dp_queue *q, void *block, int resume);
 int dp_serve(struct dp_queue *q);
 int dp_run(struct dp_queue *q);
@@ -58,9 +69,11 @@ ffibuilder.set_source(
     "dataplane.fast._ring",
     '#include "ring.h"\n#include "sandbox.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
-    sources=[os.path.relpath(HERE / name) for name in ("ring.c", "sandbox.c")],
+    sources=[os.path.relpath(HERE / name) for name in ("ring.c", "aio.c", "sandbox.c")],
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    # Linked in, so neither the image nor the node needs liburing at run time.
+    extra_objects=[LIBURING],
 )
 
 if __name__ == "__main__":

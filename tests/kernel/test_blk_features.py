@@ -131,3 +131,26 @@ def test_packed_virtqueues_serve_verified_io_and_a_takeover(cli: Cli, tmp_path: 
     sh("fio", *job[1:], "--verify_only=1")
     assert [d["state"] for d in cli.list()] == ["running"]
     cli.delete("packed0")
+
+
+@pytest.mark.parametrize(("io_uring_disabled", "engine"), [("0", "io_uring"), ("2", "threads")])
+def test_reads_and_writes_go_through_io_uring_or_else_a_thread_pool(
+    cli: Cli, tmp_path: Path, io_uring_disabled: str, engine: str
+) -> None:
+    """io_uring where the kernel allows it; with kernel.io_uring_disabled=2 the thread pool.
+    Sizes from 4k (served inline) to 1M (spread over workers), completed out of order."""
+    sysctl = Path("/proc/sys/kernel/io_uring_disabled")
+    before = sysctl.read_text()
+    sysctl.write_text(io_uring_disabled)
+    try:
+        dev = cli.create("aio0", tmp_path / "aio.img", "--size", "64M", "--num-queues", "2")
+        sh("fio", "--output-format=terse", "--ioengine=libaio", "--direct=1", "--name=mixed",
+           f"--filename={dev}", "--rw=randwrite", "--bssplit=4k/50:64k/30:1m/20",
+           "--iodepth=32", "--numjobs=2", "--size=32M", "--offset_increment=32M",
+           "--verify=crc32c", "--verify_fatal=1", "--verify_backlog=64")  # fmt: skip
+        served = (cli.state_dir / "devices" / "aio0.log").read_text()
+        assert served.count(f"reads and writes via {engine}") == 2, served
+        cli.delete("aio0")
+    finally:
+        sysctl.write_text(before)
+
