@@ -17,7 +17,7 @@ from csi_vduse.csi.identity import package_version
 from csi_vduse.csi.server import ServeOptions, serve
 from csi_vduse.demo import run_demo
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
-from csi_vduse.devices.spec import DEFAULT_MAX_QUEUES, DeviceSpec, parse_size
+from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, DEFAULT_MAX_QUEUES, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore, default_state_dir
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.logs import LEVELS
@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument(
         "--packed", action="store_true", help="offer packed virtqueues (the driver may use them)"
+    )
+    create.add_argument(
+        "--bounce-size",
+        type=parse_size_arg,
+        default=DEFAULT_BOUNCE_SIZE,
+        help=f"the kernel's bounce buffer for the device (default {DEFAULT_BOUNCE_SIZE >> 20}M)",
     )
 
     resize = actions.add_parser("resize", help="grow a running device (never shrinks)")
@@ -207,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "create":
         spec = DeviceSpec(
             args.name, args.backing, args.size, args.readonly, args.num_queues,
-            args.queue_size, args.block_size, args.packed,
+            args.queue_size, args.block_size, args.packed, args.bounce_size,
         )  # fmt: skip
         record = manager.create(spec)
         print(record.block_device)

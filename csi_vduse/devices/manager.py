@@ -33,7 +33,7 @@ from csi_vduse.devices.state import DeviceRecord, StateStore
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vdpa import sysfs
 from csi_vduse.vdpa.netlink import VdpaClient
-from csi_vduse.vduse.control import DeviceConfig, VduseControl, device_exists
+from csi_vduse.vduse.control import DeviceConfig, VduseControl, device_exists, set_bounce_size
 from csi_vduse.vduse.node import DeviceNode
 from csi_vduse.vduse.responder import StandInResponder
 from csi_vduse.virtio.spec import VIRTIO_ID_BLOCK, VIRTIO_VENDOR_ID
@@ -152,6 +152,8 @@ class DeviceManager:
             )
             _step(name, "create VDUSE device", control.create_device, config)
         undo.callback(_quietly, "destroy VDUSE device", self._destroy, name)
+        if not _step(name, "set bounce size", set_bounce_size, name, spec.bounce_size):
+            log.warning("%s: this kernel has no bounce_size attribute: 64 MiB it is", name)
         self.store.save(record)
         undo.callback(self.store.remove, spec.name)
 

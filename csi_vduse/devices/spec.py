@@ -9,10 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csi_vduse.devices.errors import DeviceError
+from csi_vduse.vduse.control import MAX_BOUNCE_SIZE, MIN_BOUNCE_SIZE
 from csi_vduse.virtio.blk import SECTOR_SIZE
 from dataplane.blk.profile import BLOCK_SIZES, DEFAULT_QUEUE_SIZE, MAX_QUEUE_SIZE, MAX_QUEUES
 
 DEFAULT_MAX_QUEUES = 4  # more queues than this buy little for one volume, and cost threads
+# Room for every request in flight at the depths we benchmark (2 queues x QD8 x 1 MiB) while
+# keeping the dataplane's resident memory small; the kernel's default is 64 MiB.
+DEFAULT_BOUNCE_SIZE = 16 << 20
 
 
 def default_num_queues() -> int:
@@ -60,6 +64,7 @@ class DeviceSpec:
     queue_size: int = DEFAULT_QUEUE_SIZE
     block_size: int = SECTOR_SIZE  # logical block size the guest sees: 512 or 4096
     packed: bool = False  # offer packed virtqueues as well as split ones
+    bounce_size: int = DEFAULT_BOUNCE_SIZE  # bytes of the kernel's bounce buffer
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -74,6 +79,12 @@ class DeviceSpec:
         elif self.size is not None and self.size % self.block_size:
             problems.append(
                 f"size {self.size} is not a multiple of the {self.block_size}-byte block"
+            )
+        bounce = self.bounce_size
+        if not MIN_BOUNCE_SIZE <= bounce <= MAX_BOUNCE_SIZE or bounce % 4096:
+            problems.append(
+                f"--bounce-size {bounce}: use whole 4 KiB pages from "
+                f"{MIN_BOUNCE_SIZE >> 20} MiB to {MAX_BOUNCE_SIZE >> 20} MiB"
             )
         if problems:
             raise DeviceError("validate", "; ".join(problems), errno.EINVAL)

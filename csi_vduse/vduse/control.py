@@ -28,6 +28,26 @@ def device_exists(name: str) -> bool:
     return (SYSFS_CLASS / name).exists()
 
 
+# The kernel's bounds for a device's bounce buffer (VDUSE_MIN/MAX_BOUNCE_SIZE); 64 MiB is its
+# default. Every byte the guest moves passes through it, and the pages the dataplane has
+# touched count in its resident memory.
+MIN_BOUNCE_SIZE = 1 << 20
+MAX_BOUNCE_SIZE = 1 << 30
+
+
+def set_bounce_size(name: str, size: int, sysfs: Path = SYSFS_CLASS) -> bool:
+    """Size the bounce buffer of a device not yet attached; False where the kernel has no
+    such attribute (it then keeps its default)."""
+    attribute = sysfs / name / "bounce_size"
+    if not attribute.exists():
+        return False
+    try:
+        attribute.write_text(f"{size}\n")
+    except OSError as exc:
+        raise VduseError.from_os_error("set bounce size", exc) from exc
+    return True
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """What VDUSE_CREATE_DEV is told about a new device."""

@@ -19,6 +19,8 @@ _HINTS: dict[tuple[str, int], str] = {
     ("destroy device", errno_codes.EBUSY): "the device is still attached to the vDPA bus or open",
     ("set api version", errno_codes.EINVAL): "the kernel does not support this API version",
     ("vq setup", errno_codes.EINVAL): "the kernel refused the virtqueue configuration",
+    ("set bounce size", errno_codes.EINVAL): "the kernel refused the bounce buffer size",
+    ("set bounce size", errno_codes.EPERM): "the device is already attached",
 }
 
 

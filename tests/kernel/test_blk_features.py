@@ -154,3 +154,16 @@ def test_reads_and_writes_go_through_io_uring_or_else_a_thread_pool(
     finally:
         sysctl.write_text(before)
 
+
+def test_the_bounce_buffer_has_the_size_asked_for(cli: Cli, tmp_path: Path) -> None:
+    dev = cli.create("bb0", tmp_path / "bb.img", "--size", "16M", "--bounce-size", "4M")
+    assert Path("/sys/class/vduse/bb0/bounce_size").read_text().strip() == str(4 * MiB)
+    # More in flight than the buffer holds: the guest waits for room, nothing fails.
+    sh("fio", "--output-format=terse", "--ioengine=libaio", "--direct=1", "--name=big",
+       f"--filename={dev}", "--rw=randwrite", "--bs=1m", "--iodepth=16", "--size=16M",
+       "--verify=crc32c", "--verify_fatal=1")  # fmt: skip
+    refused = cli.run("device", "create", "bb1", "--backing", str(tmp_path / "bb1.img"),
+                      "--size", "16M", "--bounce-size", "100K", check=False)  # fmt: skip
+    assert refused.returncode != 0 and "--bounce-size" in refused.stderr
+    assert [d["name"] for d in cli.list()] == ["bb0"]
+    cli.delete("bb0")

@@ -100,6 +100,9 @@ def test_device_spec_with_good_name_keeps_its_fields() -> None:
         ({"queue_size": 2048}, "--queue-size 2048"),
         ({"block_size": 1024}, "--block-size 1024"),
         ({"block_size": 4096, "size": 4096 + 512}, "not a multiple of the 4096-byte block"),
+        ({"bounce_size": 512 << 10}, "--bounce-size 524288"),
+        ({"bounce_size": (2 << 20) + 512}, "whole 4 KiB pages"),
+        ({"bounce_size": 2 << 30}, "to 1024 MiB"),
     ],
 )
 def test_device_spec_rejects_bad_queue_and_block_settings(
