@@ -2,9 +2,10 @@
 
 Systems: this dataplane (``csi-vduse device create``), qemu-storage-daemon's
 vduse-blk export (the C reference), and the kernel loop device. One 1 GiB backing
-file on tmpfs serves all three, one system at a time. Every job runs with 1 and
-with 2 queues (fio ``numjobs`` = queues, each job at the listed depth; the loop
-device has no queues, so its single run is the reference for both rows).
+file on tmpfs serves all three, one system at a time: each job runs on every system
+before the next job starts, so a shared host's drifting load falls on all alike. Every
+job runs with 1 and with 2 queues (fio ``numjobs`` = queues, each job at the listed
+depth; the loop device has no queues, so its single run is the reference for both rows).
 
 Run inside a VDUSE kernel: ``bash bench/run.sh`` boots the test VM for it. Prints
 a table and one ``BENCH-JSON`` line with every number. Absolute numbers under
@@ -14,11 +15,13 @@ software emulation mean little; the ratios in the same run are the point.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -78,31 +81,21 @@ def peak_rss_mib(pid: int) -> dict[str, float]:
     return {k: mib(k) for k in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")}
 
 
-def run_jobs(label: str, dev: str, seconds: int, jobs: int, names: list[str]) -> dict[str, Result]:
-    results = {}
-    for name in names:
-        results[name] = fio(dev, JOBS[name], seconds, jobs)
-        r = results[name]
-        print(f"  {label:5} q{jobs} {name:22} {r.iops:9.0f} IOPS {r.mib_s:8.1f} MiB/s "
-              f"mean {r.mean_us:8.1f}us p99 {r.p99_us:8.1f}us", flush=True)  # fmt: skip
-    return results
-
-
-def ours(image: Path, work: Path, queues: int, seconds: int, names: list[str]) -> dict[str, Any]:
+@contextlib.contextmanager
+def ours(image: Path, work: Path, queues: int) -> Iterator[tuple[str, int]]:
+    """A csi-vduse device on ``image``: its block device and dataplane pid."""
     manager = DeviceManager(StateStore(work / "state"))
     record = manager.create(DeviceSpec("bench-ours", image, num_queues=queues))
     try:
         assert record.block_device is not None and record.pid is not None
-        idle = peak_rss_mib(record.pid)
-        results = run_jobs("ours", record.block_device, seconds, queues, names)
-        rss = peak_rss_mib(record.pid)
-        rss["idle VmRSS"] = idle["VmRSS"]
+        yield record.block_device, record.pid
     finally:
         manager.delete("bench-ours")
-    return {"results": results, "rss": rss}
 
 
-def qsd(image: Path, queues: int, seconds: int, names: list[str]) -> dict[str, Any]:
+@contextlib.contextmanager
+def qsd(image: Path, queues: int) -> Iterator[tuple[str, int]]:
+    """qemu-storage-daemon's vduse-blk export of ``image``: its block device and pid."""
     name = "bench-qsd"
     daemon = subprocess.Popen([
         "qemu-storage-daemon",
@@ -117,18 +110,16 @@ def qsd(image: Path, queues: int, seconds: int, names: list[str]) -> dict[str, A
             time.sleep(0.05)
         subprocess.run(["vdpa", "dev", "add", "name", name, "mgmtdev", "vduse"], check=True)
         try:
-            dev = str(sysfs.wait_for_block_device(name, 20))
-            results = run_jobs("qsd", dev, seconds, queues, names)
-            rss = peak_rss_mib(daemon.pid)
+            yield str(sysfs.wait_for_block_device(name, 20)), daemon.pid
         finally:
             subprocess.run(["vdpa", "dev", "del", name], check=False)
     finally:
         daemon.terminate()
         daemon.wait()
-    return {"results": results, "rss": rss}
 
 
-def loop(image: Path, seconds: int, names: list[str]) -> dict[str, Any]:
+@contextlib.contextmanager
+def loop(image: Path) -> Iterator[str]:
     subprocess.run(["modprobe", "loop"], check=True)
     # Direct I/O to the backing where the filesystem has it (tmpfs does not): as qsd's.
     for extra in (["--direct-io=on"], []):
@@ -143,9 +134,45 @@ def loop(image: Path, seconds: int, names: list[str]) -> dict[str, Any]:
     attach.check_returncode()
     dev = attach.stdout.strip()
     try:
-        return {"results": run_jobs("loop", dev, seconds, 1, names)}
+        yield dev
     finally:
         subprocess.run(["losetup", "--detach", dev], check=False)
+
+
+def show(label: str, jobs: int, name: str, r: Result) -> None:
+    print(f"  {label:5} q{jobs} {name:22} {r.iops:9.0f} IOPS {r.mib_s:8.1f} MiB/s "
+          f"mean {r.mean_us:8.1f}us p99 {r.p99_us:8.1f}us", flush=True)  # fmt: skip
+
+
+def run_queues(
+    image: Path, work: Path, queues: int, *, seconds: int, names: list[str],
+    report: dict[str, Any],
+) -> None:  # fmt: skip
+    """Every job on ours, then qsd, then (once) loop, before the next job: drifting load on a
+    shared host then weighs on all systems of a job alike, not on whichever ran last."""
+    run_loop = "loop" not in report
+    mine: dict[str, Result] = {}
+    theirs: dict[str, Result] = {}
+    looped: dict[str, Result] = {}
+    with contextlib.ExitStack() as stack:
+        dev_ours, pid_ours = stack.enter_context(ours(image, work, queues))
+        dev_qsd, pid_qsd = stack.enter_context(qsd(image, queues))
+        dev_loop = stack.enter_context(loop(image)) if run_loop else None
+        idle = peak_rss_mib(pid_ours)
+        for name in names:
+            mine[name] = fio(dev_ours, JOBS[name], seconds, queues)
+            show("ours", queues, name, mine[name])
+            theirs[name] = fio(dev_qsd, JOBS[name], seconds, queues)
+            show("qsd", queues, name, theirs[name])
+            if dev_loop is not None:
+                looped[name] = fio(dev_loop, JOBS[name], seconds, 1)
+                show("loop", 1, name, looped[name])
+        rss_ours = peak_rss_mib(pid_ours)
+        rss_ours["idle VmRSS"] = idle["VmRSS"]
+        report[f"ours-q{queues}"] = {"results": mine, "rss": rss_ours}
+        report[f"qsd-q{queues}"] = {"results": theirs, "rss": peak_rss_mib(pid_qsd)}
+        if run_loop:
+            report["loop"] = {"results": looped}
 
 
 def ratio(a: float, b: float) -> str:
@@ -197,10 +224,10 @@ def main() -> int:
                        check=True, capture_output=True)  # fmt: skip
         report: dict[str, Any] = {"runtime": args.runtime, "queues": queue_counts}
         with tempfile.TemporaryDirectory() as tmp:
-            report["loop"] = loop(image, args.runtime, names)
             for queues in queue_counts:
-                report[f"ours-q{queues}"] = ours(image, Path(tmp), queues, args.runtime, names)
-                report[f"qsd-q{queues}"] = qsd(image, queues, args.runtime, names)
+                run_queues(
+                    image, Path(tmp), queues, seconds=args.runtime, names=names, report=report
+                )
     finally:
         subprocess.run(["umount", "/mnt/bench"], check=False)
     print_table(report, names)

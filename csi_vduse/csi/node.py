@@ -43,6 +43,7 @@ class NodeService:
                     readonly=access.readonly_mode,
                     block_size=shape.block_size,
                     num_queues=shape.num_queues or None,
+                    packed=shape.packed_rings,
                 )
             )
         return pb.NodeStageVolumeResponse()

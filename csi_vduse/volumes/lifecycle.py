@@ -40,6 +40,7 @@ class StageRequest:
     readonly: bool
     block_size: int = 512  # the device's logical block size (a StorageClass parameter)
     num_queues: int | None = None  # None: the node's default
+    packed: bool = False  # offer packed virtqueues (a StorageClass parameter)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class NodeVolumes:
             readonly=record.readonly,
             num_queues=request.num_queues,
             block_size=request.block_size,
+            packed=request.packed,
         )
         device = self.devices.create(spec)
         record.device = device.block_device

@@ -314,6 +314,13 @@ unsigned dp_aio_depth(const struct dp_aio *a)
     return a->depth;
 }
 
+int dp_aio_nowait(int fd)
+{
+    char byte;
+    struct iovec one = {.iov_base = &byte, .iov_len = 1};
+    return preadv2(fd, &one, 1, 0, RWF_NOWAIT) >= 0 || errno == EAGAIN;
+}
+
 int dp_aio_fd(const struct dp_aio *a)
 {
     return a->efd;
@@ -325,16 +332,19 @@ int dp_aio_queue(struct dp_aio *a, int fd, int write, struct iovec *iov, uint32_
     struct req *r = a->free_list;
     if (!r)
         return -EBUSY;
+    struct req *rest = r->next;
     *r = (struct req){.iov = iov, .niov = niov, .fd = fd, .write = write, .off = off, .tag = tag};
     if (a->kind == DP_AIO_URING) {
         int rc = uring_prep(a, r, spread);
-        if (rc)
+        if (rc) {
+            r->next = rest;
             return rc;
-        a->free_list = a->free_list->next;
+        }
+        a->free_list = rest;
         a->inflight++;
         return 0;
     }
-    a->free_list = a->free_list->next;
+    a->free_list = rest;
     pthread_mutex_lock(&a->lock);
     a->inflight++;
     *a->todo_tail = r;

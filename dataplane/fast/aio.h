@@ -23,6 +23,8 @@ struct dp_aio *dp_aio_open(int kind, unsigned depth, unsigned threads, int *err)
 void dp_aio_close(struct dp_aio *a);
 int dp_aio_kind(const struct dp_aio *a);
 unsigned dp_aio_depth(const struct dp_aio *a);
+/* Whether `fd` can be read without blocking where the data is at hand (RWF_NOWAIT). */
+int dp_aio_nowait(int fd);
 /* Readable (an eventfd) whenever completions may be waiting. */
 int dp_aio_fd(const struct dp_aio *a);
 /* Queue a whole transfer; `iov` must stay valid until it completes. `spread` asks for it to

@@ -206,6 +206,17 @@ class FastQueue:
         self._paused = threading.Event()
         self._resume = threading.Event()
 
+    def describe_io(self) -> str:
+        """Where reads and writes are served, for the log."""
+        if self.io == "none":
+            return "reads and writes via none (on the queue's thread)"
+        reads, writes = int(self.q.async_min), int(self.q.async_write_min)
+        if reads == writes == 0:
+            return f"reads and writes via {self.io}"
+        inline = f"reads up to {(reads - 1) >> 10} KiB" if reads else "no reads"
+        inline += ", and writes," if writes == 2**32 - 1 else ""
+        return f"reads and writes via {self.io} ({inline} on the queue's thread)"
+
     @property
     def last_avail(self) -> int:
         return int(self.q.last_avail)
@@ -312,8 +323,10 @@ class FastEngine:
         self, source: IotlbSource, target: BlkTarget, devfd: int, irqfd: int = -1,
         threaded: bool = True, *, stats: StatsFile | None = None,
         inflight: InflightLog | None = None, io: str | None = None,
+        async_min: int | None = None,
     ) -> None:  # fmt: skip
         self.pool = MapPool(source)
+        self.async_min = async_min  # None: ring.c's choice per backing; tests send all (0)
         self.aio = AioSet(io_setting() if io is None else io)
         self.stats = stats
         self.inflight = inflight
@@ -337,7 +350,9 @@ class FastEngine:
             info, kickfd, features, self.target, self.pool, devfd=self.devfd, irqfd=self.irqfd,
             stats=block, aio=aio,
         )  # fmt: skip
-        log.info("queue %d: %d entries, reads and writes via %s", info.index, info.num, queue.io)
+        if self.async_min is not None and queue.io != "none":
+            queue.q.async_min = queue.q.async_write_min = self.async_min
+        log.info("queue %d: %d entries, %s", info.index, info.num, queue.describe_io())
         if self.inflight is not None:
             if lib.dp_log_attach(queue.q, self.inflight.block(info.index), int(resume)):
                 queue.discard()

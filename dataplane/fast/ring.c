@@ -1,8 +1,13 @@
 /*
- * The dataplane's per-request loop for one split virtqueue of a virtio-blk device:
- * walk descriptor chains (direct and indirect), translate IOVAs through the queue's
- * table of mapped IOTLB regions, serve the request on the backing fd, publish the
- * used element, and raise one interrupt per batch (VIRTIO_RING_F_EVENT_IDX aware).
+ * The dataplane's per-request loop for one virtqueue (split or packed) of a virtio-blk
+ * device: walk descriptor chains (direct and indirect), translate IOVAs through the queue's
+ * table of mapped IOTLB regions, serve the request on the backing fd, publish the used
+ * element, and raise one interrupt per batch (VIRTIO_RING_F_EVENT_IDX aware).
+ *
+ * On split rings, reads and writes go to the queue's dp_aio (io_uring or a thread pool,
+ * aio.c): everything taken in one pass over the avail ring is submitted together, and each
+ * request is completed when its transfer finishes, in any order. Other requests (flush,
+ * discard, get id, errors) are served on the spot. Packed rings serve everything in order.
  *
  * The guest driver is untrusted: every index, length, address and flag is checked
  * before use. A chain whose buffers cannot all be translated gets IOERR when its
@@ -17,7 +22,8 @@
  * Mappings are owned by Python. An IOVA that is not in the table makes dp_serve
  * return DP_NEED_MAP before any side effect of the request, so the request is
  * simply parsed again once Python added the mapping (or declared it unmappable).
- * Python only changes the table while the thread that runs this code is paused.
+ * Python only changes the table while the thread that runs this code is paused, and a
+ * queue pauses only once nothing is in flight, so no transfer outlives its mapping.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -59,10 +65,16 @@
  * resubmit while large requests are still being copied, instead of waiting for all. */
 #define NOTIFY_BYTES (256u << 10)
 #define DEFERRED UINT32_MAX /* serve() handed the request to the queue's aio */
-/* Defaults of async_min and spread_min per aio kind (see dp_aio_start). */
-#define URING_ASYNC_MIN 0
-#define URING_SPREAD_MIN (128u << 10)
-#define THREADS_ASYNC_MIN (64u << 10)
+/*
+ * Which reads and writes leave the queue thread (see dp_aio_attach). A backing that cannot
+ * be read without blocking (RWF_NOWAIT: tmpfs, for one) makes io_uring hand every request
+ * to a worker thread, which costs more than a small copy; reads up to INLINE_MAX are
+ * served on the spot, as in the thread pool, larger ones run beside the queue thread.
+ * Buffered writes to one file take its inode lock in turn wherever they run, so for such
+ * backings they stay on the queue thread: a worker would only add a handoff.
+ */
+#define INLINE_MAX (64u << 10)
+#define SPREAD_MIN (128u << 10)
 
 struct vdesc {
     uint64_t addr;
@@ -124,8 +136,10 @@ int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio)
         return -ENOMEM;
     q->aio = aio;
     int kind = dp_aio_kind(aio);
-    q->async_min = kind == DP_AIO_URING ? URING_ASYNC_MIN : THREADS_ASYNC_MIN;
-    q->spread_min = URING_SPREAD_MIN;
+    int inline_small = kind == DP_AIO_THREADS || !dp_aio_nowait(q->backfd);
+    q->async_min = inline_small ? INLINE_MAX + 1 : 0;
+    q->async_write_min = inline_small ? UINT32_MAX : 0;
+    q->spread_min = SPREAD_MIN;
     return kind;
 }
 
@@ -432,7 +446,7 @@ static uint8_t zero_ranges(struct dp_queue *q, struct chain *c, uint32_t type)
 static int defer(struct dp_queue *q, int head, const struct iovec *iov, uint32_t n,
                  uint64_t off, int write, uint64_t len, uint8_t *status, int op)
 {
-    if (head < 0 || !q->aio || len < q->async_min || len == 0)
+    if (head < 0 || !q->aio || len < (write ? q->async_write_min : q->async_min) || len == 0)
         return 0;
     struct dp_slot *s = &q->slots[head];
     if (n <= sizeof s->small / sizeof s->small[0]) {

@@ -41,7 +41,7 @@ struct dp_queue {
     uint64_t *stats;
     char error[160];
     int nmaps;
-    uint32_t async_min, spread_min;
+    uint32_t async_min, async_write_min, spread_min;
     uint32_t inflight;
     ...;
 };
@@ -56,6 +56,7 @@ int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
 struct dp_aio;
 struct dp_aio *dp_aio_open(int kind, unsigned depth, unsigned threads, int *err);
 void dp_aio_close(struct dp_aio *a);
+int dp_aio_nowait(int fd);
 int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio);
 int dp_log_attach(struct dp_queue *q, void *block, int resume);
 int dp_serve(struct dp_queue *q);

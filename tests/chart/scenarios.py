@@ -100,6 +100,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "fsType": "xfs",
                 "blockSize": "4096",
                 "numQueues": 4,
+                "packedRings": True,
                 "reclaimPolicy": "Retain",
                 "allowVolumeExpansion": False,
                 "mountOptions": ["noatime"],

@@ -287,6 +287,7 @@ def test_storage_classes_bind_on_first_consumer() -> None:
         "csi.storage.k8s.io/fstype": "xfs",
         "blockSize": "4096",
         "numQueues": "4",
+        "packedRings": "true",
         "example.org/extra": "1",
     }
     assert xfs["reclaimPolicy"] == "Retain" and xfs["allowVolumeExpansion"] is False

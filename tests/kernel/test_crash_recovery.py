@@ -41,7 +41,10 @@ def fio_verified_writes(directory: Path, runtime: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             "fio", "--name=verified", f"--directory={directory}", "--size=48M",
-            "--rw=randwrite", "--bs=4k", "--ioengine=libaio", "--direct=1", "--iodepth=16",
+            # Reads over 64 KiB (the verifying ones of 256k blocks) go to the asynchronous
+            # engine, so kills also land while they are in flight there.
+            "--rw=randwrite", "--bssplit=4k/70:256k/30", "--ioengine=libaio", "--direct=1",
+            "--iodepth=16",
             "--verify=crc32c", "--verify_backlog=512", "--verify_fatal=1",
             "--time_based", f"--runtime={runtime}", "--output-format=json",
         ],

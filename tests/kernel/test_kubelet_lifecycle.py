@@ -328,7 +328,7 @@ def test_storage_class_parameters_shape_the_device(kubelet: Kubelet) -> None:
             name=pv,
             capacity_range=pb.CapacityRange(required_bytes=16 * MiB),
             volume_capabilities=[capability],
-            parameters={"blockSize": "4096", "numQueues": "2"},
+            parameters={"blockSize": "4096", "numQueues": "2", "packedRings": "true"},
         )
     ).volume.volume_id
     staging = kubelet.block_staging(pv)
@@ -337,6 +337,8 @@ def test_storage_class_parameters_shape_the_device(kubelet: Kubelet) -> None:
     disk = Path(record["device"]).name
     assert Path(f"/sys/block/{disk}/queue/logical_block_size").read_text().strip() == "4096"
     assert len(list(Path(f"/sys/block/{disk}/mq").iterdir())) == 2
+    features = Path(f"/sys/block/{disk}/device/features").read_text()
+    assert features[34] == "1"  # VIRTIO_F_RING_PACKED
     assert Path(f"/sys/block/{disk}/serial").read_text().strip() == volume_id[:20]
     kubelet.unstage(volume_id, staging)
     kubelet.delete(volume_id)

@@ -89,12 +89,15 @@ def test_negative_max_entries_is_invalid() -> None:
 
 
 def test_parameters_are_checked_and_kubernetes_bookkeeping_ignored() -> None:
-    assert parameters.parse({}) == parameters.VolumeParameters(512, 0)
+    assert parameters.parse({}) == parameters.VolumeParameters(512, 0, False)
     parsed = parameters.parse(
-        {"blockSize": "4096", "numQueues": "4", "csi.storage.k8s.io/pvc/name": "data"}
-    )
-    assert parsed == parameters.VolumeParameters(4096, 4)
-    for bad in ({"blockSize": "1024"}, {"numQueues": "x"}, {"numQueues": "999"}, {"color": "red"}):
+        {"blockSize": "4096", "numQueues": "4", "packedRings": "true",
+         "csi.storage.k8s.io/pvc/name": "data"}
+    )  # fmt: skip
+    assert parsed == parameters.VolumeParameters(4096, 4, True)
+    assert parameters.parse(parsed.context()) == parsed
+    for bad in ({"blockSize": "1024"}, {"numQueues": "x"}, {"numQueues": "999"}, {"color": "red"},
+                {"packedRings": "yes"}):  # fmt: skip
         with pytest.raises(RpcError) as refused:
             parameters.parse(bad)
         assert code_of(refused) == grpc.StatusCode.INVALID_ARGUMENT

@@ -35,7 +35,8 @@ from tests.unit.fake_virtio import (
 DISK = 1 << 20
 
 
-# "fast" uses the default asynchronous I/O (io_uring here); "fast:KIND" picks one.
+# "fast" uses the default asynchronous I/O (io_uring here) and its policy of which requests
+# leave the queue's thread; "fast:KIND" sends every read and write to that kind.
 ENGINES = ["python", "fast", "fast:threads", "fast:none"]
 
 
@@ -92,9 +93,11 @@ def make_rig(
     if engine.startswith("fast"):
         io = engine.partition(":")[2] or None
         target = BlkTarget(backend.fd, DISK, readonly, b"serial-0", not readonly, not readonly)
+        # A named engine takes every read and write, however small.
         fast = FastEngine(
-            kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, stats=stats, io=io
-        )
+            kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, stats=stats, io=io,
+            async_min=None if io is None else 0,
+        )  # fmt: skip
     session = VduseSession(kernel, 1, profile.features, profile.required, fast)
     handler = BlkHandler(backend, b"serial-0", readonly, not readonly, not readonly)
     server = Server(kernel, session, handler)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dataplane.fast._ring import lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -271,8 +272,9 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
     profile = BlkProfile(DISK, queues=2)
     backend = FileBackend(backing, readonly=False)
     engine = FastEngine(
-        kernel, BlkTarget(backend.fd, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, io=io
-    )
+        kernel, BlkTarget(backend.fd, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, io=io,
+        async_min=0,
+    )  # fmt: skip
     session = VduseSession(kernel, 2, profile.features, profile.required, engine)
     server = Server(kernel, session, BlkHandler(backend, b"x", False))
     drivers = [FakeDriver(kernel, queue=i) for i in range(2)]
@@ -309,3 +311,14 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
             driver.close()
         backend.close()
         kernel.close()
+
+
+def test_backings_that_block_on_every_read_are_told_apart() -> None:
+    """tmpfs (a memfd here) cannot be read with RWF_NOWAIT, so io_uring would hand every
+    request to a worker: small ones are then served on the queue's own thread."""
+    fd = os.memfd_create("backing")
+    try:
+        os.write(fd, b"x" * 4096)
+        assert lib.dp_aio_nowait(fd) == 0
+    finally:
+        os.close(fd)
