@@ -61,14 +61,24 @@ class Response:
     request_id: int
     ok: bool = True
     vq_index: int = 0
-    avail_index: int = 0
+    avail_index: int = 0  # split rings: the next avail entry the device reads
+    # Packed rings: where the device reads and writes next, as position | wrap counter << 15
+    # (the kernel's vduse_vq_state_packed splits each into counter and index).
+    packed: tuple[int, int] | None = None
 
     def encode(self) -> bytes:
         resp = ffi.new("struct vduse_dev_response *")
         resp.request_id = self.request_id
         resp.result = lib.VDUSE_REQ_RESULT_OK if self.ok else lib.VDUSE_REQ_RESULT_FAILED
         resp.vq_state.index = self.vq_index
-        resp.vq_state.split.avail_index = self.avail_index
+        if self.packed is None:
+            resp.vq_state.split.avail_index = self.avail_index
+        else:
+            avail, used = self.packed
+            resp.vq_state.packed.last_avail_counter = avail >> 15
+            resp.vq_state.packed.last_avail_idx = avail & 0x7FFF
+            resp.vq_state.packed.last_used_counter = used >> 15
+            resp.vq_state.packed.last_used_idx = used & 0x7FFF
         return bytes(ffi.buffer(resp))
 
     @classmethod

@@ -65,7 +65,11 @@ struct vduse_vq_info {
     ...;
 };
 struct vduse_vq_eventfd { uint32_t index; int fd; };
-struct vduse_vq_state { uint32_t index; struct vduse_vq_state_split split; ...; };
+struct vduse_vq_state {
+    uint32_t index;
+    union { struct vduse_vq_state_split split; struct vduse_vq_state_packed packed; };
+    ...;
+};
 struct vduse_dev_status { uint8_t status; };
 struct vduse_iova_range { uint64_t start; uint64_t last; };
 struct vduse_dev_request {

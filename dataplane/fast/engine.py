@@ -373,6 +373,13 @@ class FastEngine:
         queue = self.queues.get(index)
         return queue.last_avail if queue else None
 
+    def packed_state(self, index: int) -> tuple[int, int] | None:
+        """A packed queue's avail and used positions (position | wrap << 15), else None."""
+        queue = self.queues.get(index)
+        if queue is None or not queue.q.packed:
+            return None
+        return int(queue.q.last_avail), int(queue.q.used_idx)
+
     def serve_pending(self) -> None:
         for queue in self.queues.values():
             queue.serve_pending()

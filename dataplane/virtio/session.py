@@ -44,6 +44,7 @@ class QueueEngine(Protocol):
         self, info: VqInfo, kickfd: int, features: int, *, resume: bool = False
     ) -> None: ...
     def last_avail(self, index: int) -> int | None: ...
+    def packed_state(self, index: int) -> tuple[int, int] | None: ...
     def invalidate(self, start: int, last: int) -> None: ...
     def stop(self) -> None: ...
 
@@ -93,9 +94,13 @@ class VduseSession:
         if request.type == RequestType.GET_VQ_STATE:
             queue = self.queues.get(request.vq_index)
             avail = queue.ring.last_avail if queue else 0
+            packed = None
             if self.engine is not None:
                 avail = self.engine.last_avail(request.vq_index) or 0
-            return Response(request.request_id, vq_index=request.vq_index, avail_index=avail)
+                packed = self.engine.packed_state(request.vq_index)
+            return Response(
+                request.request_id, vq_index=request.vq_index, avail_index=avail, packed=packed
+            )
         if request.type == RequestType.SET_STATUS:
             return Response(request.request_id, ok=self._set_status(request.status))
         if request.type == RequestType.UPDATE_IOTLB:

@@ -99,6 +99,15 @@ def test_response_encodes_request_id_result_and_vq_state_at_kernel_offsets() -> 
     assert struct.unpack_from("<H", raw, 28) == (0x1234,)
 
 
+def test_packed_vq_state_splits_each_position_into_wrap_counter_and_index() -> None:
+    """struct vduse_vq_state_packed: last_avail_counter, last_avail_idx, last_used_counter,
+    last_used_idx, each 16 bits, where the split state's avail_index would be."""
+    avail, used = 1 << 15 | 200, 0 << 15 | 190
+    raw = Response(request_id=9, vq_index=1, packed=(avail, used)).encode()
+    assert struct.unpack_from("<I4H", raw, 24) == (1, 1, 200, 0, 190)
+    assert raw[36:] == bytes(RESPONSE_SIZE - 36)
+
+
 def test_failed_response_carries_result_1() -> None:
     raw = Response(request_id=3, ok=False).encode()
     assert struct.unpack_from("<II", raw, 0) == (3, 1)

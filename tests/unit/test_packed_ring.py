@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_vduse.vduse.messages import RequestType
+from csi_vduse.vduse.messages import Request, RequestType
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import Feature, Status, bit
@@ -92,6 +92,19 @@ def test_a_full_ring_of_requests_is_served_in_one_go(rig: Rig) -> None:
     ids = [rig.driver.request(Blk.FLUSH, indirect=True) for _ in range(QUEUE_SIZE)]
     rig.serve()
     assert [c.head for c in rig.driver.completions()] == ids
+
+
+def test_get_vq_state_answers_packed_positions_with_their_wrap_counters(rig: Rig) -> None:
+    for _ in range(QUEUE_SIZE // 2 + 3):
+        rig.driver.request(Blk.FLUSH)
+        rig.serve()
+        rig.driver.completions()
+    # As many flushes of two descriptors each: once around the ring (the wrap counters
+    # start at 1, now 0), then 6 descriptors on.
+    answer = rig.plane.session.handle(Request(RequestType.GET_VQ_STATE, 1, vq_index=0))
+    assert answer.packed == (6, 6)
+    raw = answer.encode()
+    assert struct.unpack_from("<4H", raw, 28) == (0, 6, 0, 6)
 
 
 def test_driver_event_suppression_is_honoured(rig: Rig) -> None:
