@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import DeviceNode
 from csi_vduse.virtio.blk import SECTOR_SIZE
-from dataplane.blk.backend import FileBackend
+from dataplane.blk.backend import FileBackend, direct_alignment
 from dataplane.blk.capacity import grow
 from dataplane.blk.handler import BlkHandler
 from dataplane.blk.profile import BlkProfile
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("no I/O counters: cannot map their file: %s", exc)
         capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
         target = BlkTarget(backend.fd, capacity, args.readonly, serial, writable, writable)
+        if args.direct_fd is not None:
+            align = direct_alignment(args.direct_fd)
+            target = replace(target, direct_fd=args.direct_fd, direct_align=align)
         engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
         if not args.packed:
             engine.aio.prepare(args.queues, args.queue_size)

@@ -21,6 +21,9 @@ the device over (reconnect) instead of waiting for the driver to start it.
 Protocol 5 passes every file as an open descriptor (``--device-fd``, ``--backing-fd``,
 ``--stats-fd``, ``--inflight-fd``): the dataplane runs as an unprivileged user that could
 not open them itself, and opens nothing.
+
+Protocol 6 adds ``--direct-fd``: the backing opened again with O_DIRECT, for the dataplane
+to use where that helps (see ``dataplane.fast.engine``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,14 @@ class DataplaneArgs:
     stats_fd: int | None = None
     inflight_fd: int | None = None
     packed: bool = False  # the device offers packed virtqueues
+    direct_fd: int | None = None  # the backing with O_DIRECT, where the kernel allows it
 
     def fds(self) -> tuple[int, ...]:
         """Every descriptor the process must inherit."""
-        fds = (self.device_fd, self.backing_fd, self.stats_fd, self.inflight_fd, self.ready_fd)
+        fds = (
+            self.device_fd, self.backing_fd, self.stats_fd, self.inflight_fd, self.ready_fd,
+            self.direct_fd,
+        )  # fmt: skip
         return tuple(fd for fd in fds if fd is not None and fd >= 0)
 
     def argv(self) -> list[str]:
@@ -79,6 +86,8 @@ class DataplaneArgs:
             argv += ["--stats-fd", str(self.stats_fd)]
         if self.inflight_fd is not None:
             argv += ["--inflight-fd", str(self.inflight_fd)]
+        if self.direct_fd is not None:
+            argv += ["--direct-fd", str(self.direct_fd)]
         if self.readonly:
             argv.append("--readonly")
         if self.packed:
@@ -106,6 +115,7 @@ class DataplaneArgs:
         parser.add_argument(
             "--inflight-fd", type=int, default=None, help="progress log, for taking over"
         )
+        parser.add_argument("--direct-fd", type=int, default=None, help="the backing, O_DIRECT")
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
@@ -113,6 +123,7 @@ class DataplaneArgs:
             ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
             ns.engine, device_fd=ns.device_fd, backing_fd=ns.backing_fd,
             stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd, packed=ns.packed,
+            direct_fd=ns.direct_fd,
         )  # fmt: skip
 
 

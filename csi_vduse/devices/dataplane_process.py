@@ -60,6 +60,12 @@ def dataplane_user() -> tuple[int, int] | None:
         ) from None
 
 
+def direct_io_wanted() -> bool:
+    """Whether dataplanes get their backing with O_DIRECT as well (they use it where the
+    kernel serves it asynchronously); ``CSI_VDUSE_DIRECT_IO=off`` keeps to the page cache."""
+    return os.environ.get("CSI_VDUSE_DIRECT_IO", "auto") != "off"
+
+
 @dataclass(frozen=True)
 class ProcessId:
     pid: int
@@ -122,6 +128,10 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
     except OSError as exc:
         raise DeviceError("open backing", f"{args.backing}: {exc.strerror}", exc.errno) from exc
     args = replace(args, backing_fd=backing_fd)
+    if direct_io_wanted():
+        with contextlib.suppress(OSError):  # a filesystem without O_DIRECT: buffered only
+            flags = open_flags(args.readonly) | os.O_DIRECT
+            args = replace(args, direct_fd=keep(os.open(args.backing, flags)))
     if args.stats is not None:
         args = replace(args, stats_fd=keep(stats.create(args.stats, args.queues)))
     if args.inflight_log is not None:

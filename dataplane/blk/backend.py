@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import stat
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +22,22 @@ _ZEROES = bytes(65536)
 
 def open_flags(readonly: bool) -> int:
     return (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+
+
+BLKSSZGET = 0x1268  # <linux/fs.h>: a block device's logical block size
+PAGE = 4096
+
+
+def direct_alignment(fd: int) -> int:
+    """What O_DIRECT transfers on ``fd`` must be aligned to: a block device's logical block
+    size, else a page, which no disk filesystem exceeds."""
+    if not stat.S_ISBLK(os.fstat(fd).st_mode):
+        return PAGE
+    try:
+        size: int = struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0]
+    except OSError:
+        return PAGE
+    return max(512, size)
 
 
 def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:

@@ -109,6 +109,10 @@ class BlkTarget:
     serial: bytes
     can_flush: bool = True
     can_discard: bool = True
+    # The backing opened with O_DIRECT (-1: none), and the alignment it needs of offsets,
+    # lengths and buffers; transfers not aligned so go through backing_fd.
+    direct_fd: int = -1
+    direct_align: int = 4096
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ class FastQueue:
         q.desc_iova, q.avail_iova, q.used_iova = info.desc_addr, info.driver_addr, info.device_addr
         q.kickfd, q.ctlfd, q.devfd, q.irqfd = kickfd, self.ctlfd, devfd, irqfd
         q.backfd = target.backing_fd
+        q.directfd, q.dio_align = target.direct_fd, target.direct_align
         q.readonly, q.can_flush = target.readonly, target.can_flush
         q.can_discard, q.max_discard_seg = target.can_discard, MAX_ZERO_RANGES
         q.event_idx = bool(features & bit(Feature.EVENT_IDX))
@@ -303,8 +308,9 @@ class FastQueue:
             self._thread.join()
             self._thread = None
         log.info(
-            "queue %d: %d requests, %d interrupts, %d failed, %d replayed",
-            self.index, self.q.served, self.q.interrupts, self.q.errors, self.q.replayed,
+            "queue %d: %d requests (%d with direct I/O), %d interrupts, %d failed, %d replayed",
+            self.index, self.q.served, self.q.direct, self.q.interrupts, self.q.errors,
+            self.q.replayed,
         )  # fmt: skip
         lib.dp_queue_free(self.q)
         os.close(self.ctlfd)
@@ -328,6 +334,13 @@ class FastEngine:
         self.pool = MapPool(source)
         self.async_min = async_min  # None: ring.c's choice per backing; tests send all (0)
         self.aio = AioSet(io_setting() if io is None else io)
+        if target.direct_fd >= 0 and not lib.dp_aio_nowait(target.direct_fd):
+            # O_DIRECT helps where the kernel serves it asynchronously (block devices, disk
+            # filesystems); on tmpfs and the like the page cache is the storage itself.
+            log.info("direct I/O not used: the backing cannot be read asynchronously")
+            target = replace(target, direct_fd=-1)
+        elif target.direct_fd >= 0:
+            log.info("direct I/O for transfers aligned to %d bytes", target.direct_align)
         self.stats = stats
         self.inflight = inflight
         # One pointer into the shared mapping, kept alive as long as the engine.

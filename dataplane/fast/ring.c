@@ -136,7 +136,8 @@ int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio)
         return -ENOMEM;
     q->aio = aio;
     int kind = dp_aio_kind(aio);
-    int inline_small = kind == DP_AIO_THREADS || !dp_aio_nowait(q->backfd);
+    int inline_small =
+        kind == DP_AIO_THREADS || !dp_aio_nowait(q->directfd >= 0 ? q->directfd : q->backfd);
     q->async_min = inline_small ? INLINE_MAX + 1 : 0;
     q->async_write_min = inline_small ? UINT32_MAX : 0;
     q->spread_min = SPREAD_MIN;
@@ -357,12 +358,26 @@ static uint32_t drop_last_byte(struct iovec *iov, uint32_t n)
     return n;
 }
 
-static int rw_all(struct dp_queue *q, struct iovec *iov, uint32_t n, uint64_t off, int write)
+/* The fd for a transfer: the O_DIRECT one when everything in it is aligned for it. */
+static int pick_fd(struct dp_queue *q, const struct iovec *iov, uint32_t n, uint64_t off,
+                   uint64_t len)
+{
+    uint64_t mask = q->dio_align - 1;
+    if (q->directfd < 0 || (off | len) & mask)
+        return q->backfd;
+    for (uint32_t i = 0; i < n; i++)
+        if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & mask)
+            return q->backfd;
+    q->direct++;
+    return q->directfd;
+}
+
+static int rw_all(int fd, struct iovec *iov, uint32_t n, uint64_t off, int write)
 {
     while (n) {
         int batch = n < IOV_MAX ? (int)n : IOV_MAX;
-        ssize_t done = write ? pwritev(q->backfd, iov, batch, (off_t)off)
-                             : preadv(q->backfd, iov, batch, (off_t)off);
+        ssize_t done = write ? pwritev(fd, iov, batch, (off_t)off)
+                             : preadv(fd, iov, batch, (off_t)off);
         if (done < 0) {
             if (errno == EINTR)
                 continue;
@@ -443,7 +458,7 @@ static uint8_t zero_ranges(struct dp_queue *q, struct chain *c, uint32_t type)
 }
 
 /* Queue a read or write on the aio for `head`; 0 when it must be served here instead. */
-static int defer(struct dp_queue *q, int head, const struct iovec *iov, uint32_t n,
+static int defer(struct dp_queue *q, int head, int fd, const struct iovec *iov, uint32_t n,
                  uint64_t off, int write, uint64_t len, uint8_t *status, int op)
 {
     if (head < 0 || !q->aio || len < (write ? q->async_write_min : q->async_min) || len == 0)
@@ -462,7 +477,7 @@ static int defer(struct dp_queue *q, int head, const struct iovec *iov, uint32_t
         s->iov = s->big;
     }
     memcpy(s->iov, iov, n * sizeof *iov);
-    if (dp_aio_queue(q->aio, q->backfd, write, s->iov, n, off, (uint64_t)head,
+    if (dp_aio_queue(q->aio, fd, write, s->iov, n, off, (uint64_t)head,
                      len >= q->spread_min))
         return 0;
     s->status = status;
@@ -502,7 +517,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
     uint64_t in_len = c->wr_len - 1;
     c->nwr = drop_last_byte(c->wr, c->nwr);
     uint32_t written = 0;
-    int rc;
+    int rc, fd;
     uint8_t st = S_OK;
     switch (type) {
     case T_IN:
@@ -511,9 +526,10 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
             st = S_IOERR;
             break;
         }
-        if (defer(q, head, c->wr, c->nwr, sector * SECTOR, 0, in_len, status, c->op))
+        fd = pick_fd(q, c->wr, c->nwr, sector * SECTOR, in_len);
+        if (defer(q, head, fd, c->wr, c->nwr, sector * SECTOR, 0, in_len, status, c->op))
             return DEFERRED;
-        rc = rw_all(q, c->wr, c->nwr, sector * SECTOR, 0);
+        rc = rw_all(fd, c->wr, c->nwr, sector * SECTOR, 0);
         if (rc) {
             st = S_IOERR;
         } else {
@@ -527,9 +543,10 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
             st = S_IOERR;
             break;
         }
-        if (defer(q, head, c->rd, c->nrd, sector * SECTOR, 1, c->rd_len, status, c->op))
+        fd = pick_fd(q, c->rd, c->nrd, sector * SECTOR, c->rd_len);
+        if (defer(q, head, fd, c->rd, c->nrd, sector * SECTOR, 1, c->rd_len, status, c->op))
             return DEFERRED;
-        if (rw_all(q, c->rd, c->nrd, sector * SECTOR, 1))
+        if (rw_all(fd, c->rd, c->nrd, sector * SECTOR, 1))
             st = S_IOERR;
         else
             c->bytes_written = c->rd_len;

@@ -68,6 +68,8 @@ struct dp_queue {
     uint32_t index, num;
     uint64_t desc_iova, avail_iova, used_iova;
     int kickfd, ctlfd, devfd, irqfd, backfd;
+    int directfd;       /* the backing with O_DIRECT, or -1: for reads and writes aligned to */
+    uint32_t dio_align; /* this (offset, length and every buffer) */
     int readonly, can_flush, can_discard, event_idx, indirect;
     int packed; /* VIRTIO_F_RING_PACKED: last_avail and used_idx hold position | wrap << 15 */
     uint64_t capacity; /* bytes, a multiple of SECTOR */
@@ -79,7 +81,7 @@ struct dp_queue {
     uint64_t miss_iova;
     uint64_t bad[DP_MAX_BAD]; /* IOVAs of this request the kernel would not map */
     int nbad;
-    uint64_t served, interrupts, errors, replayed;
+    uint64_t served, interrupts, errors, replayed, direct;
     uint64_t *stats; /* this queue's block of the shared stats file, or NULL */
     struct dp_vqlog *log; /* NULL: no crash recovery */
     int recovering;       /* the log's state must be reconciled before serving */

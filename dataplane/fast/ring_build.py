@@ -29,6 +29,8 @@ struct dp_queue {
     uint32_t index, num;
     uint64_t desc_iova, avail_iova, used_iova;
     int kickfd, ctlfd, devfd, irqfd, backfd;
+    int directfd;
+    uint32_t dio_align;
     int readonly, can_flush, can_discard, event_idx, indirect;
     int packed;
     uint64_t capacity;
@@ -37,7 +39,7 @@ struct dp_queue {
     uint16_t last_avail, used_idx;
     volatile int pause_req;
     uint64_t miss_iova;
-    uint64_t served, interrupts, errors, replayed;
+    uint64_t served, interrupts, errors, replayed, direct;
     uint64_t *stats;
     char error[160];
     int nmaps;

@@ -6,7 +6,7 @@ import os
 import random
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -48,6 +48,7 @@ class Rig:
     session: VduseSession
     backing: Path
     engine: FastEngine | None = None
+    fds: list[int] = field(default_factory=list)  # ours to close
 
     def serve(self) -> None:
         self.server.drain_messages()
@@ -67,6 +68,8 @@ class Rig:
         self.driver.close()
         self.server.handler.backend.close()
         self.kernel.close()
+        for fd in self.fds:
+            os.close(fd)
 
     def roundtrip(
         self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0,
@@ -81,7 +84,7 @@ class Rig:
 def make_rig(
     tmp_path: Path, readonly: bool = False, features: int | None = None,
     engine: str = "python", backing_name: str = "disk.img", *,
-    stats: StatsFile | None = None,
+    stats: StatsFile | None = None, direct: bool = False,
 ) -> Rig:  # fmt: skip
     backing = tmp_path / backing_name
     if not backing.exists():
@@ -90,9 +93,14 @@ def make_rig(
     profile = BlkProfile(DISK, readonly)
     backend = FileBackend(backing, readonly)
     fast = None
+    fds = []
     if engine.startswith("fast"):
         io = engine.partition(":")[2] or None
         target = BlkTarget(backend.fd, DISK, readonly, b"serial-0", not readonly, not readonly)
+        if direct:  # the backing again with O_DIRECT, as the driver passes it
+            flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_DIRECT | os.O_CLOEXEC
+            target = replace(target, direct_fd=os.open(backing, flags))
+            fds.append(target.direct_fd)
         # A named engine takes every read and write, however small.
         fast = FastEngine(
             kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, stats=stats, io=io,
@@ -106,7 +114,7 @@ def make_rig(
         driver, profile.features if features is None else features, server.drain_messages
     )
     assert features is not None or all(a.ok for a in answers)
-    return Rig(kernel, driver, server, session, backing, fast)
+    return Rig(kernel, driver, server, session, backing, fast, fds)
 
 
 @pytest.fixture(params=ENGINES)
