@@ -68,6 +68,11 @@ class VolumeStatsCollector(Collector):
             "csi_vduse_volume_errors", "Requests answered with an error status, by volume",
             labels=["volume", "status"],
         )  # fmt: skip
+        direct = CounterMetricFamily(
+            "csi_vduse_volume_direct_io_requests",
+            "Reads and writes done with O_DIRECT (the rest use the node's page cache)",
+            labels=["volume"],
+        )
         latency = HistogramMetricFamily(
             "csi_vduse_volume_request_duration_seconds",
             "Time from taking a request off the ring to writing its status, by volume",
@@ -80,12 +85,13 @@ class VolumeStatsCollector(Collector):
             transferred.add_metric([volume, "write"], found.bytes_written)
             errors.add_metric([volume, "ioerr"], found.ioerr)
             errors.add_metric([volume, "unsupp"], found.unsupp)
+            direct.add_metric([volume], found.direct)
             cumulative, buckets = 0, []
             for label, count in zip(_BUCKET_LABELS, found.buckets, strict=True):
                 cumulative += count
                 buckets.append((label, float(cumulative)))
             latency.add_metric([volume], buckets, found.latency_ns / 1e9)
-        yield from (requests, transferred, errors, latency)
+        yield from (requests, transferred, errors, direct, latency)
 
 
 _watching: list[VolumeStatsCollector] = []

@@ -9,7 +9,7 @@ file: no locks, no messages. Layout, all little-endian u64 unless said otherwise
 - one block of ``WORDS`` u64 per queue: requests by op (``OPS``), bytes read, bytes
   written, requests answered IOERR, requests answered UNSUPP, latency sum in ns, then
   one count per latency bucket (not cumulative; upper bounds ``BUCKET_BOUNDS_NS``, the
-  last bucket is +Inf), then reserved words.
+  last bucket is +Inf), then reads and writes done with O_DIRECT, then a reserved word.
 
 Latency runs from taking the request off the avail ring to writing its status byte.
 Only requests that get a status byte are counted; one whose chain breaks the rules before
@@ -38,6 +38,7 @@ LATENCY_NS = 11
 FIRST_BUCKET = 12
 BUCKET_BOUNDS_NS = tuple(16_000 << k for k in range(17))  # 16 us ... ~1.05 s
 BUCKETS = len(BUCKET_BOUNDS_NS) + 1  # and +Inf
+DIRECT = 30
 WORDS = 32
 BLOCK_SIZE = 8 * WORDS
 
@@ -97,6 +98,7 @@ class VolumeStats:
     unsupp: int = 0
     latency_ns: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+    direct: int = 0  # reads and writes that bypassed the page cache (O_DIRECT)
 
 
 def parse(data: bytes) -> VolumeStats:
@@ -119,6 +121,7 @@ def parse(data: bytes) -> VolumeStats:
         stats.ioerr += block[IOERR]
         stats.unsupp += block[UNSUPP]
         stats.latency_ns += block[LATENCY_NS]
+        stats.direct += block[DIRECT]
         for index in range(BUCKETS):
             stats.buckets[index] += block[FIRST_BUCKET + index]
     return stats

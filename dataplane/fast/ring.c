@@ -358,6 +358,12 @@ static uint32_t drop_last_byte(struct iovec *iov, uint32_t n)
     return n;
 }
 
+/* Single writer per block: relaxed stores keep each word whole for concurrent readers. */
+static inline void bump(uint64_t *word, uint64_t by)
+{
+    __atomic_store_n(word, *word + by, __ATOMIC_RELAXED);
+}
+
 /* The fd for a transfer: the O_DIRECT one when everything in it is aligned for it. */
 static int pick_fd(struct dp_queue *q, const struct iovec *iov, uint32_t n, uint64_t off,
                    uint64_t len)
@@ -369,6 +375,8 @@ static int pick_fd(struct dp_queue *q, const struct iovec *iov, uint32_t n, uint
         if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & mask)
             return q->backfd;
     q->direct++;
+    if (q->stats)
+        bump(&q->stats[DP_ST_DIRECT], 1);
     return q->directfd;
 }
 
@@ -585,12 +593,6 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
     c->st = st;
     *status = st;
     return written + 1;
-}
-
-/* Single writer per block: relaxed stores keep each word whole for concurrent readers. */
-static inline void bump(uint64_t *word, uint64_t by)
-{
-    __atomic_store_n(word, *word + by, __ATOMIC_RELAXED);
 }
 
 static void account(struct dp_queue *q, const struct chain *c, const struct timespec *t0)

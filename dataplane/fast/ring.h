@@ -30,6 +30,7 @@
 #define DP_ST_LATENCY_NS 11
 #define DP_ST_BUCKET0 12
 #define DP_ST_BUCKETS 18 /* <= 16 us << k for k = 0..16, then +Inf */
+#define DP_ST_DIRECT 30
 #define DP_ST_WORDS 32
 
 /*

@@ -61,6 +61,7 @@ def _block(**words: int) -> list[int]:
     block[stats.BYTES_WRITTEN] = words.get("bytes_written", 0)
     block[stats.IOERR] = words.get("ioerr", 0)
     block[stats.LATENCY_NS] = words.get("latency_ns", 0)
+    block[stats.DIRECT] = words.get("direct", 0)
     block[stats.FIRST_BUCKET] = words.get("fast", 0)
     block[stats.FIRST_BUCKET + stats.BUCKETS - 1] = words.get("slow", 0)
     return block
@@ -88,8 +89,8 @@ def test_collector_sums_queues_and_skips_unreadable_files(tmp_path: Path) -> Non
     write_stats(
         devices / "pvc-a.stats",
         _block(read=5, write=2, bytes_read=4096, bytes_written=1024, ioerr=1, latency_ns=3_000_000,
-               fast=6),
-        _block(read=1, flush=4, latency_ns=2_000_000_000, slow=5),
+               fast=6, direct=3),
+        _block(read=1, flush=4, latency_ns=2_000_000_000, slow=5, direct=1),
     )  # fmt: skip
     write_stats(devices / "old.stats", _block(read=9), version=stats.VERSION + 1)
     (devices / "short.stats").write_bytes((devices / "pvc-a.stats").read_bytes()[:100])
@@ -104,6 +105,7 @@ def test_collector_sums_queues_and_skips_unreadable_files(tmp_path: Path) -> Non
     assert samples["csi_vduse_volume_bytes_total", (("direction", "write"), vol)] == 1024
     assert samples["csi_vduse_volume_errors_total", (("status", "ioerr"), vol)] == 1
     assert samples["csi_vduse_volume_errors_total", (("status", "unsupp"), vol)] == 0
+    assert samples["csi_vduse_volume_direct_io_requests_total", (vol,)] == 4
     histogram = "csi_vduse_volume_request_duration_seconds"
     assert samples[histogram + "_bucket", (("le", "1.6e-05"), vol)] == 6
     assert samples[histogram + "_bucket", (("le", "1.048576"), vol)] == 6
@@ -163,6 +165,6 @@ def test_ring_h_and_the_python_layout_agree() -> None:
         "DP_ST_BYTES_READ": stats.BYTES_READ, "DP_ST_BYTES_WRITTEN": stats.BYTES_WRITTEN,
         "DP_ST_IOERR": stats.IOERR, "DP_ST_UNSUPP": stats.UNSUPP,
         "DP_ST_LATENCY_NS": stats.LATENCY_NS, "DP_ST_BUCKET0": stats.FIRST_BUCKET,
-        "DP_ST_BUCKETS": stats.BUCKETS, "DP_ST_WORDS": stats.WORDS,
+        "DP_ST_BUCKETS": stats.BUCKETS, "DP_ST_WORDS": stats.WORDS, "DP_ST_DIRECT": stats.DIRECT,
     }  # fmt: skip
     assert {name: int(value) for name, value in defined.items()} == expected
