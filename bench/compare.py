@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from csi_vduse.devices.manager import DeviceManager
-from csi_vduse.devices.spec import DeviceSpec
+from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore
 from csi_vduse.vdpa import sysfs
 
@@ -82,10 +82,11 @@ def peak_rss_mib(pid: int) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def ours(image: Path, work: Path, queues: int) -> Iterator[tuple[str, int]]:
+def ours(image: Path, work: Path, queues: int, bounce: int) -> Iterator[tuple[str, int]]:
     """A csi-vduse device on ``image``: its block device and dataplane pid."""
     manager = DeviceManager(StateStore(work / "state"))
-    record = manager.create(DeviceSpec("bench-ours", image, num_queues=queues))
+    spec = DeviceSpec("bench-ours", image, num_queues=queues, bounce_size=bounce)
+    record = manager.create(spec)
     try:
         assert record.block_device is not None and record.pid is not None
         yield record.block_device, record.pid
@@ -146,7 +147,7 @@ def show(label: str, jobs: int, name: str, r: Result) -> None:
 
 def run_queues(
     image: Path, work: Path, queues: int, *, seconds: int, names: list[str],
-    report: dict[str, Any],
+    report: dict[str, Any], bounce: int,
 ) -> None:  # fmt: skip
     """Every job on ours, then qsd, then (once) loop, before the next job: drifting load on a
     shared host then weighs on all systems of a job alike, not on whichever ran last."""
@@ -155,7 +156,7 @@ def run_queues(
     theirs: dict[str, Result] = {}
     looped: dict[str, Result] = {}
     with contextlib.ExitStack() as stack:
-        dev_ours, pid_ours = stack.enter_context(ours(image, work, queues))
+        dev_ours, pid_ours = stack.enter_context(ours(image, work, queues, bounce))
         dev_qsd, pid_qsd = stack.enter_context(qsd(image, queues))
         dev_loop = stack.enter_context(loop(image)) if run_loop else None
         idle = peak_rss_mib(pid_ours)
@@ -211,6 +212,10 @@ def main() -> int:
     parser.add_argument("--runtime", type=int, default=30, help="seconds per fio job")
     parser.add_argument("--queues", default="1,2", help="queue counts to run, e.g. 1,2")
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job names")
+    parser.add_argument(
+        "--bounce-size", type=parse_size, default=DEFAULT_BOUNCE_SIZE,
+        help="our device's bounce buffer (qsd keeps the kernel's 64M)",
+    )  # fmt: skip
     args = parser.parse_args()
     names = [n.strip() for n in args.jobs.split(",")]
     queue_counts = [int(q) for q in args.queues.split(",")]
@@ -222,12 +227,15 @@ def main() -> int:
         subprocess.run(["fio", "--name=prefill", f"--filename={image}", "--rw=write",
                         "--bs=1M", f"--size={SIZE}", "--output-format=terse"],
                        check=True, capture_output=True)  # fmt: skip
-        report: dict[str, Any] = {"runtime": args.runtime, "queues": queue_counts}
+        report: dict[str, Any] = {
+            "runtime": args.runtime, "queues": queue_counts, "bounce_size": args.bounce_size,
+        }  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             for queues in queue_counts:
                 run_queues(
-                    image, Path(tmp), queues, seconds=args.runtime, names=names, report=report
-                )
+                    image, Path(tmp), queues, seconds=args.runtime, names=names, report=report,
+                    bounce=args.bounce_size,
+                )  # fmt: skip
     finally:
         subprocess.run(["umount", "/mnt/bench"], check=False)
     print_table(report, names)

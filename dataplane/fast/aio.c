@@ -58,8 +58,7 @@ struct dp_aio {
     int stopping;
 };
 
-/* Drop the first `skip` bytes of an iovec list in place; returns the new count. */
-static uint32_t iov_skip(struct iovec *iov, uint32_t n, uint64_t skip)
+uint32_t dp_iov_skip(struct iovec *iov, uint32_t n, uint64_t skip)
 {
     uint32_t i = 0;
     while (i < n && skip >= iov[i].iov_len)
@@ -115,7 +114,7 @@ static unsigned uring_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned m
         if (res == -EAGAIN || res == -EINTR || res > 0) {
             if (res > 0) {
                 r->done += res;
-                r->niov = iov_skip(r->iov, r->niov, (uint64_t)res);
+                r->niov = dp_iov_skip(r->iov, r->niov, (uint64_t)res);
             }
             if (r->niov) {
                 /* A short transfer, or a retry: continue where it stopped. */
@@ -154,7 +153,7 @@ static int64_t transfer(struct req *r)
         if (done == 0)
             return -EIO;
         r->done += done;
-        r->niov = iov_skip(r->iov, r->niov, (uint64_t)done);
+        r->niov = dp_iov_skip(r->iov, r->niov, (uint64_t)done);
     }
     return r->done;
 }

@@ -336,20 +336,6 @@ static void gather(const struct iovec *iov, uint32_t n, uint8_t *out, size_t len
     }
 }
 
-/* Drop the first `skip` bytes of an iovec list in place; returns the new count. */
-static uint32_t skip_front(struct iovec *iov, uint32_t n, uint64_t skip)
-{
-    uint32_t i = 0;
-    while (i < n && skip >= iov[i].iov_len)
-        skip -= iov[i++].iov_len;
-    if (i < n && skip) {
-        iov[i].iov_base = (uint8_t *)iov[i].iov_base + skip;
-        iov[i].iov_len -= skip;
-    }
-    memmove(iov, iov + i, (n - i) * sizeof *iov);
-    return n - i;
-}
-
 /* Drop the last byte of an iovec list (the status byte); returns the new count. */
 static uint32_t drop_last_byte(struct iovec *iov, uint32_t n)
 {
@@ -394,7 +380,7 @@ static int rw_all(int fd, struct iovec *iov, uint32_t n, uint64_t off, int write
         if (done == 0)
             return -EIO; /* the backing shrank under us */
         off += (uint64_t)done;
-        n = skip_front(iov, n, (uint64_t)done);
+        n = dp_iov_skip(iov, n, (uint64_t)done);
     }
     return 0;
 }
@@ -520,7 +506,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
     uint64_t sector;
     memcpy(&type, header, 4);
     memcpy(&sector, header + 8, 8);
-    c->nrd = skip_front(c->rd, c->nrd, 16);
+    c->nrd = dp_iov_skip(c->rd, c->nrd, 16);
     c->rd_len -= 16;
     uint64_t in_len = c->wr_len - 1;
     c->nwr = drop_last_byte(c->wr, c->nwr);
