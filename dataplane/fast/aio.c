@@ -71,6 +71,26 @@ uint32_t dp_iov_skip(struct iovec *iov, uint32_t n, uint64_t skip)
     return n - i;
 }
 
+int64_t dp_transfer(int fd, int write, struct iovec *iov, uint32_t n, uint64_t off)
+{
+    int64_t total = 0;
+    while (n) {
+        int batch = n < IOV_MAX ? (int)n : IOV_MAX;
+        ssize_t done = write ? pwritev(fd, iov, batch, (off_t)(off + (uint64_t)total))
+                             : preadv(fd, iov, batch, (off_t)(off + (uint64_t)total));
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (done == 0)
+            return -EIO; /* the backing shrank under us */
+        total += done;
+        n = dp_iov_skip(iov, n, (uint64_t)done);
+    }
+    return total;
+}
+
 /* ---- io_uring ------------------------------------------------------------------------- */
 
 static int uring_prep(struct dp_aio *a, struct req *r, int spread)
@@ -139,25 +159,6 @@ static unsigned uring_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned m
 
 /* ---- threads ---------------------------------------------------------------------------- */
 
-static int64_t transfer(struct req *r)
-{
-    while (r->niov) {
-        int n = r->niov < IOV_MAX ? (int)r->niov : IOV_MAX;
-        ssize_t done = r->write ? pwritev(r->fd, r->iov, n, (off_t)(r->off + r->done))
-                                : preadv(r->fd, r->iov, n, (off_t)(r->off + r->done));
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (done == 0)
-            return -EIO;
-        r->done += done;
-        r->niov = dp_iov_skip(r->iov, r->niov, (uint64_t)done);
-    }
-    return r->done;
-}
-
 static void *worker(void *arg)
 {
     struct dp_aio *a = arg;
@@ -172,7 +173,7 @@ static void *worker(void *arg)
         if (!a->todo)
             a->todo_tail = &a->todo;
         pthread_mutex_unlock(&a->lock);
-        r->res = transfer(r);
+        r->res = dp_transfer(r->fd, r->write, r->iov, r->niov, r->off);
         pthread_mutex_lock(&a->lock);
         r->next = a->done_list;
         a->done_list = r;

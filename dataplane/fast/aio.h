@@ -35,6 +35,9 @@ int dp_aio_queue(struct dp_aio *a, int fd, int write, struct iovec *iov, uint32_
 int dp_aio_submit(struct dp_aio *a);
 /* Drop the first `skip` bytes of an iovec list in place; returns the new count. */
 uint32_t dp_iov_skip(struct iovec *iov, uint32_t n, uint64_t skip);
+/* Read (or write) all of `iov` at `off` on this thread, consuming `iov`; returns the bytes
+ * moved, or -errno. */
+int64_t dp_transfer(int fd, int write, struct iovec *iov, uint32_t n, uint64_t off);
 /* Up to `max` completions; with `wait`, blocks until there is at least one. */
 unsigned dp_aio_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned max, int wait);
 #endif

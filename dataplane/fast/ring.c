@@ -140,7 +140,6 @@ int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio)
         kind == DP_AIO_THREADS || !dp_aio_nowait(q->directfd >= 0 ? q->directfd : q->backfd);
     q->async_min = inline_small ? INLINE_MAX + 1 : 0;
     q->async_write_min = inline_small ? UINT32_MAX : 0;
-    q->spread_min = SPREAD_MIN;
     return kind;
 }
 
@@ -366,25 +365,6 @@ static int pick_fd(struct dp_queue *q, const struct iovec *iov, uint32_t n, uint
     return q->directfd;
 }
 
-static int rw_all(int fd, struct iovec *iov, uint32_t n, uint64_t off, int write)
-{
-    while (n) {
-        int batch = n < IOV_MAX ? (int)n : IOV_MAX;
-        ssize_t done = write ? pwritev(fd, iov, batch, (off_t)off)
-                             : preadv(fd, iov, batch, (off_t)off);
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (done == 0)
-            return -EIO; /* the backing shrank under us */
-        off += (uint64_t)done;
-        n = dp_iov_skip(iov, n, (uint64_t)done);
-    }
-    return 0;
-}
-
 static int in_range(struct dp_queue *q, uint64_t sector, uint64_t len)
 {
     if (len % SECTOR)
@@ -472,7 +452,7 @@ static int defer(struct dp_queue *q, int head, int fd, const struct iovec *iov, 
     }
     memcpy(s->iov, iov, n * sizeof *iov);
     if (dp_aio_queue(q->aio, fd, write, s->iov, n, off, (uint64_t)head,
-                     len >= q->spread_min))
+                     len >= SPREAD_MIN))
         return 0;
     s->status = status;
     s->write = write;
@@ -511,7 +491,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
     uint64_t in_len = c->wr_len - 1;
     c->nwr = drop_last_byte(c->wr, c->nwr);
     uint32_t written = 0;
-    int rc, fd;
+    int fd;
     uint8_t st = S_OK;
     switch (type) {
     case T_IN:
@@ -523,8 +503,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
         fd = pick_fd(q, c->wr, c->nwr, sector * SECTOR, in_len);
         if (defer(q, head, fd, c->wr, c->nwr, sector * SECTOR, 0, in_len, status, c->op))
             return DEFERRED;
-        rc = rw_all(fd, c->wr, c->nwr, sector * SECTOR, 0);
-        if (rc) {
+        if (dp_transfer(fd, 0, c->wr, c->nwr, sector * SECTOR) < 0) {
             st = S_IOERR;
         } else {
             written = (uint32_t)in_len;
@@ -540,7 +519,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
         fd = pick_fd(q, c->rd, c->nrd, sector * SECTOR, c->rd_len);
         if (defer(q, head, fd, c->rd, c->nrd, sector * SECTOR, 1, c->rd_len, status, c->op))
             return DEFERRED;
-        if (rw_all(fd, c->rd, c->nrd, sector * SECTOR, 1))
+        if (dp_transfer(fd, 1, c->rd, c->nrd, sector * SECTOR) < 0)
             st = S_IOERR;
         else
             c->bytes_written = c->rd_len;

@@ -94,10 +94,10 @@ struct dp_queue {
     struct iovec *iov; /* iov_cap readable entries, then iov_cap writable ones */
     uint32_t iov_cap;
     /* Asynchronous I/O (split rings): reads of at least async_min bytes and writes of at
-     * least async_write_min are queued on aio and completed out of order; those of
-     * spread_min or more run beside this thread. NULL: all is served in order here. */
+     * least async_write_min are queued on aio and completed out of order (see SPREAD_MIN
+     * in ring.c). NULL: all is served in order here. */
     struct dp_aio *aio;
-    uint32_t async_min, async_write_min, spread_min;
+    uint32_t async_min, async_write_min;
     struct dp_slot *slots; /* per descriptor head */
     uint32_t inflight;
 };

@@ -43,7 +43,7 @@ struct dp_queue {
     uint64_t *stats;
     char error[160];
     int nmaps;
-    uint32_t async_min, async_write_min, spread_min;
+    uint32_t async_min, async_write_min;
     uint32_t inflight;
     ...;
 };
