@@ -82,9 +82,10 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def find(name: str) -> ProcessId | None:
-    """A running dataplane of device ``name`` that no record names: one whose starter died
-    before it could record it, which still holds the device node."""
+def pids_of(name: str) -> list[int]:
+    """Processes whose command line runs a dataplane for device ``name``."""
+    pids = []
+    marker = [b"-m", b"dataplane", b"--protocol"]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -92,13 +93,19 @@ def find(name: str) -> ProcessId | None:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        marker = [b"-m", b"dataplane", b"--protocol"]
         at = next((i for i in range(len(argv)) if argv[i : i + 3] == marker), None)
         if at is None or b"--name" not in argv[at:]:
             continue
-        if argv[argv.index(b"--name", at) + 1 :][:1] != [name.encode()]:
-            continue
-        process = ProcessId(int(entry.name), start_time(int(entry.name)) or 0)
+        if argv[argv.index(b"--name", at) + 1 :][:1] == [name.encode()]:
+            pids.append(int(entry.name))
+    return pids
+
+
+def find(name: str) -> ProcessId | None:
+    """A running dataplane of device ``name`` that no record names: one whose starter died
+    before it could record it, which still holds the device node."""
+    for pid in pids_of(name):
+        process = ProcessId(pid, start_time(pid) or 0)
         if is_running(process):
             return process
     return None

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from csi_vduse.devices import dataplane_process
+
 CLI = [sys.executable, "-m", "csi_vduse"]
 
 
@@ -60,17 +62,7 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
 
 def dataplane_pids(name: str) -> list[int]:
     """Processes running a dataplane for device ``name``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"dataplane" in argv and name.encode() in argv:
-            pids.append(int(proc.name))
-    return pids
+    return dataplane_process.pids_of(name)
 
 
 def dataplane_pid(name: str) -> int:

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,14 +259,19 @@ def test_sixteen_volumes_concurrently_five_rounds(tmp_path: Path) -> None:
 
 
 @contextmanager
-def tmpfs(path: Path, size: int) -> Iterator[Path]:
+def mounted(path: Path, *source: str) -> Iterator[Path]:
+    """``mount SOURCE... path`` made for the block; unmounted (lazily if busy) after."""
     path.mkdir(parents=True)
-    sh("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path))
+    sh("mount", *source, str(path))
     try:
         yield path
     finally:
         if sh("umount", str(path), check=False).returncode:
             sh("umount", "-l", str(path), check=False)
+
+
+def tmpfs(path: Path, size: int) -> AbstractContextManager[Path]:
+    return mounted(path, "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs")
 
 
 def fill(path: Path) -> None:
@@ -471,17 +476,6 @@ def mapped_disk(image: Path, size: int) -> Iterator[MappedDisk]:
         image.unlink()
 
 
-@contextmanager
-def mounted(device: Path, path: Path) -> Iterator[Path]:
-    path.mkdir(parents=True)
-    sh("mount", str(device), str(path))
-    try:
-        yield path
-    finally:
-        if sh("umount", str(path), check=False).returncode:
-            sh("umount", "-l", str(path), check=False)
-
-
 def drop_cached(path: Path) -> None:
     """Make the next reads of ``path`` go to the disk, past the page cache."""
     os.sync()
@@ -503,7 +497,7 @@ def test_injected_eio_fails_only_affected_requests(tmp_path: Path) -> None:
     with mapped_disk(tmp_path / "disk.img", 128 * MiB) as disk:
         sh("mkfs.ext4", "-q", "-b", str(BLOCK), str(disk.device))
         with (
-            mounted(disk.device, tmp_path / "pool") as pool,
+            mounted(tmp_path / "pool", str(disk.device)) as pool,
             running_kubelet(tmp_path, pool) as kubelet,
         ):
             pv, volume_id = kubelet.create(block_capability(), 16 * MiB)
