@@ -12,10 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from csi_vduse import logs
-from csi_vduse.csi.capabilities import DRIVER_NAME
-from csi_vduse.csi.identity import package_version
-from csi_vduse.csi.server import ServeOptions, serve
-from csi_vduse.demo import run_demo
+from csi_vduse.about import DRIVER_NAME, package_version
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
 from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, DEFAULT_MAX_QUEUES, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore, default_state_dir
@@ -192,7 +189,12 @@ def _format_table(statuses: list[DeviceStatus]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The gRPC stack is imported only by the commands that use it: it is most of a second
+    # of start-up on a node (tens of seconds under emulation), which `device` commands and
+    # the dataplane-spawning paths should not pay.
     if args.command == "serve":
+        from csi_vduse.csi.server import ServeOptions, serve  # noqa: PLC0415
+
         return serve(
             ServeOptions(
                 endpoint=args.endpoint,
@@ -207,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     if args.command == "demo":
+        from csi_vduse.demo import run_demo  # noqa: PLC0415
+
         run_demo(lambda line: print(line, flush=True))
         return 0
     manager = DeviceManager(StateStore(args.state_dir))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from csi_vduse.csi.proto import pb
 
-DRIVER_NAME = "csi.vduse.dev"
 TOPOLOGY_KEY = "topology.vduse.csi/node"
 
 _PluginService = pb.PluginCapability.Service.Type

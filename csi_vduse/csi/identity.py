@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 
 import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
 
+from csi_vduse.about import package_version
 from csi_vduse.csi import capabilities
 from csi_vduse.csi.edge import rpc
 from csi_vduse.csi.proto import pb
 
 log = logging.getLogger(__name__)
-
-
-def package_version() -> str:
-    try:
-        return version("csi-vduse")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class IdentityService:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
@@ -32,13 +32,15 @@ from csi_vduse.devices.spec import DeviceSpec, validate_name
 from csi_vduse.devices.state import DeviceRecord, StateStore
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vdpa import sysfs
-from csi_vduse.vdpa.netlink import VdpaClient
 from csi_vduse.vduse.control import DeviceConfig, VduseControl, device_exists, set_bounce_size
 from csi_vduse.vduse.node import DeviceNode
 from csi_vduse.vduse.responder import StandInResponder
 from csi_vduse.virtio.spec import VIRTIO_ID_BLOCK, VIRTIO_VENDOR_ID
 from dataplane.blk.profile import BlkProfile
 from dataplane.interface import DataplaneArgs
+
+if TYPE_CHECKING:
+    from csi_vduse.vdpa.netlink import VdpaClient
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ class DeviceManager:
         record.pid, record.pid_start_time = process.pid, process.start_time
         self.store.save(record)
 
-        with _as_step(name, "attach to vDPA bus"), VdpaClient() as vdpa:
+        with _as_step(name, "attach to vDPA bus"), _vdpa_client() as vdpa:
             vdpa.attach(name)
         undo.callback(_quietly, "detach from vDPA bus", self._detach, name)
         _step(name, "bind virtio_vdpa", sysfs.bind, name)
@@ -310,7 +312,7 @@ class DeviceManager:
     def _detach(self, name: str) -> bool:
         if not _vdpa_attached(name):
             return False
-        with VdpaClient() as vdpa:
+        with _vdpa_client() as vdpa:
             return bool(_step(name, "detach from vDPA bus", vdpa.detach, name))
 
     def _destroy(self, name: str) -> bool:
@@ -468,6 +470,14 @@ def _as_step(name: str, step: str) -> Iterator[None]:
 def _step(name: str, step: str, fn: Callable[..., T], *args: object) -> T:
     with _as_step(name, step):
         return fn(*args)
+
+
+def _vdpa_client() -> VdpaClient:
+    """A vdpa netlink client. pyroute2 is imported here, not at module load: importing it
+    costs more than everything else a `device list` or a dataplane revive does."""
+    from csi_vduse.vdpa.netlink import VdpaClient  # noqa: PLC0415
+
+    return VdpaClient()
 
 
 def _quietly(what: str, fn: Callable[..., object], *args: object, **kwargs: object) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import json
 import lzma
 import shlex
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +17,7 @@ from tests.vm import initramfs
 from tests.vm.initramfs import _Cpio, module_load_order
 from tests.vm.kernel import GuestKernel, KernelFetchError, debian_mirror, newest_version
 from tests.vm.machine import stage2_script
+from tests.vm.plugin import _GuestReporter
 
 # -- a tiny newc reader -------------------------------------------------------------------
 
@@ -424,3 +427,31 @@ def test_debian_mirror_reads_continued_fields_and_blank_lines_with_spaces(tmp_pa
         "Types: deb\nURIs: http://main.example/debian\nSuites:\n bookworm bookworm-updates\n"
     )
     assert debian_mirror(tmp_path) == "http://main.example/debian"
+
+
+# -- the guest's report -------------------------------------------------------------------
+
+
+def test_guest_report_is_on_disk_after_each_test_so_a_timed_out_vm_still_reports(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "report.json"
+    reporter = _GuestReporter(path)
+
+    def phase(nodeid: str, when: str) -> None:
+        report = SimpleNamespace(
+            nodeid=nodeid, when=when, outcome="passed", skipped=False, longrepr=None,
+            longreprtext="",
+        )  # fmt: skip
+        reporter.pytest_runtest_logreport(report)  # type: ignore[arg-type]
+
+    phase("t::a", "setup")
+    phase("t::a", "call")
+    assert not path.exists()
+    phase("t::a", "teardown")
+    phase("t::b", "setup")
+    assert set(json.loads(path.read_text())) == {"t::a"}
+    phase("t::b", "call")
+    phase("t::b", "teardown")
+    assert set(json.loads(path.read_text())) == {"t::a", "t::b"}
+    assert not list(tmp_path.glob("*.tmp"))

@@ -105,8 +105,8 @@ class _GuestRun:
                 env[key] = os.environ[key]
         report = f"{initramfs.RESULTS_MOUNT}/{REPORT_NAME}"
         argv = [sys.executable, "-m", "pytest", "-v", "--tb=short", "-p", "no:cacheprovider",
-                f"--vm-report={report}", *self.nodeids]  # fmt: skip
-        timeout = float(os.environ.get("CSI_VDUSE_VM_TIMEOUT", "1800"))
+                "--durations=15", f"--vm-report={report}", *self.nodeids]  # fmt: skip
+        timeout = float(os.environ.get("CSI_VDUSE_VM_TIMEOUT", "3600"))
         with capture.global_and_fixture_disabled():
             echo(f"booting the test VM for {len(self.nodeids)} test(s)")
             try:
@@ -131,7 +131,11 @@ class _GuestRun:
 
 
 class _GuestReporter:
-    """Guest side: write each test's phase outcomes for the host to pick up."""
+    """Guest side: write each test's phase outcomes for the host to pick up.
+
+    The file is rewritten after every test, so a VM that times out still reports every
+    test it finished and only the unfinished ones fail.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -146,6 +150,13 @@ class _GuestReporter:
             "outcome": report.outcome,
             "longrepr": detail,
         }
+        if report.when == "teardown":
+            self._write()
 
     def pytest_sessionfinish(self) -> None:
-        self.path.write_text(json.dumps(self.reports, indent=1))
+        self._write()
+
+    def _write(self) -> None:
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text(json.dumps(self.reports, indent=1))
+        partial.replace(self.path)
