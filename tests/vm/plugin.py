@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from csi_vduse.durable import write_atomic
 from tests.vm import initramfs
 from tests.vm.machine import GUEST_PATH, TestVm
 
@@ -157,6 +158,4 @@ class _GuestReporter:
         self._write()
 
     def _write(self) -> None:
-        partial = self.path.with_name(self.path.name + ".tmp")
-        partial.write_text(json.dumps(self.reports, indent=1))
-        partial.replace(self.path)
+        write_atomic(self.path, json.dumps(self.reports, indent=1))
