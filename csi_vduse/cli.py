@@ -190,8 +190,8 @@ def _format_table(statuses: list[DeviceStatus]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # The gRPC stack is imported only by the commands that use it: it is most of a second
-    # of start-up on a node (tens of seconds under emulation), which `device` commands and
-    # the dataplane-spawning paths should not pay.
+    # of start-up on a node (several seconds under emulation), which `device` commands
+    # should not pay.
     if args.command == "serve":
         from csi_vduse.csi.server import ServeOptions, serve  # noqa: PLC0415
 
