@@ -28,7 +28,8 @@ VERSION = 1
 HEADER = struct.Struct("<8sIIIIQ")
 HEADER_SIZE = 64
 QUEUE_HEADER_SIZE = 16  # struct dp_vqlog before its flags
-BLOCK_SIZE = QUEUE_HEADER_SIZE + MAX_QUEUE_SIZE
+FLAGS_PER_QUEUE = MAX_QUEUE_SIZE  # a larger queue is refused: its heads have no flag here
+BLOCK_SIZE = QUEUE_HEADER_SIZE + FLAGS_PER_QUEUE
 STATUS_OFFSET = 20
 FEATURES_OFFSET = 24
 

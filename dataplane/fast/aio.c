@@ -117,14 +117,36 @@ static int uring_prep(struct dp_aio *a, struct req *r, int spread)
     return 0;
 }
 
+/* Submit what is prepared, if anything; it stays prepared (and counted) on failure. */
+static int uring_submit(struct dp_aio *a)
+{
+    if (!a->unsubmitted)
+        return 0;
+    int rc = io_uring_submit(&a->ring);
+    if (rc < 0)
+        return rc;
+    a->unsubmitted = 0;
+    return 0;
+}
+
 static unsigned uring_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned max, int wait)
 {
     unsigned got = 0;
     while (got < max) {
         struct io_uring_cqe *cqe;
-        int rc = wait && got == 0 ? io_uring_wait_cqe(&a->ring, &cqe)
-                                  : io_uring_peek_cqe(&a->ring, &cqe);
-        if (rc == -EINTR)
+        int rc;
+        if (wait && got == 0) {
+            /* A continuation prepared below may not have reached the kernel yet: nothing
+             * completes that was never submitted. */
+            rc = uring_submit(a);
+            if (rc == 0)
+                rc = io_uring_wait_cqe(&a->ring, &cqe);
+            else if (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+                break;
+        } else {
+            rc = io_uring_peek_cqe(&a->ring, &cqe);
+        }
+        if (rc == -EINTR || (wait && got == 0 && (rc == -EAGAIN || rc == -EBUSY)))
             continue;
         if (rc < 0)
             break;
@@ -137,9 +159,12 @@ static unsigned uring_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned m
                 r->niov = dp_iov_skip(r->iov, r->niov, (uint64_t)res);
             }
             if (r->niov) {
-                /* A short transfer, or a retry: continue where it stopped. */
-                if (uring_prep(a, r, 0) == 0 && io_uring_submit(&a->ring) >= 0) {
-                    a->unsubmitted = 0;
+                /* A short transfer, or a retry: continue where it stopped. Once prepared it
+                 * is the kernel's, submitted now or with the next batch (uring_submit), so
+                 * it is not reported done; only a continuation that could not be prepared
+                 * fails the request. */
+                if (uring_prep(a, r, 0) == 0) {
+                    (void)uring_submit(a);
                     continue;
                 }
                 res = -EIO;
@@ -358,23 +383,19 @@ int dp_aio_queue(struct dp_aio *a, int fd, int write, struct iovec *iov, uint32_
 
 int dp_aio_submit(struct dp_aio *a)
 {
+    if (a->kind == DP_AIO_URING)
+        return uring_submit(a);
     if (!a->unsubmitted)
         return 0;
-    int rc = 0;
-    if (a->kind == DP_AIO_URING) {
-        rc = io_uring_submit(&a->ring);
-        rc = rc < 0 ? rc : 0;
-    } else {
-        pthread_mutex_lock(&a->lock);
-        if (a->unsubmitted >= a->nthreads)
-            pthread_cond_broadcast(&a->work);
-        else
-            for (unsigned i = 0; i < a->unsubmitted; i++)
-                pthread_cond_signal(&a->work);
-        pthread_mutex_unlock(&a->lock);
-    }
+    pthread_mutex_lock(&a->lock);
+    if (a->unsubmitted >= a->nthreads)
+        pthread_cond_broadcast(&a->work);
+    else
+        for (unsigned i = 0; i < a->unsubmitted; i++)
+            pthread_cond_signal(&a->work);
+    pthread_mutex_unlock(&a->lock);
     a->unsubmitted = 0;
-    return rc;
+    return 0;
 }
 
 unsigned dp_aio_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned max, int wait)

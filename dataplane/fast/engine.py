@@ -17,6 +17,7 @@ before the process is confined, and outlive device resets.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import select
@@ -30,7 +31,7 @@ from csi_vduse.virtio.blk import ID_BYTES
 from csi_vduse.virtio.spec import Feature, bit
 from dataplane.blk.profile import MAX_ZERO_RANGES
 from dataplane.fast._ring import ffi, lib
-from dataplane.inflight_log import InflightLog
+from dataplane.inflight_log import FLAGS_PER_QUEUE, InflightLog
 from dataplane.stats import StatsFile
 from dataplane.virtio.split_ring import RingError
 
@@ -190,14 +191,18 @@ class FastQueue:
         q.packed = bool(features & bit(Feature.RING_PACKED))
         q.capacity = target.capacity
         q.serial = target.serial[:ID_BYTES].ljust(ID_BYTES, b"\0")
-        if q.packed:
-            q.last_avail, q.used_idx = info.packed_avail, info.packed_used
-        else:
-            q.last_avail = q.used_idx = info.avail_index
-        q.stats = ffi.NULL if stats is None else stats
-        if lib.dp_queue_init(q):
+        start = (info.packed_avail, info.packed_used) if q.packed else (info.avail_index,) * 2
+        if not all(0 <= position <= 0xFFFF for position in start):
             os.close(self.ctlfd)
-            raise MemoryError(f"queue {self.index}: no memory for its iovecs")
+            raise RingError(f"queue {self.index}: start positions {start} are not 16-bit")
+        q.last_avail, q.used_idx = start
+        q.stats = ffi.NULL if stats is None else stats
+        rc = lib.dp_queue_init(q)
+        if rc:
+            os.close(self.ctlfd)
+            if rc == -errno.ENOMEM:
+                raise MemoryError(f"queue {self.index}: no memory for its iovecs")
+            raise RingError(ffi.string(q.error).decode())
         kind = lib.dp_aio_attach(q, ffi.NULL if aio is None else aio)
         if kind < 0:
             lib.dp_queue_free(q)
@@ -304,6 +309,7 @@ class FastQueue:
         """Stop the thread, then free the queue; the kick fd is closed too."""
         if self._thread is not None:
             self._stopping = True
+            self.q.pause_req = 1  # a pass in progress stops at its next request
             os.eventfd_write(self.ctlfd, 1)
             self._thread.join()
             self._thread = None
@@ -367,9 +373,11 @@ class FastEngine:
             queue.q.async_min = queue.q.async_write_min = self.async_min
         log.info("queue %d: %d entries, %s", info.index, info.num, queue.describe_io())
         if self.inflight is not None:
-            if lib.dp_log_attach(queue.q, self.inflight.block(info.index), int(resume)):
+            block = self.inflight.block(info.index)
+            if lib.dp_log_attach(queue.q, block, FLAGS_PER_QUEUE, int(resume)):
+                error = ffi.string(queue.q.error).decode()
                 queue.discard()
-                raise RingError(f"queue {info.index}: the in-flight log does not match it")
+                raise RingError(error)
             if resume:
                 log.info(
                     "queue %d resumes at avail %d, used %d",

@@ -64,7 +64,6 @@
 /* Interrupt before the batch ends once this much data completed: the driver can reap and
  * resubmit while large requests are still being copied, instead of waiting for all. */
 #define NOTIFY_BYTES (256u << 10)
-#define DEFERRED UINT32_MAX /* serve() handed the request to the queue's aio */
 /*
  * Which reads and writes leave the queue thread (see dp_aio_attach). A backing that cannot
  * be read without blocking (RWF_NOWAIT: tmpfs, for one) makes io_uring hand every request
@@ -98,8 +97,81 @@ struct chain {
 
 static const uint8_t zeroes[65536];
 
+/* Ring areas in IOVA space: where, how long, how aligned (virtio 1.x, 2.7 and 2.8). */
+struct area {
+    const char *name;
+    uint64_t iova, len, align;
+};
+
+static void ring_areas(const struct dp_queue *q, struct area out[3])
+{
+    uint64_t num = q->num;
+    out[0] = (struct area){"descriptor", q->desc_iova, 16 * num, 16};
+    if (q->packed) {
+        out[1] = (struct area){"driver event", q->avail_iova, 4, 4};
+        out[2] = (struct area){"device event", q->used_iova, 4, 4};
+    } else {
+        out[1] = (struct area){"avail", q->avail_iova, 6 + 2 * num, 2};
+        out[2] = (struct area){"used", q->used_iova, 6 + 8 * num, 4};
+    }
+}
+
+static int refuse(struct dp_queue *q, const char *why)
+{
+    snprintf(q->error, sizeof q->error, "queue %u: %s", q->index, why);
+    return -EINVAL;
+}
+
+static int packed_position_ok(const struct dp_queue *q, uint16_t at)
+{
+    return (at & 0x7fffu) < q->num;
+}
+
+/*
+ * The driver (or a VMM through vhost-vdpa) chose every value checked here. Areas that
+ * overlap would let a store to one ring move another's index under the loop (a used-ring
+ * store bumping the avail index serves forever); misaligned ones break the atomicity the
+ * ring protocol relies on; start positions outside the ring index past it.
+ */
+static int check_queue(struct dp_queue *q)
+{
+    char why[120];
+    if (q->num == 0 || q->num > DP_MAX_QUEUE_SIZE || (!q->packed && (q->num & (q->num - 1)))) {
+        snprintf(why, sizeof why, "size %u is not a valid queue size", q->num);
+        return refuse(q, why);
+    }
+    struct area a[3];
+    ring_areas(q, a);
+    for (int i = 0; i < 3; i++) {
+        if (a[i].iova & (a[i].align - 1)) {
+            snprintf(why, sizeof why, "%s area at %#llx is not %llu-byte aligned", a[i].name,
+                     (unsigned long long)a[i].iova, (unsigned long long)a[i].align);
+            return refuse(q, why);
+        }
+        if (a[i].iova + a[i].len < a[i].iova) {
+            snprintf(why, sizeof why, "%s area runs past the top of the IOVA space", a[i].name);
+            return refuse(q, why);
+        }
+        for (int j = 0; j < i; j++) {
+            if (a[i].iova < a[j].iova + a[j].len && a[j].iova < a[i].iova + a[i].len) {
+                snprintf(why, sizeof why, "%s and %s areas overlap", a[j].name, a[i].name);
+                return refuse(q, why);
+            }
+        }
+    }
+    if (q->packed && !(packed_position_ok(q, q->last_avail) && packed_position_ok(q, q->used_idx))) {
+        snprintf(why, sizeof why, "packed start positions %#x, %#x lie outside a %u ring",
+                 q->last_avail, q->used_idx, q->num);
+        return refuse(q, why);
+    }
+    return 0;
+}
+
 int dp_queue_init(struct dp_queue *q)
 {
+    int rc = check_queue(q);
+    if (rc)
+        return rc;
     q->iov_cap = 2 * q->num + 8;
     q->iov = calloc(2 * (size_t)q->iov_cap, sizeof(struct iovec));
     return q->iov ? 0 : -ENOMEM;
@@ -431,6 +503,13 @@ static uint8_t zero_ranges(struct dp_queue *q, struct chain *c, uint32_t type)
     return S_OK;
 }
 
+/* What a used element reports for `data` bytes written before the status byte: the used
+ * length is 32 bits, so a transfer of 4 GiB or more reports the most it can. */
+static uint32_t used_length(uint64_t data)
+{
+    return data >= UINT32_MAX ? UINT32_MAX : (uint32_t)data + 1;
+}
+
 /* Queue a read or write on the aio for `head`; 0 when it must be served here instead. */
 static int defer(struct dp_queue *q, int head, int fd, const struct iovec *iov, uint32_t n,
                  uint64_t off, int write, uint64_t len, uint8_t *status, int op)
@@ -458,27 +537,29 @@ static int defer(struct dp_queue *q, int head, int fd, const struct iovec *iov, 
     s->write = write;
     s->op = op;
     s->bytes = len;
-    s->written = write ? 1 : (uint32_t)len + 1;
+    s->written = write ? 1 : used_length(len);
+    s->busy = 1;
     q->inflight++;
     return 1;
 }
 
 /*
- * Serve one collected chain; returns the byte count written into it (status included).
- * With `head` >= 0 a read or write may be handed to the aio instead: then DEFERRED, and
- * complete() finishes it.
+ * Serve one collected chain; *used is what its used element reports (the bytes written
+ * into it, status included). With `head` >= 0 a read or write may be handed to the aio
+ * instead: then it returns 1, and complete() finishes it.
  */
-static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
+static int serve(struct dp_queue *q, struct chain *c, int head, uint32_t *used)
 {
     uint8_t *status;
     struct iovec *last = &c->wr[c->nwr - 1];
     status = (uint8_t *)last->iov_base + last->iov_len - 1;
     c->op = DP_ST_OTHER;
+    *used = 1;
     if (c->bad || c->rd_len < 16) {
         c->st = S_IOERR;
         *status = S_IOERR;
         q->errors++;
-        return 1;
+        return 0;
     }
     uint8_t header[16];
     gather(c->rd, c->nrd, header, 16);
@@ -490,7 +571,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
     c->rd_len -= 16;
     uint64_t in_len = c->wr_len - 1;
     c->nwr = drop_last_byte(c->wr, c->nwr);
-    uint32_t written = 0;
+    uint64_t written = 0;
     int fd;
     uint8_t st = S_OK;
     switch (type) {
@@ -502,11 +583,11 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
         }
         fd = pick_fd(q, c->wr, c->nwr, sector * SECTOR, in_len);
         if (defer(q, head, fd, c->wr, c->nwr, sector * SECTOR, 0, in_len, status, c->op))
-            return DEFERRED;
+            return 1;
         if (dp_transfer(fd, 0, c->wr, c->nwr, sector * SECTOR) < 0) {
             st = S_IOERR;
         } else {
-            written = (uint32_t)in_len;
+            written = in_len;
             c->bytes_read = in_len;
         }
         break;
@@ -518,7 +599,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
         }
         fd = pick_fd(q, c->rd, c->nrd, sector * SECTOR, c->rd_len);
         if (defer(q, head, fd, c->rd, c->nrd, sector * SECTOR, 1, c->rd_len, status, c->op))
-            return DEFERRED;
+            return 1;
         if (dp_transfer(fd, 1, c->rd, c->nrd, sector * SECTOR) < 0)
             st = S_IOERR;
         else
@@ -542,7 +623,7 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
             src += piece;
             left -= piece;
         }
-        written = (uint32_t)n;
+        written = n;
         break;
     }
     case T_DISCARD:
@@ -557,7 +638,8 @@ static uint32_t serve(struct dp_queue *q, struct chain *c, int head)
         q->errors++;
     c->st = st;
     *status = st;
-    return written + 1;
+    *used = used_length(written);
+    return 0;
 }
 
 static void account(struct dp_queue *q, const struct chain *c, const struct timespec *t0)
@@ -622,14 +704,29 @@ static void log_completed(struct dp_queue *q, uint16_t head)
     }
 }
 
-int dp_log_attach(struct dp_queue *q, void *block, int resume)
+int dp_log_attach(struct dp_queue *q, void *block, uint32_t capacity, int resume)
 {
     struct dp_vqlog *log = block;
+    char why[120];
+    if (q->num > capacity) {
+        snprintf(why, sizeof why, "size %u is more than the in-flight log holds (%u)", q->num,
+                 capacity);
+        return refuse(q, why);
+    }
     if (resume) {
-        if (log->valid != 1 || log->num != q->num)
-            return -EINVAL;
-        q->last_avail = log->last_avail;
-        q->used_idx = log->used_idx;
+        if (log->valid != 1 || log->num != q->num) {
+            snprintf(why, sizeof why, "the in-flight log is %s", log->valid != 1
+                     ? "not valid" : "laid out for another queue size");
+            return refuse(q, why);
+        }
+        uint16_t last_avail = log->last_avail, used_idx = log->used_idx;
+        if (q->packed && !(packed_position_ok(q, last_avail) && packed_position_ok(q, used_idx))) {
+            snprintf(why, sizeof why, "the in-flight log's positions %#x, %#x lie outside a %u ring",
+                     last_avail, used_idx, q->num);
+            return refuse(q, why);
+        }
+        q->last_avail = last_avail;
+        q->used_idx = used_idx;
         q->recovering = 1;
     } else {
         log_store16(&log->valid, 0);
@@ -659,9 +756,15 @@ static int recover(struct dp_queue *q)
     if (q->packed)
         return recover_packed(q);
     struct dp_vqlog *log = q->log;
+    if ((uint16_t)(q->last_avail - q->used_idx) > q->num) {
+        snprintf(q->error, sizeof q->error,
+                 "queue %u: the log's used index %u is not within a ring of its avail index %u",
+                 q->index, q->used_idx, q->last_avail);
+        return DP_BROKEN;
+    }
     uint16_t ring_used = __atomic_load_n((uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE);
     uint16_t ahead = ring_used - q->used_idx;
-    if (ahead > 1) {
+    if (ahead > 1 || (ahead == 1 && q->used_idx == q->last_avail)) {
         snprintf(q->error, sizeof q->error, "queue %u: used idx %u runs %u ahead of the log",
                  q->index, ring_used, ahead);
         return DP_BROKEN;
@@ -675,7 +778,10 @@ static int recover(struct dp_queue *q)
         log_store16(&log->used_idx, ring_used);
     }
     uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
-    if (avail_idx != q->last_avail) {
+    uint32_t flagged = 0;
+    for (uint32_t head = 0; head < q->num; head++)
+        flagged += log->inflight[head] != 0;
+    if (avail_idx != q->last_avail && flagged == (uint16_t)(q->last_avail - q->used_idx) + 1u) {
         uint16_t head;
         memcpy(&head, q->avail + 4 + 2 * (size_t)(q->last_avail % q->num), 2);
         /* A head in flight cannot have been posted again, so this one was taken. */
@@ -684,6 +790,13 @@ static int recover(struct dp_queue *q)
             log_store16(&log->last_avail, q->last_avail);
         }
     }
+    /* Settled, every request taken and not completed is flagged, and nothing else. */
+    if (flagged != (uint16_t)(q->last_avail - q->used_idx)) {
+        snprintf(q->error, sizeof q->error,
+                 "queue %u: the log flags %u requests in flight, its indices say %u", q->index,
+                 flagged, (uint16_t)(q->last_avail - q->used_idx));
+        return DP_BROKEN;
+    }
     for (uint32_t head = 0; head < q->num; head++) {
         if (!log->inflight[head])
             continue;
@@ -691,7 +804,9 @@ static int recover(struct dp_queue *q)
         walk_table(q, &c, q->desc, q->num, head, 0);
         if (c.need_map)
             return DP_NEED_MAP;
-        uint32_t written = c.status_ok ? serve(q, &c, -1) : 0;
+        uint32_t written = 0;
+        if (c.status_ok)
+            serve(q, &c, -1, &written);
         q->nbad = 0;
         push_used(q, (uint16_t)head, written);
         log_completed(q, (uint16_t)head);
@@ -752,6 +867,7 @@ static void complete(struct dp_queue *q, const struct dp_aio_done *done)
         account(q, &c, &s->t0);
     }
     q->inflight--;
+    s->busy = 0;
     push_used(q, head, st == S_OK ? s->written : 1);
     log_completed(q, head);
 }
@@ -790,6 +906,10 @@ static int serve_split(struct dp_queue *q, int unsignalled)
     for (;;) {
         if (q->inflight && reap(q, 0))
             unsignalled = 1;
+        if (q->pause_req) {
+            result = DP_PAUSE;
+            break;
+        }
         uint16_t avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
         uint16_t pending = avail_idx - q->last_avail;
         if (pending > q->num) {
@@ -822,6 +942,13 @@ static int serve_split(struct dp_queue *q, int unsignalled)
                 result = DP_BROKEN;
                 goto done;
             }
+            if (q->slots && q->slots[head].busy) {
+                /* Its buffers and slot belong to the request in flight: touch neither. */
+                snprintf(q->error, sizeof q->error,
+                         "queue %u: head %u posted again while in flight", q->index, head);
+                result = DP_BROKEN;
+                goto done;
+            }
             struct timespec t0;
             if (q->stats)
                 clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -834,8 +961,7 @@ static int serve_split(struct dp_queue *q, int unsignalled)
             log_taken(q, head, (uint16_t)(q->last_avail + 1));
             uint32_t written = 0;
             if (c.status_ok) {
-                written = serve(q, &c, head);
-                if (written == DEFERRED) {
+                if (serve(q, &c, head, &written)) {
                     if (q->stats)
                         q->slots[head].t0 = t0;
                     q->nbad = 0;
@@ -1077,7 +1203,7 @@ static int serve_one_packed(struct dp_queue *q, uint16_t at, int fresh, uint64_t
     }
     uint32_t written = 0;
     if (c.status_ok) {
-        written = serve(q, &c, -1);
+        serve(q, &c, -1, &written);
         if (q->stats && fresh)
             account(q, &c, &t0);
     }

@@ -14,6 +14,7 @@
 #define DP_ID_BYTES 20
 #define DP_MAX_MAPS 64
 #define DP_MAX_BAD 16
+#define DP_MAX_QUEUE_SIZE 32768 /* the most a virtqueue may have (virtio 1.x) */
 
 /* Word indices of a queue's block in the stats file; dataplane/stats.py is the layout. */
 #define DP_ST_READ 0
@@ -63,6 +64,7 @@ struct dp_slot {
     int op, write;
     uint64_t bytes;
     struct timespec t0;
+    int busy; /* on the aio: the head may not be taken again until it completes */
 };
 
 struct dp_queue {
@@ -102,6 +104,8 @@ struct dp_queue {
     uint32_t inflight;
 };
 
+/* Checks the queue's size, ring addresses and start positions (0, or -EINVAL with
+ * q->error set) and allocates its iovecs (-ENOMEM). */
 int dp_queue_init(struct dp_queue *q);
 void dp_queue_free(struct dp_queue *q);
 void *dp_mmap(int fd, uint64_t length, uint64_t offset, int writable);
@@ -110,7 +114,8 @@ void dp_mark_bad(struct dp_queue *q, uint64_t iova);
 int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, int writable);
 int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
 int dp_aio_attach(struct dp_queue *q, struct dp_aio *aio);
-int dp_log_attach(struct dp_queue *q, void *block, int resume);
+/* `block` holds flags for `capacity` heads; with `resume`, the queue starts from it. */
+int dp_log_attach(struct dp_queue *q, void *block, uint32_t capacity, int resume);
 int dp_serve(struct dp_queue *q);
 int dp_run(struct dp_queue *q);
 #endif

@@ -45,9 +45,10 @@ class FakeKernel:
     next_id: int = 1
     config: bytearray = field(default_factory=lambda: bytearray(60))
     config_interrupts: int = 0
+    memory: int = MEMORY  # bytes of guest memory; the second IOTLB region grows with it
 
     def __post_init__(self) -> None:
-        os.ftruncate(self.memfd, MEMORY)
+        os.ftruncate(self.memfd, self.memory)
         self.wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.irqfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # the fast path's interrupts
 
@@ -78,9 +79,9 @@ class FakeKernel:
         self.kickfds[index] = fd
 
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]:
-        if iova >= MEMORY:  # as DeviceNode reports it
+        if iova >= self.memory:  # as DeviceNode reports it
             raise VduseError.from_os_error("iotlb get fd", OSError(errno.EINVAL, "no mapping"))
-        start, end = (0, REGION_SPLIT) if iova < REGION_SPLIT else (REGION_SPLIT, MEMORY)
+        start, end = (0, REGION_SPLIT) if iova < REGION_SPLIT else (REGION_SPLIT, self.memory)
         return os.dup(self.memfd), IotlbEntry(start, start, end - 1, lib.VDUSE_ACCESS_RW)
 
     def fileno(self) -> int:
@@ -123,7 +124,7 @@ class FakeDriver:
         self.kernel = kernel
         self.queue = queue
         self.size = size
-        self.mem = mmap.mmap(kernel.memfd, MEMORY)
+        self.mem = mmap.mmap(kernel.memfd, kernel.memory)
         self.desc = RING_BASE + queue * RING_STRIDE
         self.avail = self.desc + 16 * size
         self.used = self.desc + (16 * size + 6 + 2 * size + 4095) // 4096 * 4096
@@ -268,7 +269,7 @@ class PackedDriver:
         self.kernel = kernel
         self.queue = queue
         self.size = size
-        self.mem = mmap.mmap(kernel.memfd, MEMORY)
+        self.mem = mmap.mmap(kernel.memfd, kernel.memory)
         self.desc = RING_BASE + queue * RING_STRIDE
         self.driver_event = self.desc + 16 * size
         self.device_event = self.driver_event + 4
