@@ -10,9 +10,12 @@
  * discard, get id, errors) are served on the spot. Packed rings serve everything in order.
  *
  * The guest driver is untrusted: every index, length, address and flag is checked
- * before use. A chain whose buffers cannot all be translated gets IOERR when its
- * status byte can be found, and is handed back untouched when it cannot. A ring
- * whose indices are impossible stops the queue (DP_BROKEN).
+ * before use. A queue whose size, ring areas (overlapping, misaligned) or start positions
+ * are impossible is refused when it starts (dp_queue_init, dp_log_attach). A chain whose
+ * buffers cannot all be translated gets IOERR when its status byte can be found, and is
+ * handed back untouched when it cannot. A ring whose indices are impossible, or that
+ * posts a head again while its request is in flight, stops the queue (DP_BROKEN); what
+ * is in flight completes first, untouched.
  *
  * With an in-flight log attached (dp_log_attach), each request is marked in the log's
  * mapped file before it is served and unmarked once its used element is published, so a
