@@ -1,0 +1,423 @@
+/*
+ * libFuzzer target for the fast path's request loop (ring.c, aio.c): one input is one
+ * queue's life, driven through the public API of ring.h and aio.h the way engine.py drives
+ * it, with every byte the guest controls taken from the input. Built by scripts/fuzz.sh;
+ * dataplane/fast/fuzz/make_seeds.py writes the seed corpus from readable descriptions.
+ *
+ * Why the harness looks like this:
+ *   - Guest memory is a memfd mapped per IOTLB region, as MapPool maps it, each mapping
+ *     inside a PROT_NONE reservation (GUARD bytes either side), so a stray access past a
+ *     region faults under ASan instead of landing in some other allocation. GUARD covers the
+ *     furthest a 15-bit packed position can reach past a ring (16 * 0x7fff bytes).
+ *   - Two regions of REGION bytes, adjacent in IOVA space, so buffers can straddle them.
+ *   - An invalidated mapping is made PROT_NONE, not unmapped, until the input ends: a stale
+ *     host pointer kept past dp_map_invalidate then faults, and the address cannot be
+ *     reused by the next mapping (where a real stale access would go unnoticed).
+ *   - The in-flight log block and the stats block end at a page boundary followed by a
+ *     guard page, so an index past their size faults.
+ *   - The aio engines are opened once per process (as AioSet does) and shared by inputs.
+ *   - dp_serve is called in passes with a bounded number of DP_NEED_MAP round trips; a
+ *     dp_serve call that never returns is a finding, reported by libFuzzer's -timeout.
+ *
+ * Input format (little-endian; a short input reads as if padded with zero bytes):
+ *
+ *   Header, 80 bytes:
+ *     0   u8  features  bit 0 packed, 1 event_idx, 2 indirect, 3 readonly, 4 can_flush,
+ *                       5 can_discard, 6 stats block attached, 7 region B read-only
+ *     1   u8  shape     bits 0-3 queue size: 0..10 -> 1 << n; 11..15 -> the sizes a
+ *                       VMM should never set: 2048, 32768, 3, 1000, 1025.
+ *                       bits 4-5 engine: 0 none, 1 threads, 2 io_uring (threads if
+ *                       io_uring is unavailable), 3 none.
+ *                       bits 6-7 async thresholds: 0 what dp_aio_attach chose, 1 all
+ *                       reads and writes (as the unit tests run), 2 reads only, 3 writes only
+ *     2   u8  log       bit 0 in-flight log attached, 1 resume from it (the log's header
+ *                       and flags below), 2 log num taken raw (else the queue's size),
+ *                       3 log valid taken raw (else 1)
+ *     3   u8  layout    bit 0 region B at the top of the IOVA space instead of after A
+ *     4   u16 avail     split: last_avail = used_idx (as engine.py starts a split queue);
+ *                       packed: last_avail, position | wrap << 15
+ *     6   u16 used      packed: used_idx, position | wrap << 15
+ *     8   u64 desc_iova   16 u64 avail_iova (driver area)   24 u64 used_iova (device area)
+ *     32  u16 log last_avail   34 u16 log used_idx   36 u16 log num   38 u16 log valid
+ *     40  u16 capacity in sectors (at most 4096: beyond the 1 MiB backing reads hit EOF)
+ *     42  6 bytes reserved
+ *     48  32 bytes: in-flight flags of heads 0..255 for a resumed log, bit i of byte i / 8
+ *
+ *   Then operations, until the input ends (at most MAX_OPS; a final SERVE always runs):
+ *     op byte % 7:
+ *     0 WRITE      u32 offset, u16 len, len bytes: the guest writes its memory (offset into
+ *                  the regions' bytes, A then B, modulo their size; len clipped to fit)
+ *     1 SERVE      one pass: dp_serve until it returns something other than DP_NEED_MAP,
+ *                  mapping what it asks for (at most MAX_TRIPS round trips)
+ *     2 STEP       one dp_serve call and at most one mapping: requests may stay in flight
+ *                  while the guest's next WRITEs land
+ *     3 INVALIDATE u32 iova, u32 len: pause, dp_map_invalidate [iova, iova + len - 1] and
+ *                  unmap the regions it overlaps (len 0: the whole IOVA space)
+ *     4 CAPACITY   u16 sectors: pause, change capacity
+ *     5 FILL       u32 offset, u16 len, u8 byte: like WRITE, with one byte repeated
+ *     6 DISK       u32 offset, u16 len, len bytes: what the backing file holds
+ *   After DP_BROKEN the queue is never served again, as engine.py stops it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <linux/virtio_blk.h>
+#include <linux/virtio_ring.h>
+
+#include "../aio.h"
+#include "../ring.h"
+
+/* The harness hands ring.c bytes in the layouts the uAPI defines; check it agrees. */
+_Static_assert(sizeof(struct vring_desc) == 16, "split descriptor");
+_Static_assert(sizeof(struct vring_packed_desc) == 16, "packed descriptor");
+_Static_assert(sizeof(struct vring_used_elem) == 8, "used element");
+
+#define PAGE 4096u
+#define REGION (128u << 10)
+#define NREGIONS 2
+#define GUARD (1u << 20)
+#define BACKING (1u << 20)
+#define MAX_QUEUE 1024 /* dataplane/blk/profile.py MAX_QUEUE_SIZE, which sizes a log block */
+#define LOG_BLOCK (16 + MAX_QUEUE) /* inflight_log.py BLOCK_SIZE */
+#define HEADER 80
+#define MAX_OPS 64
+#define MAX_PASSES 24
+#define MAX_TRIPS 64
+#define MAX_INVALIDATIONS 8
+#define AIO_THREADS 4 /* engine.py POOL_THREADS */
+
+static const uint32_t bad_sizes[] = {2048, 32768, 3, 1000, 1025};
+
+struct region {
+    uint64_t start, last;
+    int writable;
+    uint8_t *host;    /* the current mapping, or NULL */
+    uint8_t *reserve; /* its reservation, guards included */
+};
+
+/* Per process: opened once, reused by every input. */
+static struct {
+    int guestfd, backfd, irqfd;
+    struct dp_aio *threads, *uring;
+    uint8_t *log_page, *stats_page;
+} g;
+
+/* Per input. */
+struct run {
+    const uint8_t *data;
+    size_t size, at;
+    struct dp_queue *q;
+    struct region regions[NREGIONS];
+    uint8_t *retired[NREGIONS * (MAX_INVALIDATIONS + 1)];
+    int nretired, broken;
+};
+
+static void die(const char *what)
+{
+    perror(what);
+    abort();
+}
+
+/* [guard page][page][guard page]; returns the page. */
+static uint8_t *guarded_page(void)
+{
+    uint8_t *p = mmap(NULL, 3 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || mprotect(p + PAGE, PAGE, PROT_READ | PROT_WRITE))
+        die("guarded page");
+    return p + PAGE;
+}
+
+static void setup(void)
+{
+    g.guestfd = memfd_create("fuzz-guest", MFD_CLOEXEC);
+    g.backfd = memfd_create("fuzz-backing", MFD_CLOEXEC);
+    g.irqfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (g.guestfd < 0 || g.backfd < 0 || g.irqfd < 0)
+        die("setup fds");
+    int err = 0;
+    g.threads = dp_aio_open(DP_AIO_THREADS, MAX_QUEUE, AIO_THREADS, &err);
+    g.uring = dp_aio_open(DP_AIO_URING, MAX_QUEUE, 0, &err);
+    if (!g.uring)
+        fprintf(stderr, "fuzz_ring: no io_uring (%s): its inputs use threads\n", strerror(-err));
+    g.log_page = guarded_page();
+    g.stats_page = guarded_page();
+    /* Let the pool's new threads reach their wait: one still starting would pick up a
+     * request queued before dp_aio_submit, and an input's result would depend on timing. */
+    usleep(50 * 1000);
+}
+
+/* Bytes from the input, zeroes past its end. */
+static void take(struct run *r, void *out, size_t n)
+{
+    size_t have = r->at < r->size ? r->size - r->at : 0;
+    size_t got = have < n ? have : n;
+    memcpy(out, r->data + r->at, got);
+    memset((uint8_t *)out + got, 0, n - got);
+    r->at += n;
+}
+
+static uint64_t take_le(struct run *r, size_t n)
+{
+    uint8_t b[8];
+    take(r, b, n);
+    uint64_t v = 0;
+    for (size_t i = n; i-- > 0;)
+        v = v << 8 | b[i];
+    return v;
+}
+
+/* A pointer to up to `n` input bytes (fewer at its end), for WRITE and DISK. */
+static const uint8_t *take_bytes(struct run *r, size_t *n)
+{
+    size_t have = r->at < r->size ? r->size - r->at : 0;
+    if (*n > have)
+        *n = have;
+    const uint8_t *p = r->data + r->at;
+    r->at += *n;
+    return p;
+}
+
+static void map_region(struct region *m, int index)
+{
+    uint8_t *res = mmap(NULL, GUARD + REGION + GUARD, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    if (res == MAP_FAILED)
+        die("reserve region");
+    int prot = PROT_READ | (m->writable ? PROT_WRITE : 0);
+    if (mmap(res + GUARD, REGION, prot, MAP_SHARED | MAP_FIXED, g.guestfd,
+             (off_t)index * REGION) == MAP_FAILED)
+        die("map region");
+    m->reserve = res;
+    m->host = res + GUARD;
+}
+
+/* MapPool.invalidate: the mapping goes; its addresses stay reserved until the input ends. */
+static void unmap_region(struct run *r, struct region *m)
+{
+    if (mprotect(m->host, REGION, PROT_NONE))
+        die("retire region");
+    r->retired[r->nretired++] = m->reserve;
+    m->host = m->reserve = NULL;
+}
+
+/* FastQueue._map: map the region holding miss_iova and add it, or mark the IOVA bad. */
+static void round_trip(struct run *r)
+{
+    uint64_t iova = r->q->miss_iova;
+    for (int i = 0; i < NREGIONS; i++) {
+        struct region *m = &r->regions[i];
+        if (iova < m->start || iova > m->last)
+            continue;
+        if (!m->host)
+            map_region(m, i);
+        if (dp_map_add(r->q, m->start, m->last, m->host, m->writable) == 0)
+            return;
+        break;
+    }
+    dp_mark_bad(r->q, iova);
+}
+
+/* Serve with at most `trips` mappings in between; DP_BROKEN stops the queue for good. */
+static void serve(struct run *r, int trips)
+{
+    for (int i = 0; i < trips && !r->broken; i++) {
+        int rc = dp_serve(r->q);
+        if (rc == DP_BROKEN)
+            r->broken = 1;
+        if (rc != DP_NEED_MAP)
+            return;
+        round_trip(r);
+    }
+}
+
+/* FastQueue.pause: dp_run sees pause_req before serving, finishes what is in flight and
+ * returns, which is what engine.py waits for before it changes mappings or capacity. */
+static void pause_queue(struct run *r)
+{
+    r->q->pause_req = 1;
+    (void)dp_run(r->q);
+    r->q->pause_req = 0;
+}
+
+static void write_guest(uint64_t offset, const uint8_t *bytes, size_t n, int fill)
+{
+    uint64_t total = (uint64_t)NREGIONS * REGION;
+    offset %= total;
+    if (n > total - offset)
+        n = (size_t)(total - offset);
+    uint8_t buf[1 << 16];
+    if (fill)
+        memset(buf, *bytes, n);
+    if (pwrite(g.guestfd, fill ? buf : bytes, n, (off_t)offset) != (ssize_t)n)
+        die("write guest memory");
+}
+
+static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
+{
+    switch (kind % 7) {
+    case 0:
+    case 5: {
+        uint64_t offset = take_le(r, 4);
+        size_t n = (size_t)take_le(r, 2);
+        if (kind % 7 == 5) {
+            uint8_t byte = (uint8_t)take_le(r, 1);
+            write_guest(offset, &byte, n, 1);
+        } else {
+            const uint8_t *bytes = take_bytes(r, &n);
+            write_guest(offset, bytes, n, 0);
+        }
+        break;
+    }
+    case 1:
+    case 2:
+        if ((*passes)++ < MAX_PASSES)
+            serve(r, kind % 7 == 1 ? MAX_TRIPS : 1);
+        break;
+    case 3: {
+        uint64_t start = take_le(r, 4), len = take_le(r, 4);
+        uint64_t last = len ? start + len - 1 : UINT64_MAX;
+        if (len == 0)
+            start = 0;
+        if ((*invalidations)++ >= MAX_INVALIDATIONS)
+            break;
+        pause_queue(r);
+        dp_map_invalidate(r->q, start, last);
+        for (int i = 0; i < NREGIONS; i++) {
+            struct region *m = &r->regions[i];
+            if (m->host && m->start <= last && m->last >= start)
+                unmap_region(r, m);
+        }
+        break;
+    }
+    case 4: {
+        uint64_t sectors = take_le(r, 2);
+        pause_queue(r);
+        r->q->capacity = (sectors > 4096 ? 4096 : sectors) * 512;
+        break;
+    }
+    case 6: {
+        uint64_t offset = take_le(r, 4) % BACKING;
+        size_t n = (size_t)take_le(r, 2);
+        const uint8_t *bytes = take_bytes(r, &n);
+        if (n > BACKING - offset)
+            n = (size_t)(BACKING - offset);
+        if (pwrite(g.backfd, bytes, n, (off_t)offset) != (ssize_t)n)
+            die("write backing");
+        break;
+    }
+    }
+}
+
+/* Both files start each input zeroed at their size. */
+static void reset_files(void)
+{
+    if (ftruncate(g.guestfd, 0) || ftruncate(g.guestfd, (off_t)NREGIONS * REGION) ||
+        ftruncate(g.backfd, 0) || ftruncate(g.backfd, BACKING))
+        die("reset files");
+    memset(g.log_page, 0, PAGE);
+    memset(g.stats_page, 0, PAGE);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!g.log_page)
+        setup();
+    reset_files();
+    struct run r = {.data = data, .size = size};
+    uint8_t features = (uint8_t)take_le(&r, 1), shape = (uint8_t)take_le(&r, 1);
+    uint8_t logbits = (uint8_t)take_le(&r, 1), layout = (uint8_t)take_le(&r, 1);
+    uint16_t avail = (uint16_t)take_le(&r, 2), used = (uint16_t)take_le(&r, 2);
+    uint64_t desc_iova = take_le(&r, 8), avail_iova = take_le(&r, 8), used_iova = take_le(&r, 8);
+    uint16_t log_avail = (uint16_t)take_le(&r, 2), log_used = (uint16_t)take_le(&r, 2);
+    uint16_t log_num = (uint16_t)take_le(&r, 2), log_valid = (uint16_t)take_le(&r, 2);
+    uint64_t sectors = take_le(&r, 2);
+    r.at += 6;
+    uint8_t flags[32];
+    take(&r, flags, sizeof flags);
+
+    uint32_t code = shape & 15;
+    uint32_t num = code <= 10 ? 1u << code : bad_sizes[code - 11];
+    int engine = shape >> 4 & 3, thresholds = shape >> 6 & 3;
+    r.regions[0] = (struct region){0, REGION - 1, 1, NULL, NULL};
+    uint64_t b_start = layout & 1 ? 0 - (uint64_t)REGION : REGION;
+    r.regions[1] = (struct region){b_start, b_start + REGION - 1, !(features & 128), NULL, NULL};
+
+    /* FastQueue.__init__ */
+    struct dp_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return 0;
+    r.q = q;
+    q->num = num;
+    q->desc_iova = desc_iova;
+    q->avail_iova = avail_iova;
+    q->used_iova = used_iova;
+    q->kickfd = q->ctlfd = q->devfd = -1;
+    q->irqfd = g.irqfd;
+    q->backfd = g.backfd;
+    q->directfd = -1;
+    q->dio_align = 4096;
+    q->packed = features & 1;
+    q->event_idx = !!(features & 2);
+    q->indirect = !!(features & 4);
+    q->readonly = !!(features & 8);
+    q->can_flush = !!(features & 16);
+    q->can_discard = !!(features & 32);
+    q->max_discard_seg = 16; /* dataplane/blk/profile.py MAX_ZERO_RANGES */
+    q->capacity = (sectors > 4096 ? 4096 : sectors) * 512;
+    memcpy(q->serial, "fuzz-serial-00000001", DP_ID_BYTES);
+    q->last_avail = avail;
+    q->used_idx = q->packed ? used : avail;
+    q->stats = features & 64 ? (uint64_t *)(g.stats_page + PAGE - 8 * DP_ST_WORDS) : NULL;
+    if (dp_queue_init(q)) {
+        free(q);
+        return 0;
+    }
+    struct dp_aio *aio = NULL;
+    if (engine == 1 || (engine == 2 && !g.uring))
+        aio = g.threads;
+    else if (engine == 2)
+        aio = g.uring;
+    int kind = dp_aio_attach(q, aio);
+    if (kind < 0)
+        goto out;
+    if (kind != DP_AIO_NONE && thresholds) {
+        q->async_min = thresholds == 3 ? UINT32_MAX : 0;
+        q->async_write_min = thresholds == 2 ? UINT32_MAX : 0;
+    }
+
+    /* FastEngine.start_queue: a resumed log holds what its predecessor left. */
+    if (logbits & 1) {
+        struct dp_vqlog *log = (struct dp_vqlog *)(g.log_page + PAGE - LOG_BLOCK);
+        if (logbits & 2) {
+            log->last_avail = log_avail;
+            log->used_idx = log_used;
+            log->num = logbits & 4 ? log_num : (uint16_t)num;
+            log->valid = logbits & 8 ? log_valid : 1;
+            for (uint32_t i = 0; i < 8 * sizeof flags; i++)
+                log->inflight[i] = flags[i / 8] >> (i % 8) & 1;
+        }
+        if (dp_log_attach(q, log, logbits >> 1 & 1))
+            goto out; /* engine.py refuses the queue */
+    }
+
+    int passes = 0, invalidations = 0;
+    for (int i = 0; i < MAX_OPS && r.at < r.size; i++)
+        op(&r, (uint8_t)take_le(&r, 1), &passes, &invalidations);
+    serve(&r, MAX_TRIPS);
+out:
+    dp_queue_free(q); /* completes what is still in flight first */
+    free(q);
+    for (int i = 0; i < NREGIONS; i++)
+        if (r.regions[i].reserve)
+            munmap(r.regions[i].reserve, GUARD + REGION + GUARD);
+    for (int i = 0; i < r.nretired; i++)
+        munmap(r.retired[i], GUARD + REGION + GUARD);
+    return 0;
+}
