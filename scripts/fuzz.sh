@@ -37,7 +37,7 @@ build() {
     fi
     "$CC" -g -O1 -fno-omit-frame-pointer \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -Wall -Wextra -Wno-unused-parameter -I"$FAST" \
+        -Wall -Wextra -Wno-unused-parameter -I"$FAST" -Dio_uring_submit=fuzz_io_uring_submit \
         "${sources[@]}" "$LIBURING" -lpthread -o "$BIN"
 }
 

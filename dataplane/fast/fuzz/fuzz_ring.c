@@ -40,7 +40,10 @@
  *     8   u64 desc_iova   16 u64 avail_iova (driver area)   24 u64 used_iova (device area)
  *     32  u16 log last_avail   34 u16 log used_idx   36 u16 log num   38 u16 log valid
  *     40  u16 capacity in sectors (at most 4096: beyond the 1 MiB backing reads hit EOF)
- *     42  6 bytes reserved
+ *     42  u32 submit faults: bit i set fails the input's i-th io_uring submission with
+ *                       EAGAIN before it reaches the kernel (aio.c is built with
+ *                       io_uring_submit renamed to fuzz_io_uring_submit, below)
+ *     46  2 bytes reserved
  *     48  32 bytes: in-flight flags of heads 0..255 for a resumed log, bit i of byte i / 8
  *
  *   Then operations, until the input ends (at most MAX_OPS; a final SERVE always runs):
@@ -73,6 +76,21 @@
 
 #include "../aio.h"
 #include "../ring.h"
+
+/* Fault injection into aio.c's submissions: scripts/fuzz.sh compiles every source with
+ * -Dio_uring_submit=fuzz_io_uring_submit; here the name means liburing's again. */
+#undef io_uring_submit
+#include <liburing.h>
+
+static uint32_t submit_faults; /* per input: bit 0 decides the next submission */
+
+int fuzz_io_uring_submit(struct io_uring *ring);
+int fuzz_io_uring_submit(struct io_uring *ring)
+{
+    int fail = submit_faults & 1;
+    submit_faults >>= 1;
+    return fail ? -EAGAIN : io_uring_submit(ring);
+}
 
 /* The harness hands ring.c bytes in the layouts the uAPI defines; check it agrees. */
 _Static_assert(sizeof(struct vring_desc) == 16, "split descriptor");
@@ -338,7 +356,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint16_t log_avail = (uint16_t)take_le(&r, 2), log_used = (uint16_t)take_le(&r, 2);
     uint16_t log_num = (uint16_t)take_le(&r, 2), log_valid = (uint16_t)take_le(&r, 2);
     uint64_t sectors = take_le(&r, 2);
-    r.at += 6;
+    submit_faults = (uint32_t)take_le(&r, 4);
+    r.at += 2;
     uint8_t flags[32];
     take(&r, flags, sizeof flags);
 
@@ -403,7 +422,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (uint32_t i = 0; i < 8 * sizeof flags; i++)
                 log->inflight[i] = flags[i / 8] >> (i % 8) & 1;
         }
-        if (dp_log_attach(q, log, logbits >> 1 & 1))
+        if (dp_log_attach(q, log, MAX_QUEUE, logbits >> 1 & 1))
             goto out; /* engine.py refuses the queue */
     }
 

@@ -22,7 +22,7 @@ from csi_vduse.virtio.spec import DescFlag
 HERE = Path(__file__).resolve().parent
 REGION = 128 << 10  # fuzz_ring.c REGION: region A is IOVA [0, REGION), B follows it
 HIGH_B = 2**64 - REGION  # region B's IOVA with the "B at the top" layout bit
-HEADER = struct.Struct("<BBBBHHQQQHHHHH6s32s")
+HEADER = struct.Struct("<BBBBHHQQQHHHHHI2s32s")
 DESC = struct.Struct("<QIHH")  # split: addr, len, flags, next
 PACKED_DESC = struct.Struct("<QIHH")  # packed: addr, len, id, flags
 ZERO_RANGE = struct.Struct("<QII")  # sector, sectors, flags
@@ -64,6 +64,7 @@ class Guest:
     log_valid: int | None = None  # None: 1
     inflight: tuple[int, ...] = ()  # heads flagged in flight in a resumed log
     sectors: int = 2048
+    submit_faults: int = 0  # bit i: the i-th io_uring submission fails with EAGAIN
     ops: bytearray = field(default_factory=bytearray)
 
     def header(self) -> bytes:
@@ -82,7 +83,7 @@ class Guest:
         return HEADER.pack(
             features, shape, logbits, int(self.b_high), self.avail, self.used, *self.rings,
             self.log_avail, self.log_used, self.log_num or 0, self.log_valid or 0,
-            self.sectors, b"", bytes(flags),
+            self.sectors, self.submit_faults, b"", bytes(flags),
         )  # fmt: skip
 
     def offset(self, iova: int) -> int:
@@ -572,6 +573,23 @@ def defect4_queue_size_over_log_block() -> Guest:
     return Guest(size=2048, log=True)
 
 
+def defect5_io_uring_continuation_not_submitted() -> Guest:
+    """D5. io_uring engine, every read deferred. A read of 8 KiB at the end of the 1 MiB
+    backing comes back short (4 KiB), so uring_reap prepares its continuation; the second
+    submission (that continuation's) fails with EAGAIN. At 51811a9 the request was then
+    reported done with IOERR while its SQE stayed queued, so the next read's submission
+    also submitted the stale one: two completions for one request, the in-flight counts
+    wrap, and the drain waits forever."""
+    g = Guest(size=16, engine="io_uring", thresholds="all", sectors=4096, submit_faults=0b10)
+    q = Split(g)
+    q.request(RequestType.IN, sector=(1 << 20) // 512 - 8, in_len=8192)
+    g.serve()
+    q.request(RequestType.IN, sector=0, in_len=4096)
+    q.request(RequestType.IN, sector=8, in_len=4096)
+    g.serve()
+    return g
+
+
 SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-split-direct-every-type": seed_split_direct,
     "seed-split-indirect-every-type": seed_split_indirect,
@@ -600,6 +618,7 @@ DEFECTS: dict[str, Callable[[], Guest]] = {
     "defect2-takeover-avail-used-overlap": defect2_takeover_avail_used_overlap,
     "defect3-packed-position-past-ring": defect3_packed_position_past_ring,
     "defect4-queue-size-over-log-block": defect4_queue_size_over_log_block,
+    "defect5-io-uring-continuation-not-submitted": defect5_io_uring_continuation_not_submitted,
 }
 
 
