@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 6
 
@@ -128,7 +131,12 @@ class DataplaneArgs:
 
 
 def report_ready(fd: int | None, error: str | None = None) -> None:
-    """Send the one readiness line and close the pipe."""
+    """Send the one readiness line and close the pipe.
+
+    A closed pipe means the process that started us died before it read the line. That is
+    no reason to stop: a ready dataplane holds the device and serves it, and the driver's
+    next instance adopts it; so it is logged, not raised.
+    """
     if fd is None:
         return
     message: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "ready": error is None}
@@ -138,6 +146,8 @@ def report_ready(fd: int | None, error: str | None = None) -> None:
         message["error"] = error
     try:
         os.write(fd, (json.dumps(message) + "\n").encode())
+    except BrokenPipeError:
+        log.warning("the process that started this dataplane is gone; serving on")
     finally:
         os.close(fd)
 

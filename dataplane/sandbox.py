@@ -6,10 +6,17 @@ undumpable (no ptrace or /proc/PID/mem from its peers, which share its user) and
 installs the seccomp filter of ``fast/sandbox.c``. Call it last, after every import, file
 operation and io_uring setup (``AioSet.prepare``): from then on the process cannot open
 anything or make a new ring.
+
+It loads libgcc_s first, for good. glibc opens that library the first time a thread ends
+with pthread_exit, which Python's daemon threads do when they wake during interpreter
+exit; under the filter the open fails and glibc aborts the whole process ("libgcc_s.so.1
+must be installed for pthread_exit to work"), so a dataplane that stops would die of
+SIGABRT instead of exiting with its status.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import resource
@@ -24,6 +31,7 @@ SWITCH = "CSI_VDUSE_DATAPLANE_SECCOMP"  # "off" leaves the process unconfined (d
 # shared and not counted. Measured use is 45-80 MiB with 16 queues.
 DATA_LIMIT = 256 << 20
 THREAD_STACK = 1 << 20  # the queue threads run C with small frames; 8 MiB is glibc's default
+UNWINDER = "libgcc_s.so.1"  # what glibc's pthread_exit and pthread_cancel load on first use
 
 
 def limit_memory(limit: int = DATA_LIMIT) -> None:
@@ -37,9 +45,21 @@ def confine() -> bool:
     if os.environ.get(SWITCH) == "off":
         log.warning("%s=off: running without the seccomp filter", SWITCH)
         return False
+    load_unwinder()
     rc = lib.dp_sandbox()
     if rc:
         log.warning("running without the seccomp filter: %s", os.strerror(-rc))
         return False
     log.info("confined: seccomp filter installed, no new privileges, not dumpable")
     return True
+
+
+def load_unwinder() -> None:
+    """Load libgcc_s now, never to be unloaded, so glibc finds it loaded when a thread exits
+    under the filter (its own dlopen of the name then opens no file)."""
+    try:
+        ctypes.CDLL(UNWINDER, mode=os.RTLD_NOW | os.RTLD_NODELETE)
+    except OSError as exc:
+        log.warning(
+            "cannot load %s: a thread exiting under the filter would abort: %s", UNWINDER, exc
+        )

@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
 from csi_vduse.vduse.node import DeviceNode
 from dataplane import inflight_log, stats
 from dataplane.blk.backend import open_flags
@@ -43,6 +43,15 @@ NOBODY = "65534:65534"
 # Dataplanes starting together share the CPUs: past a few, every one of them needs longer
 # than READY_TIMEOUT and they all fail at once. One start per CPU at a time; the others wait.
 _STARTING = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
+
+# The signals a process gets from its own faults, or abort(); any other that ends a dataplane
+# was sent from outside: SIGKILL or SIGTERM by an operator or a test, the OOM killer, ...
+FAULT_SIGNALS = frozenset(
+    {
+        signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGSEGV,
+        signal.SIGSYS, signal.SIGTRAP, signal.SIGXCPU, signal.SIGXFSZ,
+    }
+)  # fmt: skip
 
 
 def dataplane_user() -> tuple[int, int] | None:
@@ -70,6 +79,13 @@ def direct_io_wanted() -> bool:
 class ProcessId:
     pid: int
     start_time: int
+
+
+# The dataplanes this process started, until their exit status is collected: kept here (not
+# left to subprocess, which reaps a dropped Popen's child on the next spawn and loses its
+# status) so the supervisor can learn how each one ended.
+_children: dict[ProcessId, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
 
 
 def start_time(pid: int) -> int | None:
@@ -157,6 +173,30 @@ def start(args: DataplaneArgs, log_file: Path, cgroup: Path | None = None) -> Pr
         return _start(args, log_file, cgroup)
 
 
+def killed_from_outside(returncode: int | None) -> bool:
+    """Whether a Popen-style exit status is a kill by a signal not of the process's own
+    making (see FAULT_SIGNALS); False for an exit, a fault, or an unknown status."""
+    return returncode is not None and returncode < 0 and -returncode not in FAULT_SIGNALS
+
+
+def exit_status(process: ProcessId) -> int | None:
+    """How a dataplane this process started ended, Popen-style (negative: killed by that
+    signal); None while it runs, or when it is not our child (started by the driver's
+    previous instance, or by the CLI): no one but its parent can learn that."""
+    with _children_lock:
+        proc = _children.get(process)
+        if proc is None:
+            return None
+        returncode = proc.poll()
+        if returncode is not None:
+            del _children[process]
+        return returncode
+
+
+def _command(user: tuple[int, int] | None, args: DataplaneArgs) -> list[str]:
+    return [*_drop_to(user), sys.executable, "-m", "dataplane", *args.argv()]
+
+
 def _start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessId:
     user = dataplane_user()
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +205,7 @@ def _start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessI
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         opened.callback(os.close, ready_w)
         args = replace(args, ready_fd=ready_w)
-        argv = [*_drop_to(user), sys.executable, "-m", "dataplane", *args.argv()]
+        argv = _command(user, args)
         try:
             with open(log_file, "ab") as log_out:
                 proc = subprocess.Popen(
@@ -189,11 +229,18 @@ def _start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessI
     identity = ProcessId(proc.pid, start_time(proc.pid) or 0)
     report = parse_ready(line) if line else None
     if report is None or not report.get("ready"):
-        silent = proc.poll() is None  # still running: it missed the deadline
+        # The pipe closes as the process exits, a moment before it can be waited for.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)
+        silent = proc.returncode is None  # still running: it missed the deadline
         stop(identity)
         proc.wait()
         reason = report["error"] if report else _describe_exit(proc, log_file, silent)
+        if not report and not silent and killed_from_outside(proc.returncode):
+            raise DataplaneKilledError("start dataplane", str(reason), errno.EINTR)
         raise DeviceError("start dataplane", str(reason), errno.EIO)
+    with _children_lock:
+        _children[identity] = proc
     log.info("dataplane for %s running as pid %d", args.name, proc.pid)
     return identity
 
@@ -255,6 +302,14 @@ def _describe_exit(proc: subprocess.Popen[bytes], log_file: Path, silent: bool) 
 
 def stop(process: ProcessId, timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM, then SIGKILL after ``timeout``; returns once the process is gone."""
+    _stop(process, timeout)
+    with _children_lock:  # stopped on purpose: how it ended is of no interest
+        proc = _children.pop(process, None)
+    if proc is not None:
+        proc.poll()
+
+
+def _stop(process: ProcessId, timeout: float) -> None:
     for signum, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         if not is_running(process):
             return
@@ -286,6 +341,12 @@ def announce_growth(process: ProcessId) -> None:
 
 
 def reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
+    """Collect our own child's exit status so it does not linger as a zombie (a dataplane's
+    is kept for ``exit_status``)."""
+    with _children_lock:
+        procs = [proc for process, proc in _children.items() if process.pid == pid]
+    if procs:
+        procs[0].poll()
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

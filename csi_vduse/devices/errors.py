@@ -7,3 +7,7 @@ from csi_vduse.errors import CsiVduseError
 
 class DeviceError(CsiVduseError):
     """A device could not be created, deleted or inspected."""
+
+
+class DataplaneKilledError(DeviceError):
+    """A dataplane was killed from outside (not by its own fault) before it was ready."""

@@ -99,6 +99,16 @@ def test_taken_name_fails_at_create_and_leaves_nothing(cli: Cli, tmp_path: Path)
             control.destroy_device("taken0")
 
 
+def reload_module(name: str, attempts: int = 3) -> None:
+    """Load ``name`` again, trying more than once: a modprobe that dies (it did, in a
+    busy VM) must fail this test, not leave the module out for every later one."""
+    for _ in range(attempts):
+        if sh("modprobe", name, check=False).returncode == 0:
+            return
+        time.sleep(1)
+    sh("modprobe", name)  # fails this test, with modprobe's output
+
+
 def test_failure_after_attach_unwinds_every_step(cli: Cli, tmp_path: Path) -> None:
     """With virtio_blk unloaded no disk appears: attach, dataplane and device are all undone."""
     sh("rmmod", "virtio_blk")
@@ -107,7 +117,7 @@ def test_failure_after_attach_unwinds_every_step(cli: Cli, tmp_path: Path) -> No
         done = cli.run("device", "create", "late0", "--backing", str(backing), "--size", "16M",
                        check=False, CSI_VDUSE_BLOCK_DEVICE_TIMEOUT="2")  # fmt: skip
     finally:
-        sh("modprobe", "virtio_blk")
+        reload_module("virtio_blk")
     assert done.returncode == 1
     assert "wait for block device" in done.stderr
     assert leftovers("late0") == []

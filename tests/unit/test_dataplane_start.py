@@ -1,8 +1,11 @@
-"""Dataplane starts are CPU-bound: a burst of them must not all share the CPUs at once."""
+"""Starting dataplanes: a burst shares the CPUs in turn; the starter learns how each ended."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +15,8 @@ import pytest
 
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
-from dataplane.interface import DataplaneArgs
+from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
+from dataplane.interface import PROTOCOL_VERSION, DataplaneArgs
 
 
 def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
@@ -41,3 +45,52 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
         ]
     assert [f.result() for f in started] == [ProcessId(1, 1)] * burst
     assert peak == cpus
+
+
+# Stand-ins for ``python -m dataplane``: the ready fd is the last argument.
+READY_THEN_SLEEP = (
+    "import os, sys, time; fd = int(sys.argv[-1]); "
+    'os.write(fd, b\'{"protocol": %d, "ready": true}\\n\'); os.close(fd); time.sleep(60)'
+)
+KILLED_BEFORE_READY = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+FAILS_BEFORE_READY = "import sys; sys.exit(3)"
+
+
+def stand_in(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+
+    def command(user: object, args: DataplaneArgs) -> list[str]:
+        return [sys.executable, "-c", code.replace("%d", str(PROTOCOL_VERSION)), str(args.ready_fd)]
+
+    def open_files(args: DataplaneArgs, opened: object) -> DataplaneArgs:
+        return args
+
+    monkeypatch.setattr(dataplane_process, "_command", command)
+    monkeypatch.setattr(dataplane_process, "_open_files", open_files)
+
+
+def test_how_a_started_dataplane_ended_is_known_to_its_starter(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stand_in(monkeypatch, READY_THEN_SLEEP)
+    process = dataplane_process.start(DataplaneArgs("vol-x", tmp_path / "b"), tmp_path / "log")
+    assert dataplane_process.exit_status(process) is None  # running
+    os.kill(process.pid, signal.SIGKILL)
+    while dataplane_process.is_running(process):
+        dataplane_process.reap(process.pid)
+    subprocess.run(["true"], check=True)  # subprocess reaps dropped children on a spawn
+    assert dataplane_process.exit_status(process) == -signal.SIGKILL
+    assert dataplane_process.killed_from_outside(-signal.SIGKILL)
+    assert not dataplane_process.killed_from_outside(-signal.SIGSEGV)
+    assert not dataplane_process.killed_from_outside(1)
+
+
+def test_a_dataplane_killed_while_starting_is_told_from_one_that_failed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stand_in(monkeypatch, KILLED_BEFORE_READY)
+    with pytest.raises(DataplaneKilledError, match="status -9"):
+        dataplane_process.start(DataplaneArgs("vol-x", tmp_path / "b"), tmp_path / "log")
+    stand_in(monkeypatch, FAILS_BEFORE_READY)
+    with pytest.raises(DeviceError) as failed:
+        dataplane_process.start(DataplaneArgs("vol-x", tmp_path / "b"), tmp_path / "log")
+    assert not isinstance(failed.value, DataplaneKilledError)

@@ -58,3 +58,30 @@ def test_the_confined_dataplane_can_serve_but_not_open_exec_fork_or_connect() ->
         "thread": "ok",
         "thread ran": "ok",
     }
+
+
+EXIT_WITH_A_THREAD = textwrap.dedent(
+    """
+    import threading, time
+    from dataplane.sandbox import confine
+
+    def busy():
+        while True:
+            time.sleep(0.001)  # wakes, and wants the GIL, while the interpreter exits
+
+    threading.Thread(target=busy, daemon=True).start()
+    assert confine()
+    time.sleep(0.05)
+    """
+)
+
+
+def test_a_confined_process_with_a_running_thread_exits_cleanly() -> None:
+    """Its daemon thread ends in pthread_exit at interpreter exit, which needs libgcc_s:
+    the filter would have glibc abort the process if it were not loaded before."""
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_WITH_A_THREAD],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (done.returncode, "libgcc_s" in done.stderr) == (0, False), done.stderr

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from csi_vduse.durable import write_atomic
-from tests.vm import initramfs
+from tests.vm import guest, initramfs
 from tests.vm.machine import GUEST_PATH, TestVm
 
 REPORT_NAME = "report.json"
@@ -51,6 +51,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     run = _GuestRun(config, [item.nodeid for item in vm_items])
     for item in vm_items:
         _proxy(item, run)
+
+
+@pytest.fixture(autouse=True)
+def _clean_guest(request: pytest.FixtureRequest) -> None:
+    """Each vm test starts in a guest as fresh as the first had it (see ``tests.vm.guest``):
+    what an earlier test left is repaired, or this test alone fails, saying what is wrong."""
+    if request.node.get_closest_marker("vm") is None or not kernel_available():
+        return
+    remaining = guest.ensure_clean()
+    if remaining:
+        pytest.fail(
+            "the guest is not clean, and could not be made so: " + "; ".join(remaining),
+            pytrace=False,
+        )
 
 
 def _proxy(item: pytest.Item, run: _GuestRun) -> None:
