@@ -104,10 +104,13 @@ def completions(prefix: Path) -> list[float]:
     return times
 
 
-def longest_gap(times: list[float], start: float, end: float) -> tuple[float, float]:
+def longest_gap(times: list[float], start: float, end: float) -> tuple[float, float] | None:
     """The longest gap between consecutive completions that ends after ``start`` and before
-    ``end`` (the next kill's gap, which spans it, is that kill's): (its length, its end)."""
-    lo = max(bisect.bisect_right(times, start) - 1, 0)
+    ``end`` (the next kill's gap, which spans it, is that kill's): (its length, its end).
+    None when nothing completed before ``start``: fio was not under way yet."""
+    lo = bisect.bisect_right(times, start) - 1
+    if lo < 0:
+        return None
     hi = bisect.bisect_left(times, end)
     best = (0.0, start)
     for a, b in zip(times[lo : hi - 1], times[lo + 1 : hi], strict=True):
@@ -132,6 +135,13 @@ def wait_for_io(dev: str, after: int, timeout: float = RESUME_TIMEOUT) -> bool:
     return False
 
 
+def warm_up(dev: str, seconds: float) -> None:
+    """Once fio's I/O flows (it takes seconds to start in the TCG VM), ``seconds`` more."""
+    if not wait_for_io(dev, io_completed(dev), timeout=120):
+        raise RuntimeError(f"fio completed no I/O on {dev} within 120 s")
+    time.sleep(seconds)
+
+
 # -- one kill -------------------------------------------------------------------------------
 
 
@@ -153,8 +163,9 @@ def kill_now(pid: int) -> Kill:
 def measure_stalls(kills: list[Kill], times: list[float], end: float) -> None:
     for i, kill in enumerate(kills):
         until = kills[i + 1].wall if i + 1 < len(kills) else end
-        if kill.resumed:
-            kill.stall, resumed_at = longest_gap(times, kill.wall - 0.2, until)
+        gap = longest_gap(times, kill.wall - 0.2, until) if kill.resumed else None
+        if gap is not None:
+            kill.stall, resumed_at = gap
             kill.phases["first completion"] = kill.mono + (resumed_at - kill.wall)
 
 
@@ -213,7 +224,7 @@ def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
     prefix = work / "ours"
     fio = start_fio(dev, prefix, args)
     try:
-        time.sleep(args.warmup)
+        warm_up(dev, args.warmup)
         for n in range(args.kills):
             current = store.load(name)
             assert current is not None and current.pid is not None
@@ -289,7 +300,7 @@ def run_qsd(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]
     hung = False
     result: dict[str, Any] = {"reconnect_log": str(recon)}
     try:
-        time.sleep(args.warmup)
+        warm_up(dev, args.warmup)
         result["reconnect_log_present"] = recon.exists()
         for n in range(args.kills):
             kill = kill_now(daemon.pid)
@@ -397,6 +408,7 @@ def stall_summary(kills: list[dict[str, Any]]) -> dict[str, float] | None:
         return None
     return {
         "n": len(stalls),
+        "unmeasured": len(kills) - len(stalls),
         "p50": percentile(stalls, 50),
         "p99": percentile(stalls, 99),
         "max": max(stalls),
@@ -463,8 +475,8 @@ def print_report(report: dict[str, Any]) -> None:
         elif summary is None:
             print(f"  {system:5} no kill measured (fio: {fio})")
         else:
-            print(f"  {system:5} n={summary['n']:3.0f} p50 {summary['p50']:8.1f} "
-                  f"p99 {summary['p99']:8.1f} max {summary['max']:8.1f}   "
+            print(f"  {system:5} n={summary['n']:2.0f} (+{summary['unmeasured']:.0f} unmeasured) "
+                  f"p50 {summary['p50']:8.1f} p99 {summary['p99']:8.1f} max {summary['max']:8.1f} "
                   f"(fio: {fio.get('ios')} I/Os, {fio.get('error')} errors)")  # fmt: skip
     ours, qsd = summaries.get("ours"), summaries.get("qsd")
     if ours and qsd:
