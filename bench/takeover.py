@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from csi_vduse.devices import dataplane_process
+from csi_vduse.devices.launcher import wanted
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.devices.state import StateStore
@@ -207,7 +208,9 @@ def dataplane_timelines(log: Path) -> list[list[float]]:
 def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     name = "tko-ours"
     store = StateStore(work / "state")
-    manager = DeviceManager(store)
+    # As `csi-vduse serve` runs it: successors forked by the launcher, unless switched off.
+    launcher = dataplane_process.start_launcher(store.root / "launcher.log") if wanted() else None
+    manager = DeviceManager(store, launcher=launcher)
     stamps = Stamps()
     # The supervisor's steps, timed: check() runs on every pidfd wake and scan; revive() and
     # _start() (files opened, process spawned, readiness line read) on a restart.
@@ -220,6 +223,11 @@ def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
     supervisor = Supervisor(manager)
     supervisor.check = stamps.wrap("check", supervisor.check)  # type: ignore[method-assign]
     supervisor.start()
+    if launcher is not None:
+        deadline = time.monotonic() + 120
+        while not launcher.ready and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"  ours: dataplane launcher {'ready' if launcher.ready else 'NOT ready'}")
     kills: list[Kill] = []
     prefix = work / "ours"
     fio = start_fio(dev, prefix, args)
@@ -243,6 +251,8 @@ def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
         if fio.poll() is None:
             fio.kill()
         supervisor.stop()
+        if launcher is not None:
+            launcher.close()
         dataplane_process._start = original_start
         timelines = dataplane_timelines(store.log_path(name))  # delete removes the log
         manager.delete(name)

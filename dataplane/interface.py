@@ -24,6 +24,22 @@ not open them itself, and opens nothing.
 
 Protocol 6 adds ``--direct-fd``: the backing opened again with O_DIRECT, for the dataplane
 to use where that helps (see ``dataplane.fast.engine``).
+
+Protocol 7 adds the launcher (``dataplane.launcher``), a pre-started process that forks
+dataplanes with their imports done: ``python -m dataplane.launcher --protocol 7
+--control-fd N``, N a SOCK_SEQPACKET socket, one JSON message per packet:
+
+- launcher -> driver, once its imports are done: ``{"protocol": 7, "ready": true, "pid": P}``
+- driver -> launcher: ``{"launch": ID, "argv": [the dataplane's arguments], "fds": [N...]}``
+  with SCM_RIGHTS descriptors: first the log (the child's stdout and stderr), then one per
+  number in ``fds``, which the child holds at exactly that number, as its argv names it.
+- launcher -> driver: ``{"launched": ID, "pid": P}`` or ``{"launched": ID, "error": "..."}``;
+  the child then reports readiness on its ready fd as a started dataplane does.
+- launcher -> driver: ``{"exited": P, "status": S}`` when a child ends (S as Popen reports
+  it: negative for a signal), since only its parent can learn that.
+
+The launcher exits when the driver closes the socket; its children run on. They are named
+``CHILD_COMM`` in ``/proc/PID/comm`` (their command line is the launcher's).
 """
 
 from __future__ import annotations
@@ -38,7 +54,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
+MAX_LAUNCH_FDS = 8  # the log and DataplaneArgs.fds(), with room to spare
+CHILD_COMM = "dataplane"
 
 
 @dataclass(frozen=True)

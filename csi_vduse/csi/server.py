@@ -19,6 +19,8 @@ from csi_vduse.csi.controller import ControllerService
 from csi_vduse.csi.identity import IdentityService
 from csi_vduse.csi.node import NodeService
 from csi_vduse.csi.proto import register
+from csi_vduse.devices import dataplane_process, launcher
+from csi_vduse.devices.launcher import Launcher
 from csi_vduse.devices.manager import DeviceManager, vdpa_problem
 from csi_vduse.devices.state import StateStore
 from csi_vduse.devices.supervisor import Supervisor
@@ -72,7 +74,7 @@ def node_readiness() -> str | None:
     return vdpa_problem()
 
 
-def build(options: ServeOptions) -> grpc.Server:
+def build(options: ServeOptions, launcher: Launcher | None = None) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     pool = Pool(options.pool_dir) if options.pool_dir is not None else None
     device_store = StateStore(options.state_dir)
@@ -88,7 +90,9 @@ def build(options: ServeOptions) -> grpc.Server:
     if pool is not None:
         volumes = NodeVolumes(
             pool,
-            DeviceManager(device_store, dataplane_cgroup=options.dataplane_cgroup),
+            DeviceManager(
+                device_store, dataplane_cgroup=options.dataplane_cgroup, launcher=launcher
+            ),
             NodeVolumeStore(options.state_dir),
             options.max_volumes,
         )
@@ -116,9 +120,22 @@ def _bind(server: grpc.Server, path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def start_launcher(options: ServeOptions) -> Launcher | None:
+    """The dataplane launcher for a node plugin (see ``csi_vduse.devices.launcher``)."""
+    if options.pool_dir is None or not launcher.wanted():
+        return None
+    log_file = StateStore(options.state_dir).root / "launcher.log"
+    try:
+        return dataplane_process.start_launcher(log_file, options.dataplane_cgroup)
+    except CsiVduseError as exc:
+        log.warning("no dataplane launcher, dataplanes start cold: %s", exc)
+        return None
+
+
 def serve(options: ServeOptions) -> int:
     path = socket_path(options.endpoint)
-    server = build(options)
+    dataplane_launcher = start_launcher(options)
+    server = build(options, dataplane_launcher)
     if options.metrics_address:
         metrics.watch_volumes(options.state_dir)
         metrics.serve(options.metrics_address)
@@ -126,7 +143,11 @@ def serve(options: ServeOptions) -> int:
     # Dataplanes outlive this process; whoever serves the node keeps them running.
     supervisor = (
         Supervisor(
-            DeviceManager(StateStore(options.state_dir), dataplane_cgroup=options.dataplane_cgroup)
+            DeviceManager(
+                StateStore(options.state_dir),
+                dataplane_cgroup=options.dataplane_cgroup,
+                launcher=dataplane_launcher,
+            )
         ).start()
         if options.pool_dir is not None
         else None
@@ -154,6 +175,8 @@ def serve(options: ServeOptions) -> int:
     server.stop(GRACE_SECONDS).wait()
     if supervisor is not None:
         supervisor.stop()
+    if dataplane_launcher is not None:
+        dataplane_launcher.close()
     path.unlink(missing_ok=True)
     log.info("stopped")
     return 0

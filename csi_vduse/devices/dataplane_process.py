@@ -27,12 +27,14 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
-from csi_vduse.vduse.node import DeviceNode
+from csi_vduse.devices.launcher import Launcher, LauncherError
+from csi_vduse.vduse.node import DEVICE_DIR, DeviceNode
 from dataplane import inflight_log, stats
 from dataplane.blk.backend import open_flags
-from dataplane.interface import DataplaneArgs, parse_ready
+from dataplane.interface import CHILD_COMM, DataplaneArgs, parse_ready
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,45 @@ class ProcessId:
     start_time: int
 
 
+class Child(Protocol):
+    """A started dataplane as its starter sees it: a Popen, or a LaunchedProcess."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class LaunchedProcess:
+    """A dataplane the launcher forked: its parent, the launcher, reports how it ended."""
+
+    def __init__(self, launcher: Launcher, pid: int) -> None:
+        self.launcher = launcher
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.launcher.exit_status(self.pid)
+            if self.returncode is not None:
+                self.launcher.forget(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.poll() is None:
+            status = self.launcher.wait_exit(self.pid, 1e9 if timeout is None else timeout)
+            if status is None:
+                raise subprocess.TimeoutExpired(f"dataplane pid {self.pid}", timeout or 0.0)
+            self.poll()
+        assert self.returncode is not None
+        return self.returncode
+
+
 # The dataplanes this process started, until their exit status is collected: kept here (not
 # left to subprocess, which reaps a dropped Popen's child on the next spawn and loses its
 # status) so the supervisor can learn how each one ended.
-_children: dict[ProcessId, subprocess.Popen[bytes]] = {}
+_children: dict[ProcessId, Child] = {}
 _children_lock = threading.Lock()
 
 
@@ -99,9 +136,11 @@ def start_time(pid: int) -> int | None:
 
 
 def pids_of(name: str) -> list[int]:
-    """Processes whose command line runs a dataplane for device ``name``."""
+    """Processes running a dataplane for device ``name``: started cold, their command line
+    names it; forked by the launcher (whose command line they carry), they hold its node."""
     pids = []
     marker = [b"-m", b"dataplane", b"--protocol"]
+    launched = [b"-m", b"dataplane.launcher"]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -109,12 +148,30 @@ def pids_of(name: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if _contains(argv, launched):
+            if _is_launched_dataplane_of(entry, name):
+                pids.append(int(entry.name))
+            continue
         at = next((i for i in range(len(argv)) if argv[i : i + 3] == marker), None)
         if at is None or b"--name" not in argv[at:]:
             continue
         if argv[argv.index(b"--name", at) + 1 :][:1] == [name.encode()]:
             pids.append(int(entry.name))
     return pids
+
+
+def _contains(argv: list[bytes], part: list[bytes]) -> bool:
+    return any(argv[i : i + len(part)] == part for i in range(len(argv)))
+
+
+def _is_launched_dataplane_of(proc: Path, name: str) -> bool:
+    node = str(DEVICE_DIR / name)
+    try:
+        if (proc / "comm").read_text().strip() != CHILD_COMM:
+            return False  # the launcher itself, which holds a node only while it forks
+        return any(os.readlink(fd) == node for fd in (proc / "fd").iterdir())
+    except OSError:
+        return False
 
 
 def find(name: str) -> ProcessId | None:
@@ -162,15 +219,45 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
     return args
 
 
-def start(args: DataplaneArgs, log_file: Path, cgroup: Path | None = None) -> ProcessId:
+def start(
+    args: DataplaneArgs, log_file: Path, cgroup: Path | None = None,
+    launcher: Launcher | None = None,
+) -> ProcessId:  # fmt: skip
     """Spawn the dataplane and wait until it reports that it answers device messages.
 
     ``cgroup`` (a cgroup v2 directory) takes it out of the caller's cgroup: a container
     runtime stopping the driver's container kills every process in that container's
-    cgroup, and the dataplane must outlive the driver.
+    cgroup, and the dataplane must outlive the driver. A ready ``launcher`` forks it with
+    its imports done (it is in that cgroup already); otherwise it starts cold.
     """
     with _STARTING:
-        return _start(args, log_file, cgroup)
+        return _start(args, log_file, cgroup, launcher)
+
+
+def spawn(
+    argv: list[str], log_file: Path, fds: tuple[int, ...], cgroup: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Run ``argv`` (a Python module's arguments: ``-m ...``) the way dataplanes run: as
+    ``dataplane_user()`` with nothing more, in its own session, in ``cgroup``, output
+    appended to ``log_file``, holding ``fds``."""
+    command = _command(dataplane_user(), argv)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(log_file, "ab") as log_out:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_out,
+                stderr=log_out,
+                cwd="/",
+                start_new_session=True,
+                pass_fds=fds,
+            )
+    except OSError as exc:
+        raise DeviceError("start dataplane", f"cannot run {command[0]}: {exc}", exc.errno) from exc
+    if cgroup is not None:
+        _move_to_cgroup(proc.pid, cgroup)
+    return proc
 
 
 def killed_from_outside(returncode: int | None) -> bool:
@@ -193,35 +280,20 @@ def exit_status(process: ProcessId) -> int | None:
         return returncode
 
 
-def _command(user: tuple[int, int] | None, args: DataplaneArgs) -> list[str]:
-    return [*_drop_to(user), sys.executable, "-m", "dataplane", *args.argv()]
-
-
-def _start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessId:
-    user = dataplane_user()
+def _start(
+    args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: Launcher | None
+) -> ProcessId:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as opened:
         args = _open_files(args, opened)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         opened.callback(os.close, ready_w)
         args = replace(args, ready_fd=ready_w)
-        argv = _command(user, args)
         try:
-            with open(log_file, "ab") as log_out:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_out,
-                    stderr=log_out,
-                    cwd="/",
-                    start_new_session=True,
-                    pass_fds=args.fds(),
-                )
-        except OSError as exc:
+            proc = _launch(args, log_file, cgroup, launcher)
+        except DeviceError:
             os.close(ready_r)
-            raise DeviceError("start dataplane", f"cannot run {argv[0]}: {exc}", exc.errno) from exc
-    if cgroup is not None:
-        _move_to_cgroup(proc.pid, cgroup)
+            raise
     try:
         line = _read_line(ready_r, READY_TIMEOUT)
     finally:
@@ -243,6 +315,39 @@ def _start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessI
         _children[identity] = proc
     log.info("dataplane for %s running as pid %d", args.name, proc.pid)
     return identity
+
+
+def start_launcher(log_file: Path, cgroup: Path | None = None) -> Launcher:
+    """A dataplane launcher (``csi_vduse.devices.launcher``), run the way dataplanes run."""
+
+    def spawn_in_cgroup(
+        argv: list[str], log: Path, fds: tuple[int, ...]
+    ) -> subprocess.Popen[bytes]:
+        return spawn(argv, log, fds, cgroup)
+
+    return Launcher(log_file, spawn_in_cgroup).start()
+
+
+def _command(user: tuple[int, int] | None, argv: list[str]) -> list[str]:
+    return [*_drop_to(user), sys.executable, *argv]
+
+
+def _launch(
+    args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: Launcher | None
+) -> Child:
+    """Forked by the launcher when it is ready, else started cold."""
+    if launcher is not None and launcher.ready:
+        try:
+            with open(log_file, "ab") as log_out:
+                pid = launcher.launch(args.argv(), args.fds(), log_out.fileno())
+            return LaunchedProcess(launcher, pid)
+        except (LauncherError, OSError) as exc:
+            log.warning("dataplane for %s starts cold: %s", args.name, exc)
+    return spawn(_module_argv(args), log_file, args.fds(), cgroup)
+
+
+def _module_argv(args: DataplaneArgs) -> list[str]:
+    return ["-m", "dataplane", *args.argv()]
 
 
 def _drop_to(user: tuple[int, int] | None) -> list[str]:
@@ -288,7 +393,7 @@ def _read_line(fd: int, timeout: float) -> bytes:
     return data
 
 
-def _describe_exit(proc: subprocess.Popen[bytes], log_file: Path, silent: bool) -> str:
+def _describe_exit(proc: Child, log_file: Path, silent: bool) -> str:
     tail = (
         log_file.read_text(errors="replace").strip().splitlines()[-5:] if log_file.exists() else []
     )

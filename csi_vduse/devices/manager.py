@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.launcher import Launcher
 from csi_vduse.devices.spec import DeviceSpec, validate_name
 from csi_vduse.devices.state import DeviceRecord, StateStore
 from csi_vduse.errors import CsiVduseError
@@ -74,10 +75,12 @@ class DeviceStatus:
 
 class DeviceManager:
     def __init__(
-        self, store: StateStore | None = None, *, dataplane_cgroup: Path | None = None
-    ) -> None:
+        self, store: StateStore | None = None, *, dataplane_cgroup: Path | None = None,
+        launcher: Launcher | None = None,
+    ) -> None:  # fmt: skip
         self.store = store or StateStore()
         self.dataplane_cgroup = dataplane_cgroup  # see dataplane_process.start
+        self.launcher = launcher
 
     # -- create -------------------------------------------------------------------------
 
@@ -197,7 +200,7 @@ class DeviceManager:
             packed=record.packed,
         )
         return dataplane_process.start(
-            args, self.store.log_path(record.name), self.dataplane_cgroup
+            args, self.store.log_path(record.name), self.dataplane_cgroup, self.launcher
         )
 
     def _preflight(self) -> None:

@@ -82,6 +82,21 @@ class Storm:
             self.log.append(f"{time.monotonic() - start:.1f}s killed {sorted(pids)}")
 
 
+def diagnosis(storm: Storm) -> str:
+    """What the storm did, and the last words of the driver, dataplanes and launcher."""
+    driver = storm.kubelet.driver
+    logs = {
+        "driver": driver.log_path,
+        "dataplane": driver.state_dir / "devices" / f"{storm.name}.log",
+        "launcher": driver.state_dir / "launcher.log",
+    }
+    parts = [f"storm (seed {storm.seed}):", *storm.log[-40:]]
+    for what, path in logs.items():
+        text = path.read_text(errors="replace") if path.exists() else "(none)"
+        parts += [f"--- {what} log, last lines:", *text.splitlines()[-40:]]
+    return "\n".join(parts)
+
+
 def fio_verified_block_writes(device: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -112,13 +127,19 @@ def test_kills_at_random_moments_including_start_up_lose_nothing(kubelet: Kubele
     chaos = threading.Thread(target=storm.run)
     chaos.start()
     try:
-        out, err = fio.communicate(timeout=RUNTIME + 600)
+        out, err = fio.communicate(timeout=RUNTIME + 300)
+    except subprocess.TimeoutExpired:
+        fio.kill()
+        fio.communicate()
+        raise AssertionError(f"I/O stalled for good after the storm\n{diagnosis(storm)}") from None
     finally:
         storm.stop.set()
         chaos.join()
     print("\n".join(storm.log))
 
-    assert fio.returncode == 0, f"fio failed ({fio.returncode}): {err}\n{out[-2000:]}"
+    assert fio.returncode == 0, (
+        f"fio failed ({fio.returncode}): {err}\n{out[-2000:]}\n{diagnosis(storm)}"
+    )
     [job] = json.loads(out[out.index("{") :])["jobs"]
     assert job["error"] == 0
     assert job["write"]["io_bytes"] > 0

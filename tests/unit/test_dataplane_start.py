@@ -26,7 +26,9 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
     running = peak = 0
     lock = threading.Lock()
 
-    def one_start(args: DataplaneArgs, log_file: Path, cgroup: Path | None) -> ProcessId:
+    def one_start(
+        args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: object
+    ) -> ProcessId:
         nonlocal running, peak
         with lock:
             running += 1
@@ -59,13 +61,14 @@ FAILS_BEFORE_READY = "import sys; sys.exit(3)"
 
 def stand_in(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
 
-    def command(user: object, args: DataplaneArgs) -> list[str]:
-        return [sys.executable, "-c", code.replace("%d", str(PROTOCOL_VERSION)), str(args.ready_fd)]
+    def command(user: object, argv: list[str]) -> list[str]:
+        return [sys.executable, "-c", code.replace("%d", str(PROTOCOL_VERSION)), argv[-1]]
 
     def open_files(args: DataplaneArgs, opened: object) -> DataplaneArgs:
         return args
 
     monkeypatch.setattr(dataplane_process, "_command", command)
+    monkeypatch.setattr(dataplane_process, "_module_argv", lambda args: [str(args.ready_fd)])
     monkeypatch.setattr(dataplane_process, "_open_files", open_files)
 
 

@@ -89,8 +89,13 @@ def _drivers() -> list[int]:
 
 
 def _dataplanes() -> list[int]:
-    marker = [b"-m", b"dataplane", b"--protocol"]  # as dataplane_process.pids_of
-    return _processes(lambda argv: any(argv[i : i + 3] == marker for i in range(len(argv))))
+    """Dataplanes started cold, launchers and what they forked (as dataplane_process.pids_of)."""
+    markers = ([b"-m", b"dataplane", b"--protocol"], [b"-m", b"dataplane.launcher"])
+    return _processes(
+        lambda argv: any(
+            argv[i : i + len(marker)] == marker for marker in markers for i in range(len(argv))
+        )
+    )
 
 
 def _processes(match: Callable[[list[bytes]], bool]) -> list[int]:
