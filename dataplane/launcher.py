@@ -101,6 +101,8 @@ def _become_dataplane(
                 held.close()
         _name_process(interface.CHILD_COMM)
         _place(fds, targets)
+        for handler in logging.root.handlers[:]:  # the dataplane sets up its own
+            logging.root.removeHandler(handler)
         dataplane.STARTED = time.monotonic()  # its start-up phases begin at the fork
         code = entry(argv)
     except SystemExit as exc:
@@ -148,7 +150,7 @@ def _name_process(name: str) -> None:
         comm.write(name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, entry: Entry = dataplane_main) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataplane.launcher", description=__doc__)
     parser.add_argument("--protocol", type=int, default=interface.PROTOCOL_VERSION)
     parser.add_argument("--control-fd", type=int, required=True, help="SOCK_SEQPACKET socket")
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     control = socket.socket(fileno=ns.control_fd)
     try:
-        return serve(control)
+        return serve(control, entry)
     finally:
         control.close()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -26,7 +26,8 @@ def stand_in(argv: list[str]) -> int:
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--hold", type=int, action="append", default=[])
     ns, _ = parser.parse_known_args(argv)
-    print(f"stand-in {ns.name} running", flush=True)
+    logging.basicConfig(format="stand-in[%(name)s] %(message)s", stream=sys.stderr)
+    logging.getLogger("dataplane").warning("%s running", ns.name)
     if ns.name == "exit-3":
         return 3
     if ns.name == "killed":
@@ -42,13 +43,5 @@ def stand_in(argv: list[str]) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--protocol", type=int)
-    parser.add_argument("--control-fd", type=int, required=True)
-    ns = parser.parse_args()
-    return launcher.serve(socket.socket(fileno=ns.control_fd), stand_in)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launcher.main(sys.argv[1:], stand_in))

@@ -77,7 +77,8 @@ def test_a_launched_dataplane_holds_its_descriptors_at_the_numbers_its_argv_name
         str(fd): str(p) for fd, p in zip(held, files, strict=True)
     }
     assert launcher.wait_exit(pid, 30) == 0
-    assert "stand-in show-fds running" in (tmp_path / "vol.log").read_text()
+    # Its own log lines, in its own format, not the launcher's.
+    assert "stand-in[dataplane] show-fds running" in (tmp_path / "vol.log").read_text()
 
 
 @pytest.mark.parametrize(("name", "status"), [("exit-3", 3), ("killed", -signal.SIGKILL)])
