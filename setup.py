@@ -69,7 +69,7 @@ class BuildPyWithProto(build_py):
 setup(
     cffi_modules=[
         "csi_vduse/vduse/uapi_build.py:ffibuilder",
-        "dataplane/fast/ring_build.py:ffibuilder",
+        "csi_vduse/dataplane/fast/ring_build.py:ffibuilder",
     ],
     cmdclass={"build_py": BuildPyWithProto},
 )

@@ -370,8 +370,8 @@ def startup(runs: int) -> dict[str, Any]:
     result: dict[str, Any] = {
         "python -c pass": timed_runs([py, "-c", "pass"], runs),
         "python -I -S -c pass (no site)": timed_runs([py, "-I", "-S", "-c", "pass"], runs),
-        "python -c 'import dataplane.__main__'": timed_runs(
-            [py, "-c", "import dataplane.__main__"], runs
+        "python -c 'import csi_vduse.dataplane.__main__'": timed_runs(
+            [py, "-c", "import csi_vduse.dataplane.__main__"], runs
         ),
     }
     setpriv = shutil.which("setpriv")
@@ -381,7 +381,7 @@ def startup(runs: int) -> dict[str, Any]:
         result["setpriv ... true"] = timed_runs([*drop, "/bin/true"], runs)
         result["setpriv ... python -c pass"] = timed_runs([*drop, py, "-c", "pass"], runs)
     trace = subprocess.run(
-        [py, "-X", "importtime", "-c", "import dataplane.__main__"],
+        [py, "-X", "importtime", "-c", "import csi_vduse.dataplane.__main__"],
         check=True, cwd="/", capture_output=True, text=True,
     ).stderr  # fmt: skip
     rows = []

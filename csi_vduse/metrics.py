@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dataplane import stats as dpstats
+from csi_vduse.dataplane import stats as dpstats
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def record_rpc(rpc: str, code: str, seconds: float) -> None:
 class VolumeStatsCollector(Collector):
     """Per-volume I/O metrics, read at scrape time from the dataplanes' stats files.
 
-    The files are the dataplanes' own counters (see ``dataplane.stats``); reading them
+    The files are the dataplanes' own counters (see ``csi_vduse.dataplane.stats``); reading them
     when scraped keeps the driver out of the I/O path and needs no coordination.
     """
 

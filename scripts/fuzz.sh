@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the fast path's request loop (dataplane/fast/ring.c, aio.c)
-# with the libFuzzer target dataplane/fast/fuzz/fuzz_ring.c, under ASan and UBSan.
+# Coverage-guided fuzzing of the fast path's request loop (csi_vduse/dataplane/fast/ring.c,
+# aio.c) with the libFuzzer target csi_vduse/dataplane/fast/fuzz/fuzz_ring.c, under ASan and
+# UBSan.
 #
 #   bash scripts/fuzz.sh build                 build only (build/fuzz/fuzz_ring)
 #   bash scripts/fuzz.sh replay [--skip-defects] [FILE|DIR ...]
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FAST=$ROOT/dataplane/fast
+FAST=$ROOT/csi_vduse/dataplane/fast
 SEEDS=$FAST/fuzz/corpus/seeds
 DEFECTS=$FAST/fuzz/corpus/defects
 BUILD=${FUZZ_BUILD_DIR:-$ROOT/build/fuzz}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from csi_vduse.csi.errors import invalid
-from dataplane.blk.profile import MAX_QUEUES
+from csi_vduse.dataplane.blk.profile import MAX_QUEUES
 
 BLOCK_SIZE = "blockSize"
 NUM_QUEUES = "numQueues"

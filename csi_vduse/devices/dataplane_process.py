@@ -29,12 +29,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from csi_vduse.dataplane import inflight_log, stats
+from csi_vduse.dataplane.interface import CHILD_COMM, DataplaneArgs, open_flags, parse_ready
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
 from csi_vduse.devices.launcher import Launcher, LauncherError
 from csi_vduse.vduse.node import DEVICE_DIR, DeviceNode
-from dataplane import inflight_log, stats
-from dataplane.blk.backend import open_flags
-from dataplane.interface import CHILD_COMM, DataplaneArgs, parse_ready
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +134,17 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+# How a dataplane's command line starts: ``python -m csi_vduse.dataplane --protocol ...``, and
+# before the dataplane became a subpackage ``-m dataplane``, which an upgraded driver may
+# still find running. A launcher's children carry the launcher's command line.
+COLD = ([b"-m", b"csi_vduse.dataplane", b"--protocol"], [b"-m", b"dataplane", b"--protocol"])
+LAUNCHED = [b"-m", b"csi_vduse.dataplane.launcher"]
+
+
 def pids_of(name: str) -> list[int]:
     """Processes running a dataplane for device ``name``: started cold, their command line
     names it; forked by the launcher (whose command line they carry), they hold its node."""
     pids = []
-    marker = [b"-m", b"dataplane", b"--protocol"]
-    launched = [b"-m", b"dataplane.launcher"]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -148,11 +152,11 @@ def pids_of(name: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if _contains(argv, launched):
+        if _contains(argv, LAUNCHED):
             if _is_launched_dataplane_of(entry, name):
                 pids.append(int(entry.name))
             continue
-        at = next((i for i in range(len(argv)) if argv[i : i + 3] == marker), None)
+        at = next((i for i in range(len(argv)) if argv[i : i + 3] in COLD), None)
         if at is None or b"--name" not in argv[at:]:
             continue
         if argv[argv.index(b"--name", at) + 1 :][:1] == [name.encode()]:
@@ -347,7 +351,7 @@ def _launch(
 
 
 def _module_argv(args: DataplaneArgs) -> list[str]:
-    return ["-m", "dataplane", *args.argv()]
+    return ["-m", "csi_vduse.dataplane", *args.argv()]
 
 
 def _drop_to(user: tuple[int, int] | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""The serving driver's side of the dataplane launcher (``dataplane.launcher``).
+"""The serving driver's side of the dataplane launcher (``csi_vduse.dataplane.launcher``).
 
 ``serve`` starts one launcher and keeps it: a dataplane that must take a device over after
 a crash is then forked from a process whose imports are done, instead of paying for an
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dataplane import interface
+from csi_vduse.dataplane import interface
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Launcher:
     def __init__(self, log_file: Path, spawn: Spawner, command: list[str] | None = None) -> None:
         self.log_file = log_file
         self.spawn = spawn
-        self.command = command or ["-m", "dataplane.launcher"]  # after the interpreter
+        self.command = command or ["-m", "csi_vduse.dataplane.launcher"]  # after the interpreter
         self._lock = threading.Lock()  # one request on the socket at a time
         self._state = threading.Condition()
         self._socket: socket.socket | None = None

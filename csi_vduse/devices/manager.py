@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.interface import DataplaneArgs
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
@@ -37,8 +39,6 @@ from csi_vduse.vduse.control import DeviceConfig, VduseControl, device_exists, s
 from csi_vduse.vduse.node import DeviceNode
 from csi_vduse.vduse.responder import StandInResponder
 from csi_vduse.virtio.spec import VIRTIO_ID_BLOCK, VIRTIO_VENDOR_ID
-from dataplane.blk.profile import BlkProfile
-from dataplane.interface import DataplaneArgs
 
 if TYPE_CHECKING:
     from csi_vduse.vdpa.netlink import VdpaClient

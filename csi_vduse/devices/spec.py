@@ -8,10 +8,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from csi_vduse.dataplane.blk.profile import (
+    BLOCK_SIZES,
+    DEFAULT_QUEUE_SIZE,
+    MAX_QUEUE_SIZE,
+    MAX_QUEUES,
+)
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.vduse.control import MAX_BOUNCE_SIZE, MIN_BOUNCE_SIZE
 from csi_vduse.virtio.blk import SECTOR_SIZE
-from dataplane.blk.profile import BLOCK_SIZES, DEFAULT_QUEUE_SIZE, MAX_QUEUE_SIZE, MAX_QUEUES
 
 DEFAULT_MAX_QUEUES = 4  # more queues than this buy little for one volume, and cost threads
 # Room for every request in flight at the depths we benchmark (2 queues x QD8 x 1 MiB) while

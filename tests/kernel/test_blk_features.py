@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dataplane import stats
+from csi_vduse.dataplane import stats
 from tests.kernel.conftest import Cli, dataplane_pid, sh
 
 pytestmark = pytest.mark.vm

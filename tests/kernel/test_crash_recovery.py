@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.inflight_log import BLOCK_SIZE, HEADER_SIZE
+from csi_vduse.dataplane.inflight_log import BLOCK_SIZE, HEADER_SIZE
 from tests.driver import Driver, block_capability, mount_capability
 from tests.kernel.conftest import dataplane_pids, sh
 from tests.kernel.test_kubelet_lifecycle import Kubelet, kubelet

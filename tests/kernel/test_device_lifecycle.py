@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.vduse.control import DeviceConfig, VduseControl
 from csi_vduse.virtio.spec import VIRTIO_ID_BLOCK, VIRTIO_VENDOR_ID
-from dataplane.blk.profile import BlkProfile
 from tests.kernel.conftest import Cli, dataplane_pid, leftovers, sh
 
 pytestmark = pytest.mark.vm

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from csi_vduse.dataplane import stats
 from csi_vduse.metrics import VolumeStatsCollector
-from dataplane import stats
 from tests.kernel.conftest import Cli, sh
 
 pytestmark = pytest.mark.vm

@@ -16,8 +16,8 @@ import signal
 import sys
 import time
 
-from dataplane import launcher
-from dataplane.interface import PROTOCOL_VERSION
+from csi_vduse.dataplane import launcher
+from csi_vduse.dataplane.interface import PROTOCOL_VERSION
 
 
 def stand_in(argv: list[str]) -> int:

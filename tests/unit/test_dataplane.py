@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane.blk.backend import FileBackend
+from csi_vduse.dataplane.blk.capacity import grow
+from csi_vduse.dataplane.blk.handler import BlkHandler
+from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
+from csi_vduse.dataplane.server import Server
+from csi_vduse.dataplane.stats import StatsFile
+from csi_vduse.dataplane.virtio.session import VduseSession
 from csi_vduse.vduse.messages import RequestType
 from csi_vduse.virtio.blk import ID_BYTES, SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import DescFlag, Feature, bit
-from dataplane.blk.backend import FileBackend
-from dataplane.blk.capacity import grow
-from dataplane.blk.handler import BlkHandler
-from dataplane.blk.profile import BlkProfile
-from dataplane.fast.engine import BlkTarget, FastEngine
-from dataplane.server import Server
-from dataplane.stats import StatsFile
-from dataplane.virtio.session import VduseSession
 from tests.unit.fake_virtio import (
     QUEUE_SIZE,
     REGION_SPLIT,

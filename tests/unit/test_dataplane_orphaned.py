@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-import dataplane.__main__ as entry
-from dataplane.interface import PROTOCOL_VERSION, report_ready
+import csi_vduse.dataplane.__main__ as entry
+from csi_vduse.dataplane.interface import PROTOCOL_VERSION, report_ready
 
 
 def closed_pipe() -> int:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane.__main__ import log_start_up
+from csi_vduse.dataplane.interface import PROTOCOL_VERSION, DataplaneArgs
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
-from dataplane.__main__ import log_start_up
-from dataplane.interface import PROTOCOL_VERSION, DataplaneArgs
 
 
 def test_no_more_dataplanes_start_at_once_than_there_are_cpus(

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane.blk.backend import FileBackend
+from csi_vduse.dataplane.blk.handler import BlkHandler
+from csi_vduse.dataplane.blk.profile import MAX_QUEUE_SIZE, BlkProfile
+from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
+from csi_vduse.dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE, InflightLog, open_file
+from csi_vduse.dataplane.server import Server
+from csi_vduse.dataplane.virtio.session import ResumeError, VduseSession
 from csi_vduse.vduse.messages import RequestType
 from csi_vduse.vduse.node import VqInfo
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import Status
-from dataplane.blk.backend import FileBackend
-from dataplane.blk.handler import BlkHandler
-from dataplane.blk.profile import MAX_QUEUE_SIZE, BlkProfile
-from dataplane.fast.engine import BlkTarget, FastEngine
-from dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE, InflightLog, open_file
-from dataplane.server import Server
-from dataplane.virtio.session import ResumeError, VduseSession
 from tests.unit.fake_virtio import FakeDriver, FakeKernel, PackedDriver, bring_up
 
 DISK = 1 << 20

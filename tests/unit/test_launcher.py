@@ -1,6 +1,6 @@
 """The dataplane launcher: dataplanes forked with their imports done, as a takeover wants.
 
-A real launcher process (``dataplane.launcher.serve``) runs a stand-in dataplane
+A real launcher process (``csi_vduse.dataplane.launcher.serve``) runs a stand-in dataplane
 (``tests/unit/launcher_standin.py``), driven through the driver's side
 (``csi_vduse.devices.launcher``) and ``dataplane_process.start``.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane.interface import DataplaneArgs, parse_ready
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DataplaneKilledError
 from csi_vduse.devices.launcher import Launcher
-from dataplane.interface import DataplaneArgs, parse_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 

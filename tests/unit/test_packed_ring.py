@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE
 from csi_vduse.vduse.messages import Request, RequestType
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import Feature, Status, bit
-from dataplane.blk.profile import BlkProfile
-from dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE
 from tests.unit import test_takeover as takeover
 from tests.unit.fake_virtio import QUEUE_SIZE, FakeKernel, PackedDriver
 from tests.unit.test_dataplane import DISK

@@ -10,7 +10,7 @@ import textwrap
 PROBE = textwrap.dedent(
     """
     import errno, fcntl, json, mmap, os, socket, threading, termios
-    from dataplane.sandbox import confine
+    from csi_vduse.dataplane.sandbox import confine
 
     pipe_r, pipe_w = os.pipe()
     assert confine()
@@ -63,7 +63,7 @@ def test_the_confined_dataplane_can_serve_but_not_open_exec_fork_or_connect() ->
 EXIT_WITH_A_THREAD = textwrap.dedent(
     """
     import threading, time
-    from dataplane.sandbox import confine
+    from csi_vduse.dataplane.sandbox import confine
 
     def busy():
         while True:

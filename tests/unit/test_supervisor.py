@@ -175,7 +175,7 @@ def test_a_replacement_killed_while_starting_is_no_failed_restart() -> None:
 def test_an_unrecorded_dataplane_is_found_by_its_device_name() -> None:
     """What a driver killed mid-start leaves: a dataplane no record names."""
     argv = [sys.executable, "-c", "import time; time.sleep(60)",
-            "-m", "dataplane", "--protocol", "5", "--name", "vol-orphan"]  # fmt: skip
+            "-m", "csi_vduse.dataplane", "--protocol", "5", "--name", "vol-orphan"]  # fmt: skip
     with subprocess.Popen(argv) as orphan:
         try:
             deadline = time.monotonic() + 10

@@ -15,23 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from csi_vduse.vduse.messages import RequestType
-from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
-from csi_vduse.virtio.blk import RequestType as Blk
-from csi_vduse.virtio.spec import Status
-from dataplane.blk.backend import FileBackend
-from dataplane.blk.handler import BlkHandler
-from dataplane.blk.profile import BlkProfile
-from dataplane.fast.engine import BlkTarget, FastEngine
-from dataplane.inflight_log import (
+from csi_vduse.dataplane.blk.backend import FileBackend
+from csi_vduse.dataplane.blk.handler import BlkHandler
+from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
+from csi_vduse.dataplane.inflight_log import (
     BLOCK_SIZE,
     HEADER_SIZE,
     QUEUE_HEADER_SIZE,
     InflightLog,
     open_file,
 )
-from dataplane.server import Server
-from dataplane.virtio.session import ResumeError, VduseSession
+from csi_vduse.dataplane.server import Server
+from csi_vduse.dataplane.virtio.session import ResumeError, VduseSession
+from csi_vduse.vduse.messages import RequestType
+from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
+from csi_vduse.virtio.blk import RequestType as Blk
+from csi_vduse.virtio.spec import Status
 from tests.unit.fake_virtio import FakeDriver, FakeKernel, bring_up
 from tests.unit.test_dataplane import DISK
 

@@ -14,10 +14,10 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from csi_vduse.dataplane import stats
 from csi_vduse.metrics import VolumeStatsCollector
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
-from dataplane import stats
 from tests.driver import Driver, pb
 from tests.unit.test_dataplane import make_rig
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from csi_vduse.devices import dataplane_process
+
 MODULES = ("vdpa", "vduse", "virtio_vdpa", "virtio_blk")
 VDUSE_DIR = Path("/dev/vduse")
 VDPA_DIR = Path("/sys/bus/vdpa/devices")
@@ -90,7 +92,7 @@ def _drivers() -> list[int]:
 
 def _dataplanes() -> list[int]:
     """Dataplanes started cold, launchers and what they forked (as dataplane_process.pids_of)."""
-    markers = ([b"-m", b"dataplane", b"--protocol"], [b"-m", b"dataplane.launcher"])
+    markers = (*dataplane_process.COLD, dataplane_process.LAUNCHED)
     return _processes(
         lambda argv: any(
             argv[i : i + len(marker)] == marker for marker in markers for i in range(len(argv))

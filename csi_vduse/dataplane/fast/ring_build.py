@@ -1,4 +1,5 @@
-"""cffi builder for the fast path: compiles ring.c and sandbox.c into ``dataplane.fast._ring``.
+"""cffi builder for the fast path: compiles ring.c, aio.c and sandbox.c into
+``csi_vduse.dataplane.fast._ring``.
 
 The struct is declared partially so the compiler decides its layout; Python
 touches only the named fields. cffi releases the GIL around every call, so one
@@ -70,7 +71,7 @@ int dp_sandbox(void);
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
-    "dataplane.fast._ring",
+    "csi_vduse.dataplane.fast._ring",
     '#include "ring.h"\n#include "sandbox.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
     sources=[os.path.relpath(HERE / name) for name in ("ring.c", "aio.c", "sandbox.c")],

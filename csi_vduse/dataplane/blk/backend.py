@@ -11,17 +11,14 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from dataplane.errors import DataplaneError
+from csi_vduse.dataplane.errors import DataplaneError
+from csi_vduse.dataplane.interface import open_flags
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 _libc = ctypes.CDLL(None, use_errno=True)
 _ZEROES = bytes(65536)
-
-
-def open_flags(readonly: bool) -> int:
-    return (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
 
 
 BLKSSZGET = 0x1268  # <linux/fs.h>: a block device's logical block size

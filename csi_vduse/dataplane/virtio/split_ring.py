@@ -12,8 +12,8 @@ import mmap
 import struct
 from dataclasses import dataclass, field
 
+from csi_vduse.dataplane.virtio.iotlb import Iotlb, IotlbError
 from csi_vduse.virtio.spec import DescFlag, Feature, bit
-from dataplane.virtio.iotlb import Iotlb, IotlbError
 
 DESC = struct.Struct("<QIHH")
 U16 = struct.Struct("<H")

@@ -1,6 +1,8 @@
 """Writes the fuzz_ring corpus from readable descriptions of what each input does.
 
-    PYTHONPATH=. python3 dataplane/fast/fuzz/make_seeds.py   # rewrites corpus/seeds, corpus/defects
+    PYTHONPATH=. python3 csi_vduse/dataplane/fast/fuzz/make_seeds.py
+
+rewrites corpus/seeds and corpus/defects.
 
 Each input is fuzz_ring.c's 80-byte header (the queue's setup) followed by operations; its
 header comment is the format. The drivers here lay rings out as tests/unit/fake_virtio.py

@@ -15,11 +15,11 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from csi_vduse.dataplane.blk.handler import BlkHandler
+from csi_vduse.dataplane.virtio.session import ActiveQueue, VduseSession
+from csi_vduse.dataplane.virtio.split_ring import RingError
 from csi_vduse.vduse import VduseError
 from csi_vduse.vduse.messages import Request, Response
-from dataplane.blk.handler import BlkHandler
-from dataplane.virtio.session import ActiveQueue, VduseSession
-from dataplane.virtio.split_ring import RingError
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import logging
 import struct
 from collections.abc import Sequence
 
+from csi_vduse.dataplane.blk.backend import FileBackend
+from csi_vduse.dataplane.blk.profile import MAX_ZERO_RANGES
+from csi_vduse.dataplane.virtio.split_ring import Chain
 from csi_vduse.virtio.blk import ID_BYTES, REQUEST_HEADER, SECTOR_SIZE, BlkStatus, RequestType
-from dataplane.blk.backend import FileBackend
-from dataplane.blk.profile import MAX_ZERO_RANGES
-from dataplane.virtio.split_ring import Chain
 
 log = logging.getLogger(__name__)
 

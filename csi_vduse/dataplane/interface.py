@@ -1,6 +1,6 @@
 """The control plane <-> dataplane process contract, versioned.
 
-The control plane starts ``python -m dataplane`` with the arguments below and an
+The control plane starts ``python -m csi_vduse.dataplane`` with the arguments below and an
 inherited pipe (``--ready-fd``). The dataplane writes exactly one JSON line to it
 and closes it: ``{"protocol": 1, "ready": true, "pid": N}`` once it holds the
 device node and answers messages, or ``{"protocol": 1, "ready": false, "error":
@@ -12,21 +12,21 @@ in the config space and raises the config interrupt, so the guest sees the new
 size without a detach. It never shrinks a device.
 
 Protocol 3 adds ``--stats PATH``: the dataplane keeps its per-queue I/O counters in
-that file (layout in ``dataplane.stats``), which the driver's metrics endpoint reads.
+that file (layout in ``csi_vduse.dataplane.stats``), which the driver's metrics endpoint reads.
 
-Protocol 4 adds ``--inflight-log PATH`` (``dataplane.inflight_log``): the dataplane records
-its progress there, and one started on a device whose log shows a driver at work takes
-the device over (reconnect) instead of waiting for the driver to start it.
+Protocol 4 adds ``--inflight-log PATH`` (``csi_vduse.dataplane.inflight_log``): the
+dataplane records its progress there, and one started on a device whose log shows a driver
+at work takes the device over (reconnect) instead of waiting for the driver to start it.
 
 Protocol 5 passes every file as an open descriptor (``--device-fd``, ``--backing-fd``,
 ``--stats-fd``, ``--inflight-fd``): the dataplane runs as an unprivileged user that could
 not open them itself, and opens nothing.
 
 Protocol 6 adds ``--direct-fd``: the backing opened again with O_DIRECT, for the dataplane
-to use where that helps (see ``dataplane.fast.engine``).
+to use where that helps (see ``csi_vduse.dataplane.fast.engine``).
 
-Protocol 7 adds the launcher (``dataplane.launcher``), a pre-started process that forks
-dataplanes with their imports done: ``python -m dataplane.launcher --protocol 7
+Protocol 7 adds the launcher (``csi_vduse.dataplane.launcher``), a pre-started process that forks
+dataplanes with their imports done: ``python -m csi_vduse.dataplane.launcher --protocol 7
 --control-fd N``, N a SOCK_SEQPACKET socket, one JSON message per packet:
 
 - launcher -> driver, once its imports are done: ``{"protocol": 7, "ready": true, "pid": P}``
@@ -119,7 +119,7 @@ class DataplaneArgs:
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> DataplaneArgs:
-        parser = argparse.ArgumentParser(prog="python -m dataplane", description=__doc__)
+        parser = argparse.ArgumentParser(prog="python -m csi_vduse.dataplane", description=__doc__)
         parser.add_argument("--protocol", type=int, default=PROTOCOL_VERSION)
         parser.add_argument("--name", required=True, help="VDUSE device name")
         parser.add_argument("--backing", type=Path, required=True, help="the backing's name")
@@ -146,6 +146,11 @@ class DataplaneArgs:
             stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd, packed=ns.packed,
             direct_fd=ns.direct_fd,
         )  # fmt: skip
+
+
+def open_flags(readonly: bool) -> int:
+    """How the starter opens the backing it passes (``--backing-fd``)."""
+    return (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
 
 
 def report_ready(fd: int | None, error: str | None = None) -> None:

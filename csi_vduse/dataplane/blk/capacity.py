@@ -10,11 +10,11 @@ import logging
 import struct
 from typing import Protocol
 
+from csi_vduse.dataplane.blk.backend import FileBackend
+from csi_vduse.dataplane.blk.handler import BlkHandler
+from csi_vduse.dataplane.fast.engine import FastEngine
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkConfig
-from dataplane.blk.backend import FileBackend
-from dataplane.blk.handler import BlkHandler
-from dataplane.fast.engine import FastEngine
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from csi_vduse.dataplane.virtio.iotlb import Iotlb
+from csi_vduse.dataplane.virtio.split_ring import RingAddresses, RingError, SplitQueue
 from csi_vduse.vduse import VduseError
 from csi_vduse.vduse.messages import Request, RequestType, Response
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
 from csi_vduse.virtio.blk import BlkFeature
 from csi_vduse.virtio.spec import Feature, Status, bit, feature_names
-from dataplane.virtio.iotlb import Iotlb
-from dataplane.virtio.split_ring import RingAddresses, RingError, SplitQueue
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class QueueEngine(Protocol):
 
 
 class StatusLog(Protocol):
-    """Where the device status survives this process (``dataplane.inflight_log``)."""
+    """Where the device status survives this process (``csi_vduse.dataplane.inflight_log``)."""
 
     @property
     def status(self) -> int: ...

@@ -22,7 +22,7 @@ import os
 import resource
 import threading
 
-from dataplane.fast._ring import lib
+from csi_vduse.dataplane.fast._ring import lib
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from dataplane.blk.profile import MAX_QUEUE_SIZE
-from dataplane.fast._ring import ffi
+from csi_vduse.dataplane.blk.profile import MAX_QUEUE_SIZE
+from csi_vduse.dataplane.fast._ring import ffi
 
 MAGIC = b"CSIVDIFL"
 VERSION = 1

@@ -25,15 +25,15 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from csi_vduse.dataplane.blk.profile import MAX_ZERO_RANGES
+from csi_vduse.dataplane.fast._ring import ffi, lib
+from csi_vduse.dataplane.inflight_log import FLAGS_PER_QUEUE, InflightLog
+from csi_vduse.dataplane.stats import StatsFile
+from csi_vduse.dataplane.virtio.split_ring import RingError
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
 from csi_vduse.virtio.blk import ID_BYTES
 from csi_vduse.virtio.spec import Feature, bit
-from dataplane.blk.profile import MAX_ZERO_RANGES
-from dataplane.fast._ring import ffi, lib
-from dataplane.inflight_log import FLAGS_PER_QUEUE, InflightLog
-from dataplane.stats import StatsFile
-from dataplane.virtio.split_ring import RingError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Entry point of the dataplane process; see ``dataplane.interface`` for the contract."""
+"""Entry point of the dataplane process; see ``csi_vduse.dataplane.interface`` for the contract."""
 
 from __future__ import annotations
 
@@ -7,21 +7,21 @@ import sys
 import time
 from dataclasses import replace
 
-import dataplane
+from csi_vduse import dataplane
+from csi_vduse.dataplane.blk.backend import FileBackend, direct_alignment
+from csi_vduse.dataplane.blk.capacity import grow
+from csi_vduse.dataplane.blk.handler import BlkHandler
+from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
+from csi_vduse.dataplane.inflight_log import InflightLog
+from csi_vduse.dataplane.interface import DataplaneArgs, report_ready
+from csi_vduse.dataplane.sandbox import confine, limit_memory
+from csi_vduse.dataplane.server import Server
+from csi_vduse.dataplane.stats import StatsFile
+from csi_vduse.dataplane.virtio.session import ResumeError, VduseSession
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import DeviceNode
 from csi_vduse.virtio.blk import SECTOR_SIZE
-from dataplane.blk.backend import FileBackend, direct_alignment
-from dataplane.blk.capacity import grow
-from dataplane.blk.handler import BlkHandler
-from dataplane.blk.profile import BlkProfile
-from dataplane.fast.engine import BlkTarget, FastEngine
-from dataplane.inflight_log import InflightLog
-from dataplane.interface import DataplaneArgs, report_ready
-from dataplane.sandbox import confine, limit_memory
-from dataplane.server import Server
-from dataplane.stats import StatsFile
-from dataplane.virtio.session import ResumeError, VduseSession
 
 log = logging.getLogger("dataplane")
 

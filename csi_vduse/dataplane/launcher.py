@@ -5,7 +5,7 @@ over, and most of a cold start is the interpreter and its imports (seconds in th
 where every file comes over 9p). The serving driver therefore keeps one launcher running
 (``csi_vduse.devices.launcher``): started like a dataplane (unprivileged, its own session,
 the dataplanes' cgroup) and with every dataplane module imported, it forks a dataplane per
-request, which then only sets up and takes over. See ``dataplane.interface`` for the
+request, which then only sets up and takes over. See ``csi_vduse.dataplane.interface`` for the
 messages on its control socket.
 
 The launcher is single-threaded, so forking is safe; it reaps its children and reports how
@@ -30,9 +30,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-import dataplane
-from dataplane import interface
-from dataplane.__main__ import main as dataplane_main
+from csi_vduse import dataplane
+from csi_vduse.dataplane import interface
+from csi_vduse.dataplane.__main__ import main as dataplane_main
 
 log = logging.getLogger("dataplane.launcher")
 
@@ -151,7 +151,9 @@ def _name_process(name: str) -> None:
 
 
 def main(argv: list[str] | None = None, entry: Entry = dataplane_main) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataplane.launcher", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m csi_vduse.dataplane.launcher", description=__doc__
+    )
     parser.add_argument("--protocol", type=int, default=interface.PROTOCOL_VERSION)
     parser.add_argument("--control-fd", type=int, required=True, help="SOCK_SEQPACKET socket")
     ns = parser.parse_args(argv)
