@@ -19,19 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from csi_vduse.dataplane.blk.backend import FileBackend
-from csi_vduse.dataplane.blk.handler import BlkHandler
 from csi_vduse.dataplane.blk.profile import MAX_QUEUE_SIZE, BlkProfile
-from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
-from csi_vduse.dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE, InflightLog, open_file
-from csi_vduse.dataplane.server import Server
-from csi_vduse.dataplane.virtio.session import ResumeError, VduseSession
+from csi_vduse.dataplane.fast.engine import BlkTarget
+from csi_vduse.dataplane.virtio.session import ResumeError
 from csi_vduse.vduse.messages import RequestType
 from csi_vduse.vduse.node import VqInfo
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import Status
 from tests.unit.fake_virtio import FakeDriver, FakeKernel, PackedDriver, bring_up
+from tests.unit.test_takeover import Dataplane, poke_log, start
 
 DISK = 1 << 20
 PACKED = BlkProfile(DISK, packed=True)
@@ -39,15 +36,10 @@ SPLIT = BlkProfile(DISK)
 
 
 @dataclass
-class Plane:
-    """One dataplane's objects on a fake device, served on the test's thread."""
+class Plane(Dataplane):
+    """A dataplane on the test's fake kernel, served on the test's thread."""
 
     kernel: FakeKernel
-    session: VduseSession
-    server: Server
-    engine: FastEngine
-    log: InflightLog
-    backend: FileBackend
 
     def serve(self) -> None:
         self.server.drain_messages()
@@ -55,13 +47,6 @@ class Plane:
 
     def broken(self, index: int = 0) -> bool:
         return self.engine.queues[index].broken
-
-    def crash(self) -> None:
-        self.session.close()
-        self.engine.close()
-        self.server.close()
-        self.log.close()
-        self.backend.close()
 
 
 def start_plane(
@@ -71,16 +56,8 @@ def start_plane(
     backing = tmp_path / "disk.img"
     if not backing.exists():
         backing.write_bytes(bytes(DISK))
-    backend = FileBackend(backing, readonly=False)
-    log = InflightLog(open_file(tmp_path / "vol.inflight"), 1)
-    target = target or BlkTarget(backend.fd, DISK, False, b"serial-0")
-    engine = FastEngine(
-        kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
-        async_min=None if io == "none" else 0,
-    )  # fmt: skip
-    session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
-    server = Server(kernel, session, BlkHandler(backend, b"serial-0", False))
-    return Plane(kernel, session, server, engine, log, backend)
+    made = start(kernel, backing, tmp_path / "vol.inflight", profile, io=io, target=target)
+    return Plane(**vars(made), kernel=kernel)
 
 
 @pytest.fixture
@@ -137,25 +114,20 @@ def test_a_head_posted_again_while_in_flight_stops_the_queue_and_spares_the_firs
 # -- 2. ring areas, and a successor's log the rings contradict --------------------------
 
 
-def test_overlapping_ring_areas_are_refused(kernel: FakeKernel, tmp_path: Path) -> None:
-    plane = start_plane(kernel, tmp_path)
-    driver = FakeDriver(kernel)
-    driver.used = driver.avail  # each used-ring store would bump the avail index
-    driver.request(Blk.OUT, sector=1, out=b"\x11" * SECTOR_SIZE)
-    driver.enable_queue()
-    assert not driver_ok(plane, SPLIT.features)
-    plane.serve()
-    assert read_sector(plane, 1) == bytes(SECTOR_SIZE)
-    plane.crash()
-    driver.close()
-
-
-@pytest.mark.parametrize("ring", ["desc", "avail", "used"])
-def test_misaligned_ring_areas_are_refused(kernel: FakeKernel, tmp_path: Path, ring: str) -> None:
+@pytest.mark.parametrize(
+    ("ring", "moved_to"),
+    [("used", "avail"), ("desc", "desc+1"), ("avail", "avail+1"), ("used", "used+1")],
+    ids=["used-over-avail", "desc-misaligned", "avail-misaligned", "used-misaligned"],
+)
+def test_ring_areas_that_overlap_or_are_misaligned_are_refused(
+    kernel: FakeKernel, tmp_path: Path, ring: str, moved_to: str
+) -> None:
     plane = start_plane(kernel, tmp_path)
     driver = FakeDriver(kernel)
     driver.request(Blk.OUT, sector=1, out=b"\x11" * SECTOR_SIZE)  # laid out before the move
-    setattr(driver, ring, getattr(driver, ring) + 1)
+    # Over the avail ring, each used-ring store would bump the avail index.
+    area, _, offset = moved_to.partition("+")
+    setattr(driver, ring, getattr(driver, area) + int(offset or 0))
     driver.enable_queue()
     assert not driver_ok(plane, SPLIT.features)
     plane.serve()
@@ -175,40 +147,6 @@ def serve_or_stop(plane: Plane, seconds: float = 20.0) -> bool:
         queue.q.pause_req = 1
     thread.join()
     return False
-
-
-def poke_log(path: Path, *, last_avail: int, used_idx: int, inflight: dict[int, int]) -> None:
-    with open(path, "r+b") as f:
-        f.seek(HEADER_SIZE)
-        f.write(struct.pack("<HH", last_avail, used_idx))
-        for head, flag in inflight.items():
-            f.seek(HEADER_SIZE + QUEUE_HEADER_SIZE + head)
-            f.write(bytes([flag]))
-
-
-def test_a_successor_on_aliased_rings_does_not_serve_forever(
-    kernel: FakeKernel, tmp_path: Path
-) -> None:
-    first = start_plane(kernel, tmp_path)
-    driver = FakeDriver(kernel)
-    assert all(a.ok for a in bring_up(driver, SPLIT.features, first.server.drain_messages))
-    first.crash()
-    # A hostile VMM moves the used ring onto the avail ring while no dataplane runs, and
-    # posts a request: its avail index 1 also reads as a used index one ahead of the log.
-    driver.used = driver.avail
-    driver.enable_queue()
-    driver.request(Blk.OUT, sector=2, out=b"\x22" * SECTOR_SIZE)
-    second = start_plane(kernel, tmp_path)
-    try:
-        resumed = second.session.resume()
-    except ResumeError:
-        resumed = False
-    if resumed:
-        assert serve_or_stop(second), "the successor served the aliased ring forever"
-    assert not resumed or second.broken()
-    assert read_sector(second, 2) == bytes(SECTOR_SIZE)
-    second.crash()
-    driver.close()
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from csi_vduse.dataplane.blk.profile import BlkProfile
-from csi_vduse.dataplane.inflight_log import HEADER_SIZE, QUEUE_HEADER_SIZE
 from csi_vduse.vduse.messages import Request, RequestType
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
@@ -132,12 +131,7 @@ def test_a_chain_around_the_whole_ring_breaks_only_the_queue(rig: Rig) -> None:
 
 
 def _poke(rig: Rig, last_avail: int, used: int, inflight: dict[int, int]) -> None:
-    with open(rig.log_path, "r+b") as f:
-        f.seek(HEADER_SIZE)
-        f.write(struct.pack("<HH", last_avail, used))
-        for buffer_id, flag in inflight.items():
-            f.seek(HEADER_SIZE + QUEUE_HEADER_SIZE + buffer_id)
-            f.write(bytes([flag]))
+    takeover.poke_log(rig.log_path, last_avail=last_avail, used_idx=used, inflight=inflight)
 
 
 def _successor(rig: Rig) -> Dataplane:

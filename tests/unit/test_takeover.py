@@ -56,14 +56,21 @@ class Dataplane:
 
 
 def start(
-    kernel: FakeKernel, backing: Path, log_path: Path, profile: BlkProfile | None = None
-) -> Dataplane:
-    """A dataplane for ``profile``'s device (split rings by default) on the fake kernel."""
+    kernel: FakeKernel, backing: Path, log_path: Path, profile: BlkProfile | None = None,
+    *, io: str | None = None, target: BlkTarget | None = None,
+) -> Dataplane:  # fmt: skip
+    """A dataplane for ``profile``'s device (split rings by default) on the fake kernel.
+
+    ``io`` names an asynchronous engine to take every read and write, however small (None:
+    the environment's choice, with its policy); ``target`` replaces the backing file."""
     profile = profile or BlkProfile(DISK)
     backend = FileBackend(backing, readonly=False)
     log = InflightLog(open_file(log_path), 1)
-    target = BlkTarget(backend.fd, DISK, False, b"serial-0")
-    engine = FastEngine(kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log)
+    target = target or BlkTarget(backend.fd, DISK, False, b"serial-0")
+    engine = FastEngine(
+        kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
+        async_min=None if io in (None, "none") else 0,
+    )  # fmt: skip
     session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
     server = Server(kernel, session, BlkHandler(backend, b"serial-0", False))
     return Dataplane(session, server, engine, log, backend)
@@ -84,13 +91,17 @@ class Rig:
         return second
 
     def poke_log(self, *, last_avail: int, used_idx: int, inflight: dict[int, int]) -> None:
-        """Rewrite queue 0's log as the predecessor's last instruction would have left it."""
-        with open(self.log_path, "r+b") as f:
-            f.seek(HEADER_SIZE)
-            f.write(struct.pack("<HH", last_avail, used_idx))
-            for head, flag in inflight.items():
-                f.seek(HEADER_SIZE + QUEUE_HEADER_SIZE + head)
-                f.write(bytes([flag]))
+        poke_log(self.log_path, last_avail=last_avail, used_idx=used_idx, inflight=inflight)
+
+
+def poke_log(path: Path, *, last_avail: int, used_idx: int, inflight: dict[int, int]) -> None:
+    """Rewrite queue 0's log as the predecessor's last instruction would have left it."""
+    with open(path, "r+b") as f:
+        f.seek(HEADER_SIZE)
+        f.write(struct.pack("<HH", last_avail, used_idx))
+        for head, flag in inflight.items():
+            f.seek(HEADER_SIZE + QUEUE_HEADER_SIZE + head)
+            f.write(bytes([flag]))
 
 
 @pytest.fixture
