@@ -141,8 +141,6 @@ static unsigned uring_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned m
             rc = uring_submit(a);
             if (rc == 0)
                 rc = io_uring_wait_cqe(&a->ring, &cqe);
-            else if (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
-                break;
         } else {
             rc = io_uring_peek_cqe(&a->ring, &cqe);
         }
