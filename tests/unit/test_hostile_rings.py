@@ -149,6 +149,31 @@ def serve_or_stop(plane: Plane, seconds: float = 20.0) -> bool:
     return False
 
 
+def test_a_successor_on_aliased_rings_does_not_serve_forever(
+    kernel: FakeKernel, tmp_path: Path
+) -> None:
+    first = start_plane(kernel, tmp_path)
+    driver = FakeDriver(kernel)
+    assert all(a.ok for a in bring_up(driver, SPLIT.features, first.server.drain_messages))
+    first.crash()
+    # A hostile VMM moves the used ring onto the avail ring while no dataplane runs, and
+    # posts a request: its avail index 1 also reads as a used index one ahead of the log.
+    driver.used = driver.avail
+    driver.enable_queue()
+    driver.request(Blk.OUT, sector=2, out=b"\x22" * SECTOR_SIZE)
+    second = start_plane(kernel, tmp_path)
+    try:
+        resumed = second.session.resume()
+    except ResumeError:
+        resumed = False
+    if resumed:
+        assert serve_or_stop(second), "the successor served the aliased ring forever"
+    assert not resumed or second.broken()
+    assert read_sector(second, 2) == bytes(SECTOR_SIZE)
+    second.crash()
+    driver.close()
+
+
 @pytest.mark.parametrize(
     ("last_avail", "used_idx", "inflight"),
     [(0, 3, {}), (2, 0, {0: 1}), (1, 0, {0: 1, 5: 1}), (40, 0, {})],
