@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the fast path's request loop (csi_vduse/dataplane/fast/ring.c,
-# aio.c) with the libFuzzer target csi_vduse/dataplane/fast/fuzz/fuzz_ring.c, under ASan and
+# Coverage-guided fuzzing of the fast path's request loop (the C files of
+# csi_vduse/dataplane/fast/ but sandbox.c) with the libFuzzer target csi_vduse/dataplane/fast/fuzz/fuzz_ring.c, under ASan and
 # UBSan.
 #
 #   bash scripts/fuzz.sh build                 build only (build/fuzz/fuzz_ring)
@@ -11,7 +11,7 @@
 #   bash scripts/fuzz.sh run SECONDS           fuzz from the seeds for SECONDS into a
 #        scratch corpus; fails if anything is found (the input is saved in build/fuzz/).
 #   bash scripts/fuzz.sh coverage [FILE|DIR ...]
-#        line coverage of ring.c and aio.c by these inputs (default: the seeds), from a
+#        line coverage of the request loop's files by these inputs (default: the seeds), from a
 #        build without sanitizers; shows which lines no input reaches.
 #
 # CI: bash scripts/fuzz.sh replay && bash scripts/fuzz.sh run 180
@@ -27,13 +27,15 @@ CC=${CC:-clang-14}
 LIBURING=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/liburing.a
 # Every run: a hang is a finding after 10 s, and memory is bounded.
 LIMITS=(-timeout=10 -rss_limit_mb=2048)
+# The request loop: every C file of the fast path but the seccomp filter (cffi writes _ring.c).
+LOOP=()
+for f in "$FAST"/[a-z]*.c; do [[ $f == */sandbox.c ]] || LOOP+=("$f"); done
 
 build() {
     mkdir -p "$BUILD"
-    local sources=("$FAST/fuzz/fuzz_ring.c" "$FAST/ring.c" "$FAST/aio.c")
+    local sources=("$FAST/fuzz/fuzz_ring.c" "${LOOP[@]}")
     # Rebuild only when a source changed, so replay and run can be called back to back.
-    if [[ -x $BIN ]] && [[ -z $(find "${sources[@]}" "$FAST/ring.h" "$FAST/aio.h" "$0" \
-        -newer "$BIN") ]]; then
+    if [[ -x $BIN ]] && [[ -z $(find "${sources[@]}" "$FAST"/*.h "$0" -newer "$BIN") ]]; then
         return
     fi
     "$CC" -g -O1 -fno-omit-frame-pointer \
@@ -98,12 +100,12 @@ run() {
     local found=("$findings"/*)
     [[ -e ${found[0]} ]] || { echo "run: nothing found in $seconds s"; return 0; }
     # What each finding is, from replaying it alone: its sanitizer summary and the first
-    # frame in ring.c or aio.c; the same defect found many times is listed once, counted.
+    # frame in the fast path's C files; the same defect found many times is listed once, counted.
     echo "run: FOUND ${#found[@]} inputs (in ${findings#"$ROOT"/}), by kind:" >&2
     for f in "${found[@]}"; do
         "$BIN" "${LIMITS[@]}" "$f" >"$f.log" 2>&1 || true
         echo "$(grep -m1 -E '^SUMMARY' "$f.log" | sed -E 's/^SUMMARY: //; s| /[^ ]*/| |; s|string/../sysdeps/[^ ]*||') |" \
-            "$(grep -m1 -oE 'in [a-z_]+ [^ ]*/(ring|aio)\.c:[0-9]+' "$f.log" | sed -E 's|/[^ ]*/||')" \
+            "$(grep -m1 -oE 'in [a-z_]+ [^ ]*/fast/[a-z]+\.c:[0-9]+' "$f.log" | sed -E 's|/[^ ]*/||')" \
             "| e.g. $(basename "$f")"
     done | sort | awk -F' [|] e.g. ' '{n[$1]++; if (!($1 in ex)) ex[$1]=$2}
         END {for (k in n) printf "  %4d x %s (e.g. %s)\n", n[k], k, ex[k]}' >&2
@@ -114,7 +116,7 @@ coverage() {
     local paths=("$@") bin=$BUILD/fuzz_ring_cov
     [[ ${#paths[@]} -gt 0 ]] || paths=("$SEEDS")
     "$CC" -g -O0 -fprofile-instr-generate -fcoverage-mapping -fsanitize=fuzzer \
-        -I"$FAST" "$FAST/fuzz/fuzz_ring.c" "$FAST/ring.c" "$FAST/aio.c" "$LIBURING" \
+        -I"$FAST" "$FAST/fuzz/fuzz_ring.c" "${LOOP[@]}" "$LIBURING" \
         -lpthread -o "$bin"
     rm -f "$BUILD"/cov-*.profraw
     local files=()
@@ -127,8 +129,8 @@ coverage() {
     done
     LLVM_PROFILE_FILE="$BUILD/cov-%p.profraw" "$bin" -runs=1 "${files[@]}" >/dev/null 2>&1 || true
     llvm-profdata-14 merge -sparse "$BUILD"/cov-*.profraw -o "$BUILD/cov.profdata"
-    llvm-cov-14 report "$bin" -instr-profile="$BUILD/cov.profdata" "$FAST/ring.c" "$FAST/aio.c"
-    llvm-cov-14 show "$bin" -instr-profile="$BUILD/cov.profdata" "$FAST/ring.c" "$FAST/aio.c" \
+    llvm-cov-14 report "$bin" -instr-profile="$BUILD/cov.profdata" "${LOOP[@]}"
+    llvm-cov-14 show "$bin" -instr-profile="$BUILD/cov.profdata" "${LOOP[@]}" \
         >"$BUILD/coverage.txt"
     echo "coverage: annotated sources in ${BUILD#"$ROOT"/}/coverage.txt"
 }

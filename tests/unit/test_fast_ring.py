@@ -341,7 +341,7 @@ def test_direct_io_takes_aligned_transfers_and_stays_coherent_with_buffered_ones
         [read] = made.roundtrip(Blk.IN, sector=8, in_len=4096, data_at=DATA + 8192)
         assert read.status == BlkStatus.OK
         assert read.data == page[:SECTOR_SIZE] + small + page[2 * SECTOR_SIZE :]
-        assert made.engine.queues[0].q.direct == 2  # the page write and the page read
+        assert made.engine.queues[0].backend.direct == 2  # the page write and the page read
         assert made.backing.read_bytes()[8 * SECTOR_SIZE : 16 * SECTOR_SIZE] == read.data
     finally:
         made.close()

@@ -158,8 +158,8 @@ def test_serve_exposes_volume_metrics(tmp_path: Path) -> None:
     assert 'csi_vduse_rpc_duration_seconds_count{code="OK",rpc="Probe"} 1.0' in text
 
 
-def test_ring_h_and_the_python_layout_agree() -> None:
-    header = (Path(stats.__file__).parent / "fast" / "ring.h").read_text()
+def test_stats_h_and_the_python_layout_agree() -> None:
+    header = (Path(stats.__file__).parent / "fast" / "stats.h").read_text()
     defined = dict(re.findall(r"#define (DP_ST_\w+) (\d+)", header))
     expected = {f"DP_ST_{op.upper()}": index for index, op in enumerate(stats.OPS)} | {
         "DP_ST_BYTES_READ": stats.BYTES_READ, "DP_ST_BYTES_WRITTEN": stats.BYTES_WRITTEN,

@@ -27,6 +27,7 @@
 #include <liburing.h>
 
 #include "aio.h"
+#include "iov.h"
 
 #define MAX_THREADS 16
 
@@ -57,19 +58,6 @@ struct dp_aio {
     struct req *todo, **todo_tail, *done_list;
     int stopping;
 };
-
-uint32_t dp_iov_skip(struct iovec *iov, uint32_t n, uint64_t skip)
-{
-    uint32_t i = 0;
-    while (i < n && skip >= iov[i].iov_len)
-        skip -= iov[i++].iov_len;
-    if (i < n && skip) {
-        iov[i].iov_base = (uint8_t *)iov[i].iov_base + skip;
-        iov[i].iov_len -= skip;
-    }
-    memmove(iov, iov + i, (n - i) * sizeof *iov);
-    return n - i;
-}
 
 int64_t dp_transfer(int fd, int write, struct iovec *iov, uint32_t n, uint64_t off)
 {
@@ -129,7 +117,7 @@ static int uring_submit(struct dp_aio *a)
     return 0;
 }
 
-static unsigned uring_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned max, int wait)
+static unsigned uring_reap(struct dp_aio *a, struct dp_io_done *out, unsigned max, int wait)
 {
     unsigned got = 0;
     while (got < max) {
@@ -208,7 +196,7 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static unsigned threads_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned max, int wait)
+static unsigned threads_reap(struct dp_aio *a, struct dp_io_done *out, unsigned max, int wait)
 {
     unsigned got = 0;
     pthread_mutex_lock(&a->lock);
@@ -306,7 +294,7 @@ fail:
 
 void dp_aio_close(struct dp_aio *a)
 {
-    struct dp_aio_done done[64];
+    struct dp_io_done done[64];
     while (a->inflight)
         dp_aio_reap(a, done, 64, 1);
     if (a->kind == DP_AIO_URING) {
@@ -396,7 +384,7 @@ int dp_aio_submit(struct dp_aio *a)
     return 0;
 }
 
-unsigned dp_aio_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned max, int wait)
+unsigned dp_aio_reap(struct dp_aio *a, struct dp_io_done *out, unsigned max, int wait)
 {
     if (!a->inflight)
         return 0;

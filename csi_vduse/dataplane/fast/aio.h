@@ -4,16 +4,13 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "backend.h"
+
 #define DP_AIO_NONE 0    /* requests are served on the queue's thread */
 #define DP_AIO_URING 1   /* io_uring, submissions batched per pass over the ring */
 #define DP_AIO_THREADS 2 /* a pool of threads doing preadv/pwritev */
 
 struct dp_aio;
-
-struct dp_aio_done {
-    uint64_t tag;
-    int64_t res; /* bytes transferred, or -errno */
-};
 
 /* `depth` bounds the requests in flight. Returns NULL with *err = -errno when the kind is
  * unavailable (io_uring disabled by sysctl or seccomp, no memory). An io_uring only ever
@@ -33,11 +30,9 @@ int dp_aio_queue(struct dp_aio *a, int fd, int write, struct iovec *iov, uint32_
                  uint64_t off, uint64_t tag, int spread);
 /* Start everything queued since the last call. */
 int dp_aio_submit(struct dp_aio *a);
-/* Drop the first `skip` bytes of an iovec list in place; returns the new count. */
-uint32_t dp_iov_skip(struct iovec *iov, uint32_t n, uint64_t skip);
 /* Read (or write) all of `iov` at `off` on this thread, consuming `iov`; returns the bytes
  * moved, or -errno. */
 int64_t dp_transfer(int fd, int write, struct iovec *iov, uint32_t n, uint64_t off);
 /* Up to `max` completions; with `wait`, blocks until there is at least one. */
-unsigned dp_aio_reap(struct dp_aio *a, struct dp_aio_done *out, unsigned max, int wait);
+unsigned dp_aio_reap(struct dp_aio *a, struct dp_io_done *out, unsigned max, int wait);
 #endif

@@ -1,14 +1,15 @@
-"""Runs the C request loop (ring.c) for each enabled queue, one thread per queue.
+"""Runs the C request loop (queue.c) for each enabled queue, one thread per queue.
 
 Python keeps the control side: it maps IOTLB regions when the C loop asks for an
 IOVA it has not seen (DP_NEED_MAP), and on UPDATE_IOTLB it pauses every queue
 thread, drops the stale ranges from each queue's table, unmaps them and resumes,
 so the C loop never touches a mapping after the kernel invalidated it.
 
-With an in-flight log, each queue records its progress there (see ring.c), and a queue
+With an in-flight log, each queue records its progress there (see inflight.h), and a queue
 started with ``resume`` continues from the log instead of the kernel's initial state.
 
-Reads and writes on split rings go through an asynchronous engine per queue (aio.c):
+Each queue's requests are served by the file backend (file.c). Its reads and writes on
+split rings go through an asynchronous engine per queue (aio.c):
 io_uring where the kernel allows it, else a thread pool (``CSI_VDUSE_DATAPLANE_IO``
 chooses: auto, io_uring, threads or none). The engines are made once per queue index,
 before the process is confined, and outlive device resets.
@@ -168,7 +169,7 @@ class MapPool:
 
 
 class FastQueue:
-    """One virtqueue served by ring.c, optionally on its own thread."""
+    """One virtqueue served by the C loop, optionally on its own thread."""
 
     def __init__(
         self, info: VqInfo, kickfd: int, features: int, target: BlkTarget, pool: MapPool,
@@ -182,15 +183,14 @@ class FastQueue:
         q.index, q.num = info.index, info.num
         q.desc_iova, q.avail_iova, q.used_iova = info.desc_addr, info.driver_addr, info.device_addr
         q.kickfd, q.ctlfd, q.devfd, q.irqfd = kickfd, self.ctlfd, devfd, irqfd
-        q.backfd = target.backing_fd
-        q.directfd, q.dio_align = target.direct_fd, target.direct_align
-        q.readonly, q.can_flush = target.readonly, target.can_flush
-        q.can_discard, q.max_discard_seg = target.can_discard, MAX_ZERO_RANGES
+        blk = q.blk
+        blk.readonly, blk.can_flush = target.readonly, target.can_flush
+        blk.can_discard, blk.max_discard_seg = target.can_discard, MAX_ZERO_RANGES
+        blk.capacity = target.capacity
+        blk.serial = target.serial[:ID_BYTES].ljust(ID_BYTES, b"\0")
         q.event_idx = bool(features & bit(Feature.EVENT_IDX))
         q.indirect = bool(features & bit(Feature.INDIRECT_DESC))
         q.packed = bool(features & bit(Feature.RING_PACKED))
-        q.capacity = target.capacity
-        q.serial = target.serial[:ID_BYTES].ljust(ID_BYTES, b"\0")
         start = (info.packed_avail, info.packed_used) if q.packed else (info.avail_index,) * 2
         if not all(0 <= position <= 0xFFFF for position in start):
             os.close(self.ctlfd)
@@ -203,13 +203,18 @@ class FastQueue:
             if rc == -errno.ENOMEM:
                 raise MemoryError(f"queue {self.index}: no memory for its iovecs")
             raise RingError(ffi.string(q.error).decode())
-        kind = lib.dp_aio_attach(q, ffi.NULL if aio is None else aio)
-        if kind < 0:
+        backend = ffi.new("struct dp_file *")
+        lib.dp_file_init(backend, target.backing_fd, target.direct_fd, target.direct_align)
+        backend.stats = q.stats
+        kind = lib.dp_file_use_aio(backend, ffi.NULL if aio is None else aio)
+        queued = lib.dp_queue_attach(q, lib.dp_file_backend(backend))
+        if queued < 0:
             lib.dp_queue_free(q)
             os.close(self.ctlfd)
             raise MemoryError(f"queue {self.index}: no memory for its request slots")
-        self.io = IO_NAMES[kind]
+        self.io = IO_NAMES[kind] if queued else "none"
         self.q = q
+        self.backend = backend  # the queue points into it: kept as long as the queue
         self.broken = False
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -220,7 +225,7 @@ class FastQueue:
         """Where reads and writes are served, for the log."""
         if self.io == "none":
             return "reads and writes via none (on the queue's thread)"
-        reads, writes = int(self.q.async_min), int(self.q.async_write_min)
+        reads, writes = int(self.backend.async_min), int(self.backend.async_write_min)
         if reads == writes == 0:
             return f"reads and writes via {self.io}"
         inline = f"reads up to {(reads - 1) >> 10} KiB" if reads else "no reads"
@@ -315,7 +320,7 @@ class FastQueue:
             self._thread = None
         log.info(
             "queue %d: %d requests (%d with direct I/O), %d interrupts, %d failed, %d replayed",
-            self.index, self.q.served, self.q.direct, self.q.interrupts, self.q.errors,
+            self.index, self.q.served, self.backend.direct, self.q.interrupts, self.q.errors,
             self.q.replayed,
         )  # fmt: skip
         lib.dp_queue_free(self.q)
@@ -338,7 +343,7 @@ class FastEngine:
         async_min: int | None = None,
     ) -> None:  # fmt: skip
         self.pool = MapPool(source)
-        self.async_min = async_min  # None: ring.c's choice per backing; tests send all (0)
+        self.async_min = async_min  # None: file.c's choice per backing; tests send all (0)
         self.aio = AioSet(io_setting() if io is None else io)
         if target.direct_fd >= 0 and not lib.dp_aio_nowait(target.direct_fd):
             # O_DIRECT helps where the kernel serves it asynchronously (block devices, disk
@@ -370,7 +375,7 @@ class FastEngine:
             stats=block, aio=aio,
         )  # fmt: skip
         if self.async_min is not None and queue.io != "none":
-            queue.q.async_min = queue.q.async_write_min = self.async_min
+            queue.backend.async_min = queue.backend.async_write_min = self.async_min
         log.info("queue %d: %d entries, %s", info.index, info.num, queue.describe_io())
         if self.inflight is not None:
             block = self.inflight.block(info.index)
@@ -421,7 +426,7 @@ class FastEngine:
         for queue in self.queues.values():
             queue.pause()
         for queue in self.queues.values():
-            queue.q.capacity = capacity
+            queue.q.blk.capacity = capacity
             queue.resume()
         self.target = replace(self.target, capacity=capacity)
 

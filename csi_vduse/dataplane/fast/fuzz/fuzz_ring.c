@@ -1,8 +1,9 @@
 /*
- * libFuzzer target for the fast path's request loop (ring.c, aio.c): one input is one
- * queue's life, driven through the public API of ring.h and aio.h the way engine.py drives
- * it, with every byte the guest controls taken from the input. Built by scripts/fuzz.sh;
- * dataplane/fast/fuzz/make_seeds.py writes the seed corpus from readable descriptions.
+ * libFuzzer target for the fast path's request loop (every C file of fast/ but sandbox.c):
+ * one input is one queue's life, driven through the public API of queue.h, file.h and
+ * aio.h the way engine.py drives it, with every byte the guest controls taken from the
+ * input. Built by scripts/fuzz.sh; dataplane/fast/fuzz/make_seeds.py writes the seed
+ * corpus from readable descriptions.
  *
  * Why the harness looks like this:
  *   - Guest memory is a memfd mapped per IOTLB region, as MapPool maps it, each mapping
@@ -28,7 +29,7 @@
  *                       VMM should never set: 2048, 32768, 3, 1000, 1025.
  *                       bits 4-5 engine: 0 none, 1 threads, 2 io_uring (threads if
  *                       io_uring is unavailable), 3 none.
- *                       bits 6-7 async thresholds: 0 what dp_aio_attach chose, 1 all
+ *                       bits 6-7 async thresholds: 0 what dp_file_use_aio chose, 1 all
  *                       reads and writes (as the unit tests run), 2 reads only, 3 writes only
  *     2   u8  log       bit 0 in-flight log attached, 1 resume from it (the log's header
  *                       and flags below), 2 log num taken raw (else the queue's size),
@@ -75,7 +76,9 @@
 #include <linux/virtio_ring.h>
 
 #include "../aio.h"
-#include "../ring.h"
+#include "../file.h"
+#include "../inflight.h"
+#include "../queue.h"
 
 /* Fault injection into aio.c's submissions: scripts/fuzz.sh compiles every source with
  * -Dio_uring_submit=fuzz_io_uring_submit; here the name means liburing's again. */
@@ -317,7 +320,7 @@ static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
     case 4: {
         uint64_t sectors = take_le(r, 2);
         pause_queue(r);
-        r->q->capacity = (sectors > 4096 ? 4096 : sectors) * 512;
+        r->q->blk.capacity = (sectors > 4096 ? 4096 : sectors) * 512;
         break;
     }
     case 6: {
@@ -379,18 +382,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     q->used_iova = used_iova;
     q->kickfd = q->ctlfd = q->devfd = -1;
     q->irqfd = g.irqfd;
-    q->backfd = g.backfd;
-    q->directfd = -1;
-    q->dio_align = 4096;
     q->packed = features & 1;
     q->event_idx = !!(features & 2);
     q->indirect = !!(features & 4);
-    q->readonly = !!(features & 8);
-    q->can_flush = !!(features & 16);
-    q->can_discard = !!(features & 32);
-    q->max_discard_seg = 16; /* dataplane/blk/profile.py MAX_ZERO_RANGES */
-    q->capacity = (sectors > 4096 ? 4096 : sectors) * 512;
-    memcpy(q->serial, "fuzz-serial-00000001", DP_ID_BYTES);
+    q->blk.readonly = !!(features & 8);
+    q->blk.can_flush = !!(features & 16);
+    q->blk.can_discard = !!(features & 32);
+    q->blk.max_discard_seg = 16; /* dataplane/blk/profile.py MAX_ZERO_RANGES */
+    q->blk.capacity = (sectors > 4096 ? 4096 : sectors) * 512;
+    memcpy(q->blk.serial, "fuzz-serial-00000001", sizeof q->blk.serial);
     q->last_avail = avail;
     q->used_idx = q->packed ? used : avail;
     q->stats = features & 64 ? (uint64_t *)(g.stats_page + PAGE - 8 * DP_ST_WORDS) : NULL;
@@ -403,12 +403,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         aio = g.threads;
     else if (engine == 2)
         aio = g.uring;
-    int kind = dp_aio_attach(q, aio);
-    if (kind < 0)
+    struct dp_file file;
+    dp_file_init(&file, g.backfd, -1, 4096);
+    file.stats = q->stats;
+    dp_file_use_aio(&file, aio);
+    int queued = dp_queue_attach(q, dp_file_backend(&file));
+    if (queued < 0)
         goto out;
-    if (kind != DP_AIO_NONE && thresholds) {
-        q->async_min = thresholds == 3 ? UINT32_MAX : 0;
-        q->async_write_min = thresholds == 2 ? UINT32_MAX : 0;
+    if (queued && thresholds) {
+        file.async_min = thresholds == 3 ? UINT32_MAX : 0;
+        file.async_write_min = thresholds == 2 ? UINT32_MAX : 0;
     }
 
     /* FastEngine.start_queue: a resumed log holds what its predecessor left. */

@@ -517,7 +517,7 @@ def seed_packed_engine() -> Guest:
 
 
 def defect1_head_reposted_in_flight() -> Guest:
-    """D1. io_uring engine, reads over 64 KiB deferred (the thresholds dp_aio_attach picks for
+    """D1. io_uring engine, reads over 64 KiB deferred (the thresholds dp_file_use_aio picks for
     a backing without RWF_NOWAIT). One pass over the avail ring:
     - head 0: a 130 KiB read in five buffers, ending past the 1 MiB backing (capacity is
       2 MiB): deferred with q->slots[0].big holding its iovecs, submitted to io-wq;

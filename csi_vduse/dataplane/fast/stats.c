@@ -1,0 +1,28 @@
+/* Per-request counters and the latency histogram of a queue's block in the stats file. */
+#include <linux/virtio_blk.h>
+
+#include "stats.h"
+
+void dp_stats_account(uint64_t *s, const struct dp_outcome *o, const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t elapsed = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000000 + (t1.tv_nsec - t0->tv_nsec);
+    uint64_t ns = elapsed > 0 ? (uint64_t)elapsed : 0;
+    /* The smallest k with ns <= 16 us << k, from ceil(ns / 16 us). */
+    uint64_t units = (ns + 15999) / 16000;
+    int bucket = units <= 1 ? 0 : 64 - __builtin_clzll(units - 1);
+    if (bucket > DP_ST_BUCKETS - 1)
+        bucket = DP_ST_BUCKETS - 1;
+    dp_stat_add(&s[o->op], 1);
+    if (o->bytes_read)
+        dp_stat_add(&s[DP_ST_BYTES_READ], o->bytes_read);
+    if (o->bytes_written)
+        dp_stat_add(&s[DP_ST_BYTES_WRITTEN], o->bytes_written);
+    if (o->status == VIRTIO_BLK_S_IOERR)
+        dp_stat_add(&s[DP_ST_IOERR], 1);
+    else if (o->status == VIRTIO_BLK_S_UNSUPP)
+        dp_stat_add(&s[DP_ST_UNSUPP], 1);
+    dp_stat_add(&s[DP_ST_LATENCY_NS], ns);
+    dp_stat_add(&s[DP_ST_BUCKET0 + bucket], 1);
+}
