@@ -14,9 +14,10 @@ from pathlib import Path
 from csi_vduse import logs
 from csi_vduse.about import DRIVER_NAME, package_version
 from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE
-from csi_vduse.devices.manager import DeviceManager, DeviceStatus
+from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, DEFAULT_MAX_QUEUES, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore, default_state_dir
+from csi_vduse.devices.status import DeviceStatus
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.logs import LEVELS
 

@@ -16,7 +16,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi_vduse.devices.manager import DeviceManager, block_device_size
+from csi_vduse.devices.backing import block_device_size
+from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.mounts import filesystem, mounter, mountinfo
 from csi_vduse.pool import ids

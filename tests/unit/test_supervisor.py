@@ -17,8 +17,9 @@ import pytest
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId, start_time
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
-from csi_vduse.devices.manager import DeviceManager, DeviceStatus
+from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.state import DeviceRecord
+from csi_vduse.devices.status import DeviceStatus
 from csi_vduse.devices.supervisor import BACKOFF_SECONDS, STABLE_SECONDS, Supervisor
 
 
