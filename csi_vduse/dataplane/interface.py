@@ -38,6 +38,9 @@ dataplanes with their imports done: ``python -m csi_vduse.dataplane.launcher --p
 - launcher -> driver: ``{"exited": P, "status": S}`` when a child ends (S as Popen reports
   it: negative for a signal), since only its parent can learn that.
 
+Protocol 8 passes the device's logical block size (``--block-size``), so the dataplane's
+``BlkProfile`` is the one the driver created the device with.
+
 The launcher exits when the driver closes the socket; its children run on. They are named
 ``CHILD_COMM`` in ``/proc/PID/comm`` (their command line is the launcher's).
 """
@@ -48,27 +51,28 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE, BlkProfile, ProfileError
+from csi_vduse.virtio.blk import SECTOR_SIZE
+
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 MAX_LAUNCH_FDS = 8  # the log and DataplaneArgs.fds(), with room to spare
 CHILD_COMM = "dataplane"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataplaneArgs:
     """What the dataplane is started with. The paths say where its files are; the
     process that starts it opens them and passes the fds, which is all it gets."""
 
     name: str
     backing: Path
-    readonly: bool = False
-    queues: int = 1
-    queue_size: int = 256
+    profile: BlkProfile = field(default_factory=BlkProfile)  # the device it serves
     serial: str = ""
     ready_fd: int | None = None
     engine: str = "fast"  # "python": the reference ring, for debugging and comparison
@@ -78,7 +82,6 @@ class DataplaneArgs:
     backing_fd: int = -1
     stats_fd: int | None = None
     inflight_fd: int | None = None
-    packed: bool = False  # the device offers packed virtqueues
     direct_fd: int | None = None  # the backing with O_DIRECT, where the kernel allows it
 
     def fds(self) -> tuple[int, ...]:
@@ -90,16 +93,20 @@ class DataplaneArgs:
         return tuple(fd for fd in fds if fd is not None and fd >= 0)
 
     def argv(self) -> list[str]:
+        """The command line that ``parse`` reads back into these arguments (less the paths
+        of the stats and in-flight files, which the dataplane gets as fds only)."""
         if self.device_fd < 0 or self.backing_fd < 0:
             raise ValueError("the device and backing fds are not open")
+        profile = self.profile
         argv = [
             "--protocol", str(PROTOCOL_VERSION),
             "--name", self.name,
             "--backing", str(self.backing),
             "--device-fd", str(self.device_fd),
             "--backing-fd", str(self.backing_fd),
-            "--queues", str(self.queues),
-            "--queue-size", str(self.queue_size),
+            "--queues", str(profile.queues),
+            "--queue-size", str(profile.queue_size),
+            "--block-size", str(profile.block_size),
             "--serial", self.serial,
             "--engine", self.engine,
         ]  # fmt: skip
@@ -109,9 +116,9 @@ class DataplaneArgs:
             argv += ["--inflight-fd", str(self.inflight_fd)]
         if self.direct_fd is not None:
             argv += ["--direct-fd", str(self.direct_fd)]
-        if self.readonly:
+        if profile.readonly:
             argv.append("--readonly")
-        if self.packed:
+        if profile.packed:
             argv.append("--packed")
         if self.ready_fd is not None:
             argv += ["--ready-fd", str(self.ready_fd)]
@@ -128,7 +135,8 @@ class DataplaneArgs:
         parser.add_argument("--readonly", action="store_true")
         parser.add_argument("--packed", action="store_true", help="offer packed virtqueues")
         parser.add_argument("--queues", type=int, default=1)
-        parser.add_argument("--queue-size", type=int, default=256)
+        parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE)
+        parser.add_argument("--block-size", type=int, default=SECTOR_SIZE, help="logical block")
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
         parser.add_argument("--ready-fd", type=int, default=None)
         parser.add_argument("--engine", choices=["fast", "python"], default="fast")
@@ -140,10 +148,17 @@ class DataplaneArgs:
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
+        try:
+            profile = BlkProfile(
+                readonly=ns.readonly, queues=ns.queues, queue_size=ns.queue_size,
+                block_size=ns.block_size, packed=ns.packed,
+            )  # fmt: skip
+        except ProfileError as exc:
+            parser.error(str(exc))
         return cls(
-            ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
-            ns.engine, device_fd=ns.device_fd, backing_fd=ns.backing_fd,
-            stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd, packed=ns.packed,
+            name=ns.name, backing=ns.backing, profile=profile, serial=ns.serial,
+            ready_fd=ns.ready_fd, engine=ns.engine, device_fd=ns.device_fd,
+            backing_fd=ns.backing_fd, stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
             direct_fd=ns.direct_fd,
         )  # fmt: skip
 

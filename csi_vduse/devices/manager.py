@@ -27,7 +27,7 @@ from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.blk.profile import ProfileError
 from csi_vduse.dataplane.interface import DataplaneArgs
 from csi_vduse.devices import backing, dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
@@ -86,17 +86,15 @@ class DeviceManager:
         """Create is idempotent for an identical request on a healthy device."""
         same = (
             Path(record.backing) == spec.backing.absolute()
-            and record.readonly == spec.readonly
             and spec.size in (None, record.size)
-            and spec.num_queues in (None, record.num_queues)
-            and (spec.queue_size, spec.block_size) == (record.queue_size, record.block_size)
-            and spec.packed == record.packed
+            and spec.profile == record.profile
         )
         if not same:
             raise DeviceError(
                 "create device",
                 f"device {spec.name} already exists with other settings "
-                f"(backing {record.backing}, {record.size} bytes, readonly={record.readonly})",
+                f"(backing {record.backing}, {record.size} bytes, "
+                f"readonly={record.profile.readonly})",
                 errno.EEXIST,
             )
         live = self.status(record)
@@ -115,19 +113,18 @@ class DeviceManager:
         created_backing, size = step(name, "prepare backing file", backing.prepare, path, spec.size)
         if created_backing:
             undo.callback(quietly, f"remove {path}", path.unlink, missing_ok=True)
-        if size % spec.block_size:
+        profile = spec.profile
+        try:
+            profile.check_capacity(size)
+        except ProfileError as exc:
             raise DeviceError(
                 "validate",
-                f"backing {path} holds {size} bytes, not whole {spec.block_size}-byte blocks",
+                f"backing {path} holds {size} bytes, not whole {profile.block_size}-byte blocks",
                 errno.EINVAL,
-            )
-        profile = BlkProfile(
-            size, spec.readonly, spec.queues, spec.queue_size, spec.block_size, spec.packed
-        )
+            ) from exc
         record = DeviceRecord(
-            spec.name, str(path), size, spec.readonly, created_backing=created_backing,
-            num_queues=profile.queues, queue_size=profile.queue_size, block_size=spec.block_size,
-            packed=spec.packed,
+            name=name, backing=str(path), size=size, profile=profile,
+            created_backing=created_backing,
         )  # fmt: skip
 
         with as_step(name, "open /dev/vduse/control"), VduseControl() as control:
@@ -138,7 +135,7 @@ class DeviceManager:
                 features=profile.features,
                 vq_num=profile.queues,
                 vq_align=VQ_ALIGN,
-                config=profile.config().pack(),
+                config=profile.config(size).pack(),
             )
             step(name, "create VDUSE device", control.create_device, config)
         undo.callback(quietly, "destroy VDUSE device", self._destroy, name)
@@ -176,13 +173,10 @@ class DeviceManager:
         args = DataplaneArgs(
             name=record.name,
             backing=Path(record.backing),
-            readonly=record.readonly,
-            queues=record.num_queues,
-            queue_size=record.queue_size,
+            profile=record.profile,
             serial=record.name[:20],
             stats=self.store.stats_path(record.name),
             inflight_log=self.store.inflight_path(record.name),
-            packed=record.packed,
         )
         return dataplane_process.start(
             args, self.store.log_path(record.name), self.dataplane_cgroup, self.launcher
@@ -250,12 +244,14 @@ class DeviceManager:
                     f"{name} holds {record.size} bytes; shrinking to {size} would lose data",
                     errno.EINVAL,
                 )
-            if size % record.block_size:
+            try:
+                record.profile.check_capacity(size)
+            except ProfileError as exc:
                 raise DeviceError(
                     "resize device",
-                    f"{size} is not a multiple of the {record.block_size}-byte block",
+                    f"{size} is not a multiple of the {record.profile.block_size}-byte block",
                     errno.EINVAL,
-                )
+                ) from exc
             process = process_of(record)
             if process is None or record.block_device is None:
                 raise DeviceError("resize device", f"{name} is not running", errno.ESRCH)

@@ -90,7 +90,7 @@ def make_rig(
     if not backing.exists():
         backing.write_bytes(bytes(range(256)) * (DISK // 256))
     kernel = FakeKernel()
-    profile = BlkProfile(DISK, readonly)
+    profile = BlkProfile(readonly=readonly)
     backend = FileBackend(backing, readonly)
     fast = None
     fds = []
@@ -125,14 +125,14 @@ def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
 
 
 def test_negotiation_refuses_a_driver_without_version_1(tmp_path: Path) -> None:
-    legacy = BlkProfile(DISK).features & ~bit(Feature.VERSION_1)
+    legacy = BlkProfile().features & ~bit(Feature.VERSION_1)
     made = make_rig(tmp_path, features=legacy)
     assert [a.ok for a in made.kernel.responses] == [True, True, False]
     assert not made.session.running and made.session.queues == {}
 
 
 def test_negotiation_refuses_features_never_offered(tmp_path: Path) -> None:
-    made = make_rig(tmp_path, features=BlkProfile(DISK).features | bit(Feature.RING_PACKED))
+    made = make_rig(tmp_path, features=BlkProfile().features | bit(Feature.RING_PACKED))
     assert made.kernel.responses[-1].ok is False
 
 

@@ -195,7 +195,7 @@ def test_event_idx_asks_for_the_next_kick_and_suppresses_unwanted_interrupts(fas
 
 
 def test_without_event_idx_no_interrupt_flag_is_honoured(tmp_path: Path) -> None:
-    features = BlkProfile(DISK).features & ~bit(Feature.EVENT_IDX)
+    features = BlkProfile().features & ~bit(Feature.EVENT_IDX)
     made = make_rig(tmp_path, engine="fast", features=features)
     try:
         made.kernel.fast_interrupts()
@@ -236,7 +236,7 @@ def test_backing_errors_fail_that_request_only(tmp_path: Path) -> None:
     """/dev/full: every write fails with ENOSPC, reads return zeroes."""
     full = os.open("/dev/full", os.O_RDWR)
     kernel = FakeKernel()
-    profile = BlkProfile(DISK)
+    profile = BlkProfile()
     engine = FastEngine(
         kernel, BlkTarget(full, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, threaded=False
     )
@@ -269,7 +269,7 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
     backing = tmp_path / "disk.img"
     backing.write_bytes(bytes(range(256)) * (DISK // 256))
     kernel = FakeKernel()
-    profile = BlkProfile(DISK, queues=2)
+    profile = BlkProfile(queues=2)
     backend = FileBackend(backing, readonly=False)
     engine = FastEngine(
         kernel, BlkTarget(backend.fd, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, io=io,

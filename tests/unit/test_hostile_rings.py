@@ -31,8 +31,8 @@ from tests.unit.fake_virtio import FakeDriver, FakeKernel, PackedDriver, bring_u
 from tests.unit.test_takeover import Dataplane, poke_log, start
 
 DISK = 1 << 20
-PACKED = BlkProfile(DISK, packed=True)
-SPLIT = BlkProfile(DISK)
+PACKED = BlkProfile(packed=True)
+SPLIT = BlkProfile()
 
 
 @dataclass

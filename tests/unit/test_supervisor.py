@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId, start_time
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
@@ -35,10 +36,10 @@ class Machine:
     now: float = 0.0
     record: DeviceRecord = field(
         default_factory=lambda: DeviceRecord(
-            "vol-a",
-            "/pool/a.img",
-            1 << 20,
-            False,
+            name="vol-a",
+            backing="/pool/a.img",
+            size=1 << 20,
+            profile=BlkProfile(),
             state="running",
             pid=os.getpid(),
             pid_start_time=start_time(os.getpid()),

@@ -63,7 +63,7 @@ def start(
 
     ``io`` names an asynchronous engine to take every read and write, however small (None:
     the environment's choice, with its policy); ``target`` replaces the backing file."""
-    profile = profile or BlkProfile(DISK)
+    profile = profile or BlkProfile()
     backend = FileBackend(backing, readonly=False)
     log = InflightLog(open_file(log_path), 1)
     target = target or BlkTarget(backend.fd, DISK, False, b"serial-0")
@@ -111,7 +111,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     kernel = FakeKernel()
     first = start(kernel, backing, tmp_path / "vol.inflight")
     driver = FakeDriver(kernel)
-    answers = bring_up(driver, BlkProfile(DISK).features, first.server.drain_messages)
+    answers = bring_up(driver, BlkProfile().features, first.server.drain_messages)
     assert all(answer.ok for answer in answers)
     made = Rig(kernel, driver, backing, tmp_path / "vol.inflight", first)
     yield made
