@@ -1,35 +1,34 @@
-"""The control plane <-> dataplane process contract, versioned.
+"""The contract between the driver and a dataplane process: what one passes, what the
+other reports. Both sides import this module, so they cannot disagree on its spelling; the
+version number catches a driver and a dataplane from different releases.
 
-The control plane starts ``python -m csi_vduse.dataplane`` with the arguments below and an
-inherited pipe (``--ready-fd``). The dataplane writes exactly one JSON line to it
-and closes it: ``{"protocol": 1, "ready": true, "pid": N}`` once it holds the
-device node and answers messages, or ``{"protocol": 1, "ready": false, "error":
-"..."}`` when it cannot start. SIGTERM stops it; its exit closes the device node.
+**Start.** The driver runs ``python -m csi_vduse.dataplane`` with ``DataplaneArgs.argv()``:
+``--protocol``, the device's ``--name`` (a VDUSE device it has created and set up), the
+``--backing``'s name (for its messages only), the device it serves (``BlkProfile``: ``--queues``,
+``--queue-size``, ``--block-size``, ``--readonly``, ``--packed``), the ``--serial`` that
+GET_ID answers and the ``--engine``. The dataplane runs unprivileged and opens nothing:
+every file is an inherited descriptor whose number its argv names: ``--device-fd``
+(``/dev/vduse/NAME``), ``--backing-fd`` (opened as ``open_flags`` says), and optionally
+``--direct-fd`` (the backing again, with O_DIRECT), ``--stats-fd``, ``--inflight-fd`` and
+``--ready-fd``.
 
-Protocol 2 adds ``--engine`` and SIGHUP: "the backing may have grown". The
-dataplane re-reads the backing's size and, if it grew, publishes the new capacity
-in the config space and raises the config interrupt, so the guest sees the new
-size without a detach. It never shrinks a device.
+**Readiness.** The dataplane writes one JSON line to the ready fd and closes it:
+``{"protocol": N, "ready": true, "pid": P}`` once it holds the device and answers its
+messages, or ``{"protocol": N, "ready": false, "error": "..."}`` when it cannot start.
 
-Protocol 3 adds ``--stats PATH``: the dataplane keeps its per-queue I/O counters in
-that file (layout in ``csi_vduse.dataplane.stats``), which the driver's metrics endpoint reads.
+**While it runs.** It keeps its per-queue I/O counters in the stats file
+(``csi_vduse.dataplane.stats``) and its progress in the in-flight log
+(``csi_vduse.dataplane.inflight_log``); a dataplane started on a device whose log shows a
+driver at work takes the device over from there instead of waiting to be started. SIGHUP
+means "the backing may have grown": it re-reads the size and, if larger, publishes the new
+capacity in the config space and raises the config interrupt (it never shrinks a device).
+SIGTERM stops it; its exit closes the device node.
 
-Protocol 4 adds ``--inflight-log PATH`` (``csi_vduse.dataplane.inflight_log``): the
-dataplane records its progress there, and one started on a device whose log shows a driver
-at work takes the device over (reconnect) instead of waiting for the driver to start it.
+**The launcher** (``csi_vduse.dataplane.launcher``) forks dataplanes with their imports done:
+``python -m csi_vduse.dataplane.launcher --protocol N --control-fd C``, C a SOCK_SEQPACKET
+socket carrying one JSON message per packet:
 
-Protocol 5 passes every file as an open descriptor (``--device-fd``, ``--backing-fd``,
-``--stats-fd``, ``--inflight-fd``): the dataplane runs as an unprivileged user that could
-not open them itself, and opens nothing.
-
-Protocol 6 adds ``--direct-fd``: the backing opened again with O_DIRECT, for the dataplane
-to use where that helps (see ``csi_vduse.dataplane.fast.engine``).
-
-Protocol 7 adds the launcher (``csi_vduse.dataplane.launcher``), a pre-started process that forks
-dataplanes with their imports done: ``python -m csi_vduse.dataplane.launcher --protocol 7
---control-fd N``, N a SOCK_SEQPACKET socket, one JSON message per packet:
-
-- launcher -> driver, once its imports are done: ``{"protocol": 7, "ready": true, "pid": P}``
+- launcher -> driver, once its imports are done: ``{"protocol": N, "ready": true, "pid": P}``
 - driver -> launcher: ``{"launch": ID, "argv": [the dataplane's arguments], "fds": [N...]}``
   with SCM_RIGHTS descriptors: first the log (the child's stdout and stderr), then one per
   number in ``fds``, which the child holds at exactly that number, as its argv names it.
@@ -38,11 +37,15 @@ dataplanes with their imports done: ``python -m csi_vduse.dataplane.launcher --p
 - launcher -> driver: ``{"exited": P, "status": S}`` when a child ends (S as Popen reports
   it: negative for a signal), since only its parent can learn that.
 
-Protocol 8 passes the device's logical block size (``--block-size``), so the dataplane's
-``BlkProfile`` is the one the driver created the device with.
-
 The launcher exits when the driver closes the socket; its children run on. They are named
 ``CHILD_COMM`` in ``/proc/PID/comm`` (their command line is the launcher's).
+
+**Version.** ``PROTOCOL_VERSION`` is N above. The dataplane and the launcher refuse another
+``--protocol``, and the driver takes a readiness report of another one for a failure. Bump
+it with any change to the arguments, the messages or the signals that an older or newer
+peer would misread or refuse; the stats file and the in-flight log carry their own layout
+versions. (History: 1 readiness, 2 SIGHUP growth, 3 stats, 4 in-flight log, 5 descriptors
+only, 6 O_DIRECT, 7 the launcher, 8 the block size.)
 """
 
 from __future__ import annotations
