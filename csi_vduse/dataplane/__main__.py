@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 log.warning("no I/O counters: cannot map their file: %s", exc)
         capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
-        target = BlkTarget(backend.fd, capacity, profile.readonly, serial, writable, writable)
+        target = BlkTarget(
+            backing_fd=backend.fd, capacity=capacity, readonly=profile.readonly, serial=serial,
+            can_flush=writable, can_discard=writable,
+        )  # fmt: skip
         if args.direct_fd is not None:
             align = direct_alignment(args.direct_fd)
             target = replace(target, direct_fd=args.direct_fd, direct_align=align)
@@ -82,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         report_ready(args.ready_fd, f"cannot take the device over: {exc}")
         return 1
     took_over = time.monotonic()
-    handler = BlkHandler(backend, serial, profile.readonly, writable, writable)
+    handler = BlkHandler(
+        backend, serial=serial, readonly=profile.readonly, can_flush=writable, can_discard=writable
+    )
     server = Server(node, session, handler)
     server.on_hangup = lambda: grow(backend, handler, engine, node)
     server.install_signal_handlers()

@@ -20,7 +20,7 @@ from csi_vduse.vdpa import sysfs
 from csi_vduse.vduse.control import device_exists
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeviceStatus:
     """A record together with what is live on the machine right now."""
 

@@ -96,7 +96,10 @@ def make_rig(
     fds = []
     if engine.startswith("fast"):
         io = engine.partition(":")[2] or None
-        target = BlkTarget(backend.fd, DISK, readonly, b"serial-0", not readonly, not readonly)
+        target = BlkTarget(
+            backing_fd=backend.fd, capacity=DISK, readonly=readonly, serial=b"serial-0",
+            can_flush=not readonly, can_discard=not readonly,
+        )  # fmt: skip
         if direct:  # the backing again with O_DIRECT, as the driver passes it
             flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_DIRECT | os.O_CLOEXEC
             target = replace(target, direct_fd=os.open(backing, flags))
@@ -107,7 +110,10 @@ def make_rig(
             async_min=None if io is None else 0,
         )  # fmt: skip
     session = VduseSession(kernel, 1, profile.features, profile.required, fast)
-    handler = BlkHandler(backend, b"serial-0", readonly, not readonly, not readonly)
+    handler = BlkHandler(
+        backend, serial=b"serial-0", readonly=readonly, can_flush=not readonly,
+        can_discard=not readonly,
+    )  # fmt: skip
     server = Server(kernel, session, handler)
     driver = FakeDriver(kernel)
     answers = bring_up(

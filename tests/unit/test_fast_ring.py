@@ -238,11 +238,15 @@ def test_backing_errors_fail_that_request_only(tmp_path: Path) -> None:
     kernel = FakeKernel()
     profile = BlkProfile()
     engine = FastEngine(
-        kernel, BlkTarget(full, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, threaded=False
+        kernel,
+        BlkTarget(backing_fd=full, capacity=DISK, readonly=False, serial=b"x"),
+        devfd=-1,
+        irqfd=kernel.irqfd,
+        threaded=False,
     )
     session = VduseSession(kernel, 1, profile.features, profile.required, engine)
     backend = FileBackend(Path("/dev/full"), readonly=False)
-    server = Server(kernel, session, BlkHandler(backend, b"x", False))
+    server = Server(kernel, session, BlkHandler(backend, serial=b"x", readonly=False))
     driver = FakeDriver(kernel)
     bring_up(driver, profile.features, server.drain_messages)
     try:
@@ -272,11 +276,11 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
     profile = BlkProfile(queues=2)
     backend = FileBackend(backing, readonly=False)
     engine = FastEngine(
-        kernel, BlkTarget(backend.fd, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, io=io,
-        async_min=0,
+        kernel, BlkTarget(backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"x"),
+        devfd=-1, irqfd=kernel.irqfd, io=io, async_min=0,
     )  # fmt: skip
     session = VduseSession(kernel, 2, profile.features, profile.required, engine)
-    server = Server(kernel, session, BlkHandler(backend, b"x", False))
+    server = Server(kernel, session, BlkHandler(backend, serial=b"x", readonly=False))
     drivers = [FakeDriver(kernel, queue=i) for i in range(2)]
     bring_up(drivers[0], profile.features, server.drain_messages, others=(drivers[1],))
     lock = threading.Lock()

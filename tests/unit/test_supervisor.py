@@ -47,7 +47,11 @@ class Machine:
     )
 
     def list(self) -> list[DeviceStatus]:
-        return [DeviceStatus(self.record, self.alive, True, True, "/dev/vda")]
+        status = DeviceStatus(
+            record=self.record, dataplane_running=self.alive, vduse_present=True,
+            vdpa_attached=True, block_device="/dev/vda",
+        )  # fmt: skip
+        return [status]
 
     def revive(self, name: str) -> ProcessId | None:
         self.revived_at.append(self.now)

@@ -66,13 +66,15 @@ def start(
     profile = profile or BlkProfile()
     backend = FileBackend(backing, readonly=False)
     log = InflightLog(open_file(log_path), 1)
-    target = target or BlkTarget(backend.fd, DISK, False, b"serial-0")
+    target = target or BlkTarget(
+        backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"serial-0"
+    )
     engine = FastEngine(
         kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
         async_min=None if io in (None, "none") else 0,
     )  # fmt: skip
     session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
-    server = Server(kernel, session, BlkHandler(backend, b"serial-0", False))
+    server = Server(kernel, session, BlkHandler(backend, serial=b"serial-0", readonly=False))
     return Dataplane(session, server, engine, log, backend)
 
 
