@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore
@@ -85,7 +86,9 @@ def peak_rss_mib(pid: int) -> dict[str, float]:
 def ours(image: Path, work: Path, queues: int, bounce: int) -> Iterator[tuple[str, int]]:
     """A csi-vduse device on ``image``: its block device and dataplane pid."""
     manager = DeviceManager(StateStore(work / "state"))
-    spec = DeviceSpec("bench-ours", image, num_queues=queues, bounce_size=bounce)
+    spec = DeviceSpec(
+        name="bench-ours", backing=image, profile=BlkProfile(queues=queues), bounce_size=bounce
+    )
     record = manager.create(spec)
     try:
         assert record.block_device is not None and record.pid is not None

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.launcher import wanted
 from csi_vduse.devices.manager import DeviceManager
@@ -217,7 +218,9 @@ def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
     manager.revive = stamps.wrap("revive", manager.revive)  # type: ignore[method-assign]
     original_start = dataplane_process._start
     dataplane_process._start = stamps.wrap("spawn", original_start)
-    record = manager.create(DeviceSpec(name, image, num_queues=args.queues))
+    record = manager.create(
+        DeviceSpec(name=name, backing=image, profile=BlkProfile(queues=args.queues))
+    )
     assert record.block_device is not None
     dev = record.block_device
     supervisor = Supervisor(manager)

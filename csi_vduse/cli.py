@@ -8,15 +8,22 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from csi_vduse import logs
 from csi_vduse.about import DRIVER_NAME, package_version
-from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE
-from csi_vduse.devices.manager import DeviceManager, DeviceStatus
-from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, DEFAULT_MAX_QUEUES, DeviceSpec, parse_size
+from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE, BlkProfile
+from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.spec import (
+    DEFAULT_BOUNCE_SIZE,
+    DEFAULT_MAX_QUEUES,
+    DeviceSpec,
+    as_device_error,
+    default_num_queues,
+    parse_size,
+)
 from csi_vduse.devices.state import StateStore, default_state_dir
+from csi_vduse.devices.status import DeviceStatus
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.logs import LEVELS
 
@@ -174,7 +181,7 @@ def _format_table(statuses: list[DeviceStatus]) -> str:
                 record.name,
                 status.state,
                 str(record.size),
-                "ro" if record.readonly else "rw",
+                "ro" if record.profile.readonly else "rw",
                 status.block_device or "-",
                 record.backing,
             )
@@ -186,6 +193,20 @@ def _format_table(statuses: list[DeviceStatus]) -> str:
         + row[-1]
         for row in rows
     )
+
+
+def device_spec(args: argparse.Namespace) -> DeviceSpec:
+    """The device ``device create``'s flags ask for."""
+    queues = default_num_queues() if args.num_queues is None else args.num_queues
+    with as_device_error():
+        profile = BlkProfile(
+            readonly=args.readonly, queues=queues, queue_size=args.queue_size,
+            block_size=args.block_size, packed=args.packed,
+        )  # fmt: skip
+    return DeviceSpec(
+        name=args.name, backing=args.backing, profile=profile, size=args.size,
+        bounce_size=args.bounce_size,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,11 +236,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     manager = DeviceManager(StateStore(args.state_dir))
     if args.action == "create":
-        spec = DeviceSpec(
-            args.name, args.backing, args.size, args.readonly, args.num_queues,
-            args.queue_size, args.block_size, args.packed, args.bounce_size,
-        )  # fmt: skip
-        record = manager.create(spec)
+        record = manager.create(device_spec(args))
         print(record.block_device)
     elif args.action == "resize":
         record = manager.resize(args.name, args.size)
@@ -236,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 json.dumps(
                     [
-                        {**asdict(s.record), "state": s.state, "block_device": s.block_device}
+                        {**s.record.to_json(), "state": s.state, "block_device": s.block_device}
                         for s in statuses
                     ],
                     indent=2,

@@ -9,6 +9,7 @@ from csi_vduse.csi.edge import rpc
 from csi_vduse.csi.errors import invalid
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.proto import pb
+from csi_vduse.devices.spec import default_num_queues
 from csi_vduse.volumes.lifecycle import NodeVolumes, StageRequest
 
 Unit = pb.VolumeUsage.Unit
@@ -40,10 +41,9 @@ class NodeService:
                     fs_type=access.fs_type,
                     mount_flags=access.mount_flags,
                     mode=access.mode,
-                    readonly=access.readonly_mode,
-                    block_size=shape.block_size,
-                    num_queues=shape.num_queues or None,
-                    packed=shape.packed_rings,
+                    profile=shape.profile(
+                        readonly=access.readonly_mode, default_queues=default_num_queues()
+                    ),
                 )
             )
         return pb.NodeStageVolumeResponse()

@@ -11,7 +11,6 @@ from csi_vduse import dataplane
 from csi_vduse.dataplane.blk.backend import FileBackend, direct_alignment
 from csi_vduse.dataplane.blk.capacity import grow
 from csi_vduse.dataplane.blk.handler import BlkHandler
-from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
 from csi_vduse.dataplane.inflight_log import InflightLog
 from csi_vduse.dataplane.interface import DataplaneArgs, report_ready
@@ -35,27 +34,25 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        backend = FileBackend(args.backing, args.readonly, fd=args.backing_fd)
+        backend = FileBackend(args.backing, args.profile.readonly, fd=args.backing_fd)
         node = DeviceNode(args.name, nonblocking=True, fd=args.device_fd)
     except (CsiVduseError, OSError) as exc:
         log.error("cannot start: %s", exc)
         report_ready(args.ready_fd, str(exc))
         return 1
-    profile = BlkProfile(
-        backend.size, args.readonly, args.queues, args.queue_size, packed=args.packed
-    )
-    if args.packed and args.engine != "fast":
+    profile = args.profile
+    if profile.packed and args.engine != "fast":
         log.error("cannot start: the python engine serves split virtqueues only")
         report_ready(args.ready_fd, "the python engine serves split virtqueues only")
         return 1
     serial = args.serial.encode()
-    writable = not args.readonly
+    writable = not profile.readonly
     engine = None
     stats = None
     inflight = None
     if args.inflight_fd is not None:
         try:
-            inflight = InflightLog(args.inflight_fd, args.queues)
+            inflight = InflightLog(args.inflight_fd, profile.queues)
         except OSError as exc:
             log.error("cannot map the in-flight log: %s", exc)
             report_ready(args.ready_fd, f"cannot map the in-flight log: {exc.strerror}")
@@ -63,19 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "fast":
         if args.stats_fd is not None:
             try:
-                stats = StatsFile(args.stats_fd, args.queues)
+                stats = StatsFile(args.stats_fd, profile.queues)
             except OSError as exc:
                 log.warning("no I/O counters: cannot map their file: %s", exc)
         capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
-        target = BlkTarget(backend.fd, capacity, args.readonly, serial, writable, writable)
+        target = BlkTarget(
+            backing_fd=backend.fd, capacity=capacity, readonly=profile.readonly, serial=serial,
+            can_flush=writable, can_discard=writable,
+        )  # fmt: skip
         if args.direct_fd is not None:
             align = direct_alignment(args.direct_fd)
             target = replace(target, direct_fd=args.direct_fd, direct_align=align)
         engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
-        if not args.packed:
-            engine.aio.prepare(args.queues, args.queue_size)
+        if not profile.packed:
+            engine.aio.prepare(profile.queues, profile.queue_size)
     session = VduseSession(
-        node, args.queues, profile.features, profile.required, engine, status_log=inflight
+        node, profile.queues, profile.features, profile.required, engine, status_log=inflight
     )
     set_up = time.monotonic()
     try:
@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         report_ready(args.ready_fd, f"cannot take the device over: {exc}")
         return 1
     took_over = time.monotonic()
-    handler = BlkHandler(backend, serial, args.readonly, writable, writable)
+    handler = BlkHandler(
+        backend, serial=serial, readonly=profile.readonly, can_flush=writable, can_discard=writable
+    )
     server = Server(node, session, handler)
     server.on_hangup = lambda: grow(backend, handler, engine, node)
     server.install_signal_handlers()
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         args.name,
         args.backing,
         backend.size,
-        ", read-only" if args.readonly else "",
+        ", read-only" if profile.readonly else "",
         args.engine,
         ", taken over from a predecessor" if resumed else "",
     )

@@ -1,35 +1,34 @@
-"""The control plane <-> dataplane process contract, versioned.
+"""The contract between the driver and a dataplane process: what one passes, what the
+other reports. Both sides import this module, so they cannot disagree on its spelling; the
+version number catches a driver and a dataplane from different releases.
 
-The control plane starts ``python -m csi_vduse.dataplane`` with the arguments below and an
-inherited pipe (``--ready-fd``). The dataplane writes exactly one JSON line to it
-and closes it: ``{"protocol": 1, "ready": true, "pid": N}`` once it holds the
-device node and answers messages, or ``{"protocol": 1, "ready": false, "error":
-"..."}`` when it cannot start. SIGTERM stops it; its exit closes the device node.
+**Start.** The driver runs ``python -m csi_vduse.dataplane`` with ``DataplaneArgs.argv()``:
+``--protocol``, the device's ``--name`` (a VDUSE device it has created and set up), the
+``--backing``'s name (for its messages only), the device it serves (``BlkProfile``: ``--queues``,
+``--queue-size``, ``--block-size``, ``--readonly``, ``--packed``), the ``--serial`` that
+GET_ID answers and the ``--engine``. The dataplane runs unprivileged and opens nothing:
+every file is an inherited descriptor whose number its argv names: ``--device-fd``
+(``/dev/vduse/NAME``), ``--backing-fd`` (opened as ``open_flags`` says), and optionally
+``--direct-fd`` (the backing again, with O_DIRECT), ``--stats-fd``, ``--inflight-fd`` and
+``--ready-fd``.
 
-Protocol 2 adds ``--engine`` and SIGHUP: "the backing may have grown". The
-dataplane re-reads the backing's size and, if it grew, publishes the new capacity
-in the config space and raises the config interrupt, so the guest sees the new
-size without a detach. It never shrinks a device.
+**Readiness.** The dataplane writes one JSON line to the ready fd and closes it:
+``{"protocol": N, "ready": true, "pid": P}`` once it holds the device and answers its
+messages, or ``{"protocol": N, "ready": false, "error": "..."}`` when it cannot start.
 
-Protocol 3 adds ``--stats PATH``: the dataplane keeps its per-queue I/O counters in
-that file (layout in ``csi_vduse.dataplane.stats``), which the driver's metrics endpoint reads.
+**While it runs.** It keeps its per-queue I/O counters in the stats file
+(``csi_vduse.dataplane.stats``) and its progress in the in-flight log
+(``csi_vduse.dataplane.inflight_log``); a dataplane started on a device whose log shows a
+driver at work takes the device over from there instead of waiting to be started. SIGHUP
+means "the backing may have grown": it re-reads the size and, if larger, publishes the new
+capacity in the config space and raises the config interrupt (it never shrinks a device).
+SIGTERM stops it; its exit closes the device node.
 
-Protocol 4 adds ``--inflight-log PATH`` (``csi_vduse.dataplane.inflight_log``): the
-dataplane records its progress there, and one started on a device whose log shows a driver
-at work takes the device over (reconnect) instead of waiting for the driver to start it.
+**The launcher** (``csi_vduse.dataplane.launcher``) forks dataplanes with their imports done:
+``python -m csi_vduse.dataplane.launcher --protocol N --control-fd C``, C a SOCK_SEQPACKET
+socket carrying one JSON message per packet:
 
-Protocol 5 passes every file as an open descriptor (``--device-fd``, ``--backing-fd``,
-``--stats-fd``, ``--inflight-fd``): the dataplane runs as an unprivileged user that could
-not open them itself, and opens nothing.
-
-Protocol 6 adds ``--direct-fd``: the backing opened again with O_DIRECT, for the dataplane
-to use where that helps (see ``csi_vduse.dataplane.fast.engine``).
-
-Protocol 7 adds the launcher (``csi_vduse.dataplane.launcher``), a pre-started process that forks
-dataplanes with their imports done: ``python -m csi_vduse.dataplane.launcher --protocol 7
---control-fd N``, N a SOCK_SEQPACKET socket, one JSON message per packet:
-
-- launcher -> driver, once its imports are done: ``{"protocol": 7, "ready": true, "pid": P}``
+- launcher -> driver, once its imports are done: ``{"protocol": N, "ready": true, "pid": P}``
 - driver -> launcher: ``{"launch": ID, "argv": [the dataplane's arguments], "fds": [N...]}``
   with SCM_RIGHTS descriptors: first the log (the child's stdout and stderr), then one per
   number in ``fds``, which the child holds at exactly that number, as its argv names it.
@@ -40,6 +39,13 @@ dataplanes with their imports done: ``python -m csi_vduse.dataplane.launcher --p
 
 The launcher exits when the driver closes the socket; its children run on. They are named
 ``CHILD_COMM`` in ``/proc/PID/comm`` (their command line is the launcher's).
+
+**Version.** ``PROTOCOL_VERSION`` is N above. The dataplane and the launcher refuse another
+``--protocol``, and the driver takes a readiness report of another one for a failure. Bump
+it with any change to the arguments, the messages or the signals that an older or newer
+peer would misread or refuse; the stats file and the in-flight log carry their own layout
+versions. (History: 1 readiness, 2 SIGHUP growth, 3 stats, 4 in-flight log, 5 descriptors
+only, 6 O_DIRECT, 7 the launcher, 8 the block size.)
 """
 
 from __future__ import annotations
@@ -48,27 +54,28 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE, BlkProfile, ProfileError
+from csi_vduse.virtio.blk import SECTOR_SIZE
+
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 MAX_LAUNCH_FDS = 8  # the log and DataplaneArgs.fds(), with room to spare
 CHILD_COMM = "dataplane"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataplaneArgs:
     """What the dataplane is started with. The paths say where its files are; the
     process that starts it opens them and passes the fds, which is all it gets."""
 
     name: str
     backing: Path
-    readonly: bool = False
-    queues: int = 1
-    queue_size: int = 256
+    profile: BlkProfile = field(default_factory=BlkProfile)  # the device it serves
     serial: str = ""
     ready_fd: int | None = None
     engine: str = "fast"  # "python": the reference ring, for debugging and comparison
@@ -78,7 +85,6 @@ class DataplaneArgs:
     backing_fd: int = -1
     stats_fd: int | None = None
     inflight_fd: int | None = None
-    packed: bool = False  # the device offers packed virtqueues
     direct_fd: int | None = None  # the backing with O_DIRECT, where the kernel allows it
 
     def fds(self) -> tuple[int, ...]:
@@ -90,16 +96,20 @@ class DataplaneArgs:
         return tuple(fd for fd in fds if fd is not None and fd >= 0)
 
     def argv(self) -> list[str]:
+        """The command line that ``parse`` reads back into these arguments (less the paths
+        of the stats and in-flight files, which the dataplane gets as fds only)."""
         if self.device_fd < 0 or self.backing_fd < 0:
             raise ValueError("the device and backing fds are not open")
+        profile = self.profile
         argv = [
             "--protocol", str(PROTOCOL_VERSION),
             "--name", self.name,
             "--backing", str(self.backing),
             "--device-fd", str(self.device_fd),
             "--backing-fd", str(self.backing_fd),
-            "--queues", str(self.queues),
-            "--queue-size", str(self.queue_size),
+            "--queues", str(profile.queues),
+            "--queue-size", str(profile.queue_size),
+            "--block-size", str(profile.block_size),
             "--serial", self.serial,
             "--engine", self.engine,
         ]  # fmt: skip
@@ -109,9 +119,9 @@ class DataplaneArgs:
             argv += ["--inflight-fd", str(self.inflight_fd)]
         if self.direct_fd is not None:
             argv += ["--direct-fd", str(self.direct_fd)]
-        if self.readonly:
+        if profile.readonly:
             argv.append("--readonly")
-        if self.packed:
+        if profile.packed:
             argv.append("--packed")
         if self.ready_fd is not None:
             argv += ["--ready-fd", str(self.ready_fd)]
@@ -128,7 +138,8 @@ class DataplaneArgs:
         parser.add_argument("--readonly", action="store_true")
         parser.add_argument("--packed", action="store_true", help="offer packed virtqueues")
         parser.add_argument("--queues", type=int, default=1)
-        parser.add_argument("--queue-size", type=int, default=256)
+        parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE)
+        parser.add_argument("--block-size", type=int, default=SECTOR_SIZE, help="logical block")
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
         parser.add_argument("--ready-fd", type=int, default=None)
         parser.add_argument("--engine", choices=["fast", "python"], default="fast")
@@ -140,10 +151,17 @@ class DataplaneArgs:
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
+        try:
+            profile = BlkProfile(
+                readonly=ns.readonly, queues=ns.queues, queue_size=ns.queue_size,
+                block_size=ns.block_size, packed=ns.packed,
+            )  # fmt: skip
+        except ProfileError as exc:
+            parser.error(str(exc))
         return cls(
-            ns.name, ns.backing, ns.readonly, ns.queues, ns.queue_size, ns.serial, ns.ready_fd,
-            ns.engine, device_fd=ns.device_fd, backing_fd=ns.backing_fd,
-            stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd, packed=ns.packed,
+            name=ns.name, backing=ns.backing, profile=profile, serial=ns.serial,
+            ready_fd=ns.ready_fd, engine=ns.engine, device_fd=ns.device_fd,
+            backing_fd=ns.backing_fd, stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
             direct_fd=ns.direct_fd,
         )  # fmt: skip
 

@@ -208,16 +208,16 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
     node = DeviceNode(args.name, nonblocking=True)
     args = replace(args, device_fd=keep(node.fd))
     try:
-        backing_fd = keep(os.open(args.backing, open_flags(args.readonly)))
+        backing_fd = keep(os.open(args.backing, open_flags(args.profile.readonly)))
     except OSError as exc:
         raise DeviceError("open backing", f"{args.backing}: {exc.strerror}", exc.errno) from exc
     args = replace(args, backing_fd=backing_fd)
     if direct_io_wanted():
         with contextlib.suppress(OSError):  # a filesystem without O_DIRECT: buffered only
-            flags = open_flags(args.readonly) | os.O_DIRECT
+            flags = open_flags(args.profile.readonly) | os.O_DIRECT
             args = replace(args, direct_fd=keep(os.open(args.backing, flags)))
     if args.stats is not None:
-        args = replace(args, stats_fd=keep(stats.create(args.stats, args.queues)))
+        args = replace(args, stats_fd=keep(stats.create(args.stats, args.profile.queues)))
     if args.inflight_log is not None:
         args = replace(args, inflight_fd=keep(inflight_log.open_file(args.inflight_log)))
     return args

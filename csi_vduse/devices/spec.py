@@ -1,19 +1,21 @@
-"""What a user asks for: a device name, its backing file, size and access mode."""
+"""What a user asks for: a device name, its backing, its size and the device to serve it.
+
+The device itself is a ``BlkProfile``, which checks itself; this module adds what only a
+request has (a name that becomes paths, a bounce buffer, the node's default queue count)
+and reports a profile's problems in the command line's words.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from csi_vduse.dataplane.blk.profile import (
-    BLOCK_SIZES,
-    DEFAULT_QUEUE_SIZE,
-    MAX_QUEUE_SIZE,
-    MAX_QUEUES,
-)
+from csi_vduse.dataplane.blk.profile import BlkProfile, ProfileError
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.vduse.control import MAX_BOUNCE_SIZE, MIN_BOUNCE_SIZE
 from csi_vduse.virtio.blk import SECTOR_SIZE
@@ -22,6 +24,13 @@ DEFAULT_MAX_QUEUES = 4  # more queues than this buy little for one volume, and c
 # Room for every request in flight at the depths we benchmark (2 queues x QD8 x 1 MiB) while
 # keeping the dataplane's resident memory small; the kernel's default is 64 MiB.
 DEFAULT_BOUNCE_SIZE = 16 << 20
+# A profile's fields as the command line (``csi-vduse device create``) names them.
+FLAGS = {
+    "queues": "--num-queues",
+    "queue_size": "--queue-size",
+    "block_size": "--block-size",
+    "capacity": "size",
+}
 
 
 def default_num_queues() -> int:
@@ -59,41 +68,37 @@ def parse_size(text: str) -> int:
     return size
 
 
-@dataclass(frozen=True)
+@contextmanager
+def as_device_error() -> Iterator[None]:
+    """A device description's problems (``ProfileError``) as the devices layer reports them:
+    a DeviceError that names the command line's flags."""
+    try:
+        yield
+    except ProfileError as exc:
+        raise DeviceError("validate", exc.describe(FLAGS), errno.EINVAL) from exc
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeviceSpec:
+    """A request for a device: ``profile`` serves ``backing``, made ``size`` bytes when it
+    is missing (None: it exists, at its own size)."""
+
     name: str
     backing: Path
+    profile: BlkProfile = field(default_factory=lambda: BlkProfile(queues=default_num_queues()))
     size: int | None = None
-    readonly: bool = False
-    num_queues: int | None = None  # None: default_num_queues()
-    queue_size: int = DEFAULT_QUEUE_SIZE
-    block_size: int = SECTOR_SIZE  # logical block size the guest sees: 512 or 4096
-    packed: bool = False  # offer packed virtqueues as well as split ones
     bounce_size: int = DEFAULT_BOUNCE_SIZE  # bytes of the kernel's bounce buffer
 
     def __post_init__(self) -> None:
         validate_name(self.name)
-        problems = []
-        if self.num_queues is not None and not 1 <= self.num_queues <= MAX_QUEUES:
-            problems.append(f"--num-queues {self.num_queues}: use 1 to {MAX_QUEUES}")
-        size = self.queue_size
-        if not 2 <= size <= MAX_QUEUE_SIZE or size & (size - 1):
-            problems.append(f"--queue-size {size}: use a power of two from 2 to {MAX_QUEUE_SIZE}")
-        if self.block_size not in BLOCK_SIZES:
-            problems.append(f"--block-size {self.block_size}: use 512 or 4096")
-        elif self.size is not None and self.size % self.block_size:
-            problems.append(
-                f"size {self.size} is not a multiple of the {self.block_size}-byte block"
-            )
+        if self.size is not None:
+            with as_device_error():
+                self.profile.check_capacity(self.size)
         bounce = self.bounce_size
         if not MIN_BOUNCE_SIZE <= bounce <= MAX_BOUNCE_SIZE or bounce % 4096:
-            problems.append(
+            raise DeviceError(
+                "validate",
                 f"--bounce-size {bounce}: use whole 4 KiB pages from "
-                f"{MIN_BOUNCE_SIZE >> 20} MiB to {MAX_BOUNCE_SIZE >> 20} MiB"
+                f"{MIN_BOUNCE_SIZE >> 20} MiB to {MAX_BOUNCE_SIZE >> 20} MiB",
+                errno.EINVAL,
             )
-        if problems:
-            raise DeviceError("validate", "; ".join(problems), errno.EINVAL)
-
-    @property
-    def queues(self) -> int:
-        return self.num_queues if self.num_queues is not None else default_num_queues()

@@ -11,11 +11,14 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE, BlkProfile
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.durable import write_atomic
+from csi_vduse.virtio.blk import SECTOR_SIZE
 
 DEFAULT_STATE_DIR = Path("/run/csi-vduse")
 
@@ -24,23 +27,46 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("CSI_VDUSE_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DeviceRecord:
+    """What was made for one device, and the dataplane serving it now."""
+
     name: str
     backing: str
-    size: int
-    readonly: bool
+    size: int  # bytes; grows with resize, while the profile stays as created
+    profile: BlkProfile
     state: str = "creating"  # creating -> running; deleting while torn down
     pid: int | None = None
     pid_start_time: int | None = None  # guards against pid reuse
     block_device: str | None = None
     created_backing: bool = False
-    num_queues: int = 1
-    queue_size: int = 256
-    block_size: int = 512
-    packed: bool = False
     restarts: int = 0  # dataplanes that took the device over after one died
     restart_error: str | None = None  # why the last attempt to take it over failed
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as every version writes it: one flat object, the profile's fields
+        among the others (its ``queues`` as ``num_queues``)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "profile"}
+        profile = self.profile
+        data.update(
+            readonly=profile.readonly, num_queues=profile.queues,
+            queue_size=profile.queue_size, block_size=profile.block_size, packed=profile.packed,
+        )  # fmt: skip
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeviceRecord:
+        """Read ``to_json``'s object back; records from before the profile's later fields
+        existed hold the defaults those versions served."""
+        data = dict(data)
+        profile = BlkProfile(
+            readonly=data.pop("readonly"),
+            queues=data.pop("num_queues", 1),
+            queue_size=data.pop("queue_size", DEFAULT_QUEUE_SIZE),
+            block_size=data.pop("block_size", SECTOR_SIZE),
+            packed=data.pop("packed", False),
+        )
+        return cls(profile=profile, **data)
 
 
 @contextmanager
@@ -82,14 +108,14 @@ class StateStore:
             except FileNotFoundError:
                 return None
         try:
-            return DeviceRecord(**json.loads(text))
-        except (ValueError, TypeError) as exc:
+            return DeviceRecord.from_json(json.loads(text))
+        except (ValueError, TypeError, KeyError) as exc:
             raise DeviceError("state directory", f"corrupt device record {path}: {exc}") from exc
 
     def save(self, record: DeviceRecord) -> None:
         with _state_access("write the device record"):
             self.devices.mkdir(parents=True, exist_ok=True)
-            write_atomic(self._path(record.name), json.dumps(asdict(record), indent=2) + "\n")
+            write_atomic(self._path(record.name), json.dumps(record.to_json(), indent=2) + "\n")
 
     def remove(self, name: str) -> None:
         with _state_access("remove the device record"):

@@ -48,7 +48,7 @@ def set_bounce_size(name: str, size: int, sysfs: Path = SYSFS_CLASS) -> bool:
     return True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeviceConfig:
     """What VDUSE_CREATE_DEV is told about a new device."""
 

@@ -16,7 +16,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi_vduse.devices.manager import DeviceManager, block_device_size
+from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.devices.backing import block_device_size
+from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.mounts import filesystem, mounter, mountinfo
 from csi_vduse.pool import ids
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 SINGLE_NODE_SINGLE_WRITER = 6  # the CSI access mode that allows one publication only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageRequest:
     volume_id: str
     staging_path: Path
@@ -37,10 +39,7 @@ class StageRequest:
     fs_type: str
     mount_flags: tuple[str, ...]
     mode: int
-    readonly: bool
-    block_size: int = 512  # the device's logical block size (a StorageClass parameter)
-    num_queues: int | None = None  # None: the node's default
-    packed: bool = False  # offer packed virtqueues (a StorageClass parameter)
+    profile: BlkProfile  # the device to serve the volume; read-only for a read-only stage
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ class NodeVolumes:
                 and record.block == request.block
                 and record.fs_type == request.fs_type
                 and tuple(record.mount_flags) == request.mount_flags
-                and record.readonly == request.readonly
+                and record.readonly == request.profile.readonly
             )
             if not same:
                 raise VolumeError(
@@ -138,7 +137,7 @@ class NodeVolumes:
             fs_type=request.fs_type,
             mount_flags=list(request.mount_flags),
             mode=request.mode,
-            readonly=request.readonly,
+            readonly=request.profile.readonly,
         )
         record.state = "staging"
         self.store.save(record)
@@ -162,10 +161,7 @@ class NodeVolumes:
         spec = DeviceSpec(
             name=record.volume_id,
             backing=self.pool.backing_path(record.volume_id),
-            readonly=record.readonly,
-            num_queues=request.num_queues,
-            block_size=request.block_size,
-            packed=request.packed,
+            profile=request.profile,
         )
         device = self.devices.create(spec)
         record.device = device.block_device

@@ -79,9 +79,12 @@ def test_two_devices_at_once_keep_their_data_apart(cli: Cli, tmp_path: Path) -> 
 
 
 def test_taken_name_fails_at_create_and_leaves_nothing(cli: Cli, tmp_path: Path) -> None:
-    profile = BlkProfile(16 * MiB)
-    foreign = DeviceConfig("taken0", VIRTIO_ID_BLOCK, VIRTIO_VENDOR_ID, profile.features, 1,
-                           4096, profile.config().pack())  # fmt: skip
+    profile = BlkProfile()
+    foreign = DeviceConfig(
+        name="taken0", device_id=VIRTIO_ID_BLOCK, vendor_id=VIRTIO_VENDOR_ID,
+        features=profile.features, vq_num=1, vq_align=4096,
+        config=profile.config(16 * MiB).pack(),
+    )  # fmt: skip
     with VduseControl() as control:
         control.create_device(foreign)
     try:

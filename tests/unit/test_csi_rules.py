@@ -89,12 +89,14 @@ def test_negative_max_entries_is_invalid() -> None:
 
 
 def test_parameters_are_checked_and_kubernetes_bookkeeping_ignored() -> None:
-    assert parameters.parse({}) == parameters.VolumeParameters(512, 0, False)
+    assert parameters.parse({}) == parameters.VolumeParameters(
+        block_size=512, num_queues=0, packed_rings=False
+    )
     parsed = parameters.parse(
         {"blockSize": "4096", "numQueues": "4", "packedRings": "true",
          "csi.storage.k8s.io/pvc/name": "data"}
     )  # fmt: skip
-    assert parsed == parameters.VolumeParameters(4096, 4, True)
+    assert parsed == parameters.VolumeParameters(block_size=4096, num_queues=4, packed_rings=True)
     assert parameters.parse(parsed.context()) == parsed
     for bad in ({"blockSize": "1024"}, {"numQueues": "x"}, {"numQueues": "999"}, {"color": "red"},
                 {"packedRings": "yes"}):  # fmt: skip

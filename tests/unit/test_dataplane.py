@@ -90,13 +90,16 @@ def make_rig(
     if not backing.exists():
         backing.write_bytes(bytes(range(256)) * (DISK // 256))
     kernel = FakeKernel()
-    profile = BlkProfile(DISK, readonly)
+    profile = BlkProfile(readonly=readonly)
     backend = FileBackend(backing, readonly)
     fast = None
     fds = []
     if engine.startswith("fast"):
         io = engine.partition(":")[2] or None
-        target = BlkTarget(backend.fd, DISK, readonly, b"serial-0", not readonly, not readonly)
+        target = BlkTarget(
+            backing_fd=backend.fd, capacity=DISK, readonly=readonly, serial=b"serial-0",
+            can_flush=not readonly, can_discard=not readonly,
+        )  # fmt: skip
         if direct:  # the backing again with O_DIRECT, as the driver passes it
             flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_DIRECT | os.O_CLOEXEC
             target = replace(target, direct_fd=os.open(backing, flags))
@@ -107,7 +110,10 @@ def make_rig(
             async_min=None if io is None else 0,
         )  # fmt: skip
     session = VduseSession(kernel, 1, profile.features, profile.required, fast)
-    handler = BlkHandler(backend, b"serial-0", readonly, not readonly, not readonly)
+    handler = BlkHandler(
+        backend, serial=b"serial-0", readonly=readonly, can_flush=not readonly,
+        can_discard=not readonly,
+    )  # fmt: skip
     server = Server(kernel, session, handler)
     driver = FakeDriver(kernel)
     answers = bring_up(
@@ -125,14 +131,14 @@ def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
 
 
 def test_negotiation_refuses_a_driver_without_version_1(tmp_path: Path) -> None:
-    legacy = BlkProfile(DISK).features & ~bit(Feature.VERSION_1)
+    legacy = BlkProfile().features & ~bit(Feature.VERSION_1)
     made = make_rig(tmp_path, features=legacy)
     assert [a.ok for a in made.kernel.responses] == [True, True, False]
     assert not made.session.running and made.session.queues == {}
 
 
 def test_negotiation_refuses_features_never_offered(tmp_path: Path) -> None:
-    made = make_rig(tmp_path, features=BlkProfile(DISK).features | bit(Feature.RING_PACKED))
+    made = make_rig(tmp_path, features=BlkProfile().features | bit(Feature.RING_PACKED))
     assert made.kernel.responses[-1].ok is False
 
 

@@ -76,7 +76,9 @@ def test_how_a_started_dataplane_ended_is_known_to_its_starter(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     stand_in(monkeypatch, READY_THEN_SLEEP)
-    process = dataplane_process.start(DataplaneArgs("vol-x", tmp_path / "b"), tmp_path / "log")
+    process = dataplane_process.start(
+        DataplaneArgs(name="vol-x", backing=tmp_path / "b"), tmp_path / "log"
+    )
     assert dataplane_process.exit_status(process) is None  # running
     os.kill(process.pid, signal.SIGKILL)
     while dataplane_process.is_running(process):
@@ -93,10 +95,14 @@ def test_a_dataplane_killed_while_starting_is_told_from_one_that_failed(
 ) -> None:
     stand_in(monkeypatch, KILLED_BEFORE_READY)
     with pytest.raises(DataplaneKilledError, match="status -9"):
-        dataplane_process.start(DataplaneArgs("vol-x", tmp_path / "b"), tmp_path / "log")
+        dataplane_process.start(
+            DataplaneArgs(name="vol-x", backing=tmp_path / "b"), tmp_path / "log"
+        )
     stand_in(monkeypatch, FAILS_BEFORE_READY)
     with pytest.raises(DeviceError) as failed:
-        dataplane_process.start(DataplaneArgs("vol-x", tmp_path / "b"), tmp_path / "log")
+        dataplane_process.start(
+            DataplaneArgs(name="vol-x", backing=tmp_path / "b"), tmp_path / "log"
+        )
     assert not isinstance(failed.value, DataplaneKilledError)
 
 

@@ -195,7 +195,7 @@ def test_event_idx_asks_for_the_next_kick_and_suppresses_unwanted_interrupts(fas
 
 
 def test_without_event_idx_no_interrupt_flag_is_honoured(tmp_path: Path) -> None:
-    features = BlkProfile(DISK).features & ~bit(Feature.EVENT_IDX)
+    features = BlkProfile().features & ~bit(Feature.EVENT_IDX)
     made = make_rig(tmp_path, engine="fast", features=features)
     try:
         made.kernel.fast_interrupts()
@@ -236,13 +236,17 @@ def test_backing_errors_fail_that_request_only(tmp_path: Path) -> None:
     """/dev/full: every write fails with ENOSPC, reads return zeroes."""
     full = os.open("/dev/full", os.O_RDWR)
     kernel = FakeKernel()
-    profile = BlkProfile(DISK)
+    profile = BlkProfile()
     engine = FastEngine(
-        kernel, BlkTarget(full, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, threaded=False
+        kernel,
+        BlkTarget(backing_fd=full, capacity=DISK, readonly=False, serial=b"x"),
+        devfd=-1,
+        irqfd=kernel.irqfd,
+        threaded=False,
     )
     session = VduseSession(kernel, 1, profile.features, profile.required, engine)
     backend = FileBackend(Path("/dev/full"), readonly=False)
-    server = Server(kernel, session, BlkHandler(backend, b"x", False))
+    server = Server(kernel, session, BlkHandler(backend, serial=b"x", readonly=False))
     driver = FakeDriver(kernel)
     bring_up(driver, profile.features, server.drain_messages)
     try:
@@ -269,14 +273,14 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
     backing = tmp_path / "disk.img"
     backing.write_bytes(bytes(range(256)) * (DISK // 256))
     kernel = FakeKernel()
-    profile = BlkProfile(DISK, queues=2)
+    profile = BlkProfile(queues=2)
     backend = FileBackend(backing, readonly=False)
     engine = FastEngine(
-        kernel, BlkTarget(backend.fd, DISK, False, b"x"), devfd=-1, irqfd=kernel.irqfd, io=io,
-        async_min=0,
+        kernel, BlkTarget(backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"x"),
+        devfd=-1, irqfd=kernel.irqfd, io=io, async_min=0,
     )  # fmt: skip
     session = VduseSession(kernel, 2, profile.features, profile.required, engine)
-    server = Server(kernel, session, BlkHandler(backend, b"x", False))
+    server = Server(kernel, session, BlkHandler(backend, serial=b"x", readonly=False))
     drivers = [FakeDriver(kernel, queue=i) for i in range(2)]
     bring_up(drivers[0], profile.features, server.drain_messages, others=(drivers[1],))
     lock = threading.Lock()

@@ -31,8 +31,8 @@ from tests.unit.fake_virtio import FakeDriver, FakeKernel, PackedDriver, bring_u
 from tests.unit.test_takeover import Dataplane, poke_log, start
 
 DISK = 1 << 20
-PACKED = BlkProfile(DISK, packed=True)
-SPLIT = BlkProfile(DISK)
+PACKED = BlkProfile(packed=True)
+SPLIT = BlkProfile()
 
 
 @dataclass
@@ -274,7 +274,10 @@ def test_a_read_of_4_gib_or_more_reports_the_largest_used_length(tmp_path: Path,
     kernel = FakeKernel(memory=BIG_AT + BIG)
     # Reads of /dev/zero fill the guest buffer fastest; only the used length is at stake.
     zero = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
-    target = BlkTarget(zero, 5 * GiB, True, b"serial-0", can_flush=False, can_discard=False)
+    target = BlkTarget(
+        backing_fd=zero, capacity=5 * GiB, readonly=True, serial=b"serial-0", can_flush=False,
+        can_discard=False,
+    )  # fmt: skip
     plane = start_plane(kernel, tmp_path, io=io, target=target)
     driver = FakeDriver(kernel, size=MAX_QUEUE_SIZE)
     assert all(a.ok for a in bring_up(driver, SPLIT.features, plane.server.drain_messages))

@@ -104,7 +104,7 @@ def test_start_forks_from_the_launcher_and_learns_how_the_dataplane_ended(
     launcher: Launcher, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(dataplane_process, "_open_files", open_stand_ins)
-    args = DataplaneArgs("ready-then-sleep", tmp_path / "backing")
+    args = DataplaneArgs(name="ready-then-sleep", backing=tmp_path / "backing")
     process = dataplane_process.start(args, tmp_path / "vol.log", launcher=launcher)
     parent = int(Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     assert parent != os.getpid()  # forked by the launcher, not spawned by us
@@ -113,8 +113,8 @@ def test_start_forks_from_the_launcher_and_learns_how_the_dataplane_ended(
     wait_for(lambda: dataplane_process.exit_status(process) is not None, "reported")
     assert not dataplane_process.is_running(process)
     with pytest.raises(DataplaneKilledError):
-        dataplane_process.start(DataplaneArgs("killed", tmp_path / "b"), tmp_path / "vol.log",
-                                launcher=launcher)  # fmt: skip
+        dataplane_process.start(DataplaneArgs(name="killed", backing=tmp_path / "b"),
+                                tmp_path / "vol.log", launcher=launcher)  # fmt: skip
 
 
 def test_without_a_launcher_dataplanes_start_cold_until_it_is_back(
@@ -133,7 +133,9 @@ def test_without_a_launcher_dataplanes_start_cold_until_it_is_back(
     monkeypatch.setattr(dataplane_process, "_command",
                         lambda user, argv: [sys.executable, "-c", code, *argv[2:]])  # fmt: skip
     cold = dataplane_process.start(
-        DataplaneArgs("ready-then-sleep", tmp_path / "b"), tmp_path / "vol.log", launcher=launcher
+        DataplaneArgs(name="ready-then-sleep", backing=tmp_path / "b"),
+        tmp_path / "vol.log",
+        launcher=launcher,
     )
     assert int(Path(f"/proc/{cold.pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == (
         os.getpid()
@@ -148,7 +150,9 @@ def test_the_launcher_goes_with_the_driver_and_its_dataplanes_stay(
 ) -> None:
     monkeypatch.setattr(dataplane_process, "_open_files", open_stand_ins)
     process = dataplane_process.start(
-        DataplaneArgs("ready-then-sleep", tmp_path / "b"), tmp_path / "vol.log", launcher=launcher
+        DataplaneArgs(name="ready-then-sleep", backing=tmp_path / "b"),
+        tmp_path / "vol.log",
+        launcher=launcher,
     )
     own = launcher._process
     assert own is not None

@@ -25,7 +25,7 @@ from tests.unit.fake_virtio import QUEUE_SIZE, FakeKernel, PackedDriver
 from tests.unit.test_dataplane import DISK
 from tests.unit.test_takeover import Dataplane
 
-PROFILE = BlkProfile(DISK, packed=True)
+PROFILE = BlkProfile(packed=True)
 
 
 def start(kernel: FakeKernel, backing: Path, log_path: Path) -> Dataplane:
@@ -68,7 +68,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 def test_packed_is_offered_only_when_asked() -> None:
     assert PROFILE.features & bit(Feature.RING_PACKED)
-    assert not BlkProfile(DISK).features & bit(Feature.RING_PACKED)
+    assert not BlkProfile().features & bit(Feature.RING_PACKED)
 
 
 @pytest.mark.parametrize("indirect", [False, True], ids=["chained", "indirect"])

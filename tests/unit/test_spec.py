@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.cli import build_parser, device_spec
+from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.spec import DEFAULT_MAX_QUEUES, DeviceSpec, parse_size, validate_name
 from csi_vduse.errors import CsiVduseError
@@ -82,8 +84,10 @@ def test_device_spec_with_bad_name_raises_device_error() -> None:
 
 
 def test_device_spec_with_good_name_keeps_its_fields() -> None:
-    spec = DeviceSpec(name="vol-1", backing=Path("/tmp/x.img"), size=MiB, readonly=True)
-    assert (spec.name, spec.backing, spec.size, spec.readonly) == (
+    spec = DeviceSpec(
+        name="vol-1", backing=Path("/tmp/x.img"), size=MiB, profile=BlkProfile(readonly=True)
+    )
+    assert (spec.name, spec.backing, spec.size, spec.profile.readonly) == (
         "vol-1",
         Path("/tmp/x.img"),
         MiB,
@@ -108,14 +112,24 @@ def test_device_spec_with_good_name_keeps_its_fields() -> None:
 def test_device_spec_rejects_bad_queue_and_block_settings(
     fields: dict[str, int], complaint: str
 ) -> None:
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in fields.items()]
     with pytest.raises(DeviceError) as caught:
-        DeviceSpec("vol", Path("/x"), **fields)  # type: ignore[arg-type]
+        created(*flags)
     assert caught.value.errno == errno.EINVAL and complaint in str(caught.value)
+
+
+def created(*flags: str) -> DeviceSpec:
+    """The spec ``csi-vduse device create vol --backing /x FLAGS`` asks for."""
+    return device_spec(
+        build_parser().parse_args(["device", "create", "vol", "--backing=/x", *flags])
+    )
 
 
 def test_default_queue_count_follows_the_cpus_up_to_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 64)
-    assert DeviceSpec("vol", Path("/x")).queues == DEFAULT_MAX_QUEUES
+    assert DeviceSpec(name="vol", backing=Path("/x")).profile.queues == DEFAULT_MAX_QUEUES
+    assert created().profile.queues == DEFAULT_MAX_QUEUES
     monkeypatch.setattr("os.cpu_count", lambda: 1)
-    assert DeviceSpec("vol", Path("/x")).queues == 1
-    assert DeviceSpec("vol", Path("/x"), num_queues=3).queues == 3
+    assert DeviceSpec(name="vol", backing=Path("/x")).profile.queues == 1
+    assert created().profile.queues == 1
+    assert created("--num-queues=3").profile.queues == 3

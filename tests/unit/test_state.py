@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.state import DeviceRecord, StateStore, default_state_dir
 
@@ -39,8 +40,13 @@ def _try_lock_elsewhere(path: Path) -> str:
     return done.stdout.strip()
 
 
-def _record(name: str, **changes: object) -> DeviceRecord:
-    record = DeviceRecord(name=name, backing=f"/var/lib/{name}.img", size=1 << 20, readonly=False)
+def _record(name: str, readonly: bool = False, **changes: object) -> DeviceRecord:
+    record = DeviceRecord(
+        name=name,
+        backing=f"/var/lib/{name}.img",
+        size=1 << 20,
+        profile=BlkProfile(readonly=readonly),
+    )
     for key, value in changes.items():
         setattr(record, key, value)
     return record

@@ -14,11 +14,13 @@ from typing import Any, cast
 
 import pytest
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId, start_time
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
-from csi_vduse.devices.manager import DeviceManager, DeviceStatus
+from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.state import DeviceRecord
+from csi_vduse.devices.status import DeviceStatus
 from csi_vduse.devices.supervisor import BACKOFF_SECONDS, STABLE_SECONDS, Supervisor
 
 
@@ -34,10 +36,10 @@ class Machine:
     now: float = 0.0
     record: DeviceRecord = field(
         default_factory=lambda: DeviceRecord(
-            "vol-a",
-            "/pool/a.img",
-            1 << 20,
-            False,
+            name="vol-a",
+            backing="/pool/a.img",
+            size=1 << 20,
+            profile=BlkProfile(),
             state="running",
             pid=os.getpid(),
             pid_start_time=start_time(os.getpid()),
@@ -45,7 +47,11 @@ class Machine:
     )
 
     def list(self) -> list[DeviceStatus]:
-        return [DeviceStatus(self.record, self.alive, True, True, "/dev/vda")]
+        status = DeviceStatus(
+            record=self.record, dataplane_running=self.alive, vduse_present=True,
+            vdpa_attached=True, block_device="/dev/vda",
+        )  # fmt: skip
+        return [status]
 
     def revive(self, name: str) -> ProcessId | None:
         self.revived_at.append(self.now)

@@ -63,16 +63,18 @@ def start(
 
     ``io`` names an asynchronous engine to take every read and write, however small (None:
     the environment's choice, with its policy); ``target`` replaces the backing file."""
-    profile = profile or BlkProfile(DISK)
+    profile = profile or BlkProfile()
     backend = FileBackend(backing, readonly=False)
     log = InflightLog(open_file(log_path), 1)
-    target = target or BlkTarget(backend.fd, DISK, False, b"serial-0")
+    target = target or BlkTarget(
+        backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"serial-0"
+    )
     engine = FastEngine(
         kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
         async_min=None if io in (None, "none") else 0,
     )  # fmt: skip
     session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
-    server = Server(kernel, session, BlkHandler(backend, b"serial-0", False))
+    server = Server(kernel, session, BlkHandler(backend, serial=b"serial-0", readonly=False))
     return Dataplane(session, server, engine, log, backend)
 
 
@@ -111,7 +113,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     kernel = FakeKernel()
     first = start(kernel, backing, tmp_path / "vol.inflight")
     driver = FakeDriver(kernel)
-    answers = bring_up(driver, BlkProfile(DISK).features, first.server.drain_messages)
+    answers = bring_up(driver, BlkProfile().features, first.server.drain_messages)
     assert all(answer.ok for answer in answers)
     made = Rig(kernel, driver, backing, tmp_path / "vol.inflight", first)
     yield made

@@ -63,7 +63,7 @@ class BlkHandler:
     """Serves requests against one backend; ``serial`` answers GET_ID."""
 
     def __init__(
-        self, backend: FileBackend, serial: bytes, readonly: bool, can_flush: bool = True,
+        self, backend: FileBackend, *, serial: bytes, readonly: bool, can_flush: bool = True,
         can_discard: bool = True,
     ) -> None:  # fmt: skip
         self.backend = backend

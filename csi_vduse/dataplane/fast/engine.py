@@ -101,7 +101,7 @@ class IotlbSource(Protocol):
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BlkTarget:
     """What the C loop serves requests against."""
 
