@@ -82,7 +82,7 @@ def test_the_dataplane_serves_although_its_starter_died_before_readiness(
         status = entry.main([
             "--protocol", str(PROTOCOL_VERSION), "--name", "vol-orphaned",
             "--backing", str(backing), "--backing-fd", str(backing_fd),
-            "--device-fd", str(device_fd), "--engine", "python",
+            "--device-fd", str(device_fd),
             "--ready-fd", str(closed_pipe()),
         ])  # fmt: skip
     finally:
