@@ -20,7 +20,7 @@ from csi_vduse.csi.errors import Code, RpcError, already_exists, invalid, not_fo
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
-from csi_vduse.devices.state import StateStore
+from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, SnapshotRecord, VolumeRecord
 
@@ -62,7 +62,7 @@ def _fits(capacity: int, capacity_range: pb.CapacityRange | None) -> bool:
 
 
 class ControllerService:
-    def __init__(self, pool: Pool | None, devices: StateStore, node_id: str) -> None:
+    def __init__(self, pool: Pool | None, devices: DeviceManager, node_id: str) -> None:
         self.pool = pool
         self.devices = devices
         self.node_id = node_id
@@ -185,7 +185,7 @@ class ControllerService:
         volume_id = validate.require_id(request.volume_id, "volume_id")
         pool = self._pool()
         with self.locks.hold(volume_id):
-            if ids.is_volume_id(volume_id) and self.devices.load(volume_id) is not None:
+            if ids.is_volume_id(volume_id) and self.devices.record(volume_id) is not None:
                 raise RpcError(
                     Code.FAILED_PRECONDITION,
                     f"volume {volume_id} is staged on this node; unstage it first",

@@ -336,6 +336,10 @@ class DeviceManager:
 
     # -- list ---------------------------------------------------------------------------
 
+    def record(self, name: str) -> DeviceRecord | None:
+        """The device's record, or None when this node has no device of that name."""
+        return self.store.load(name)
+
     def status(self, record: DeviceRecord) -> DeviceStatus:
         process = _process_of(record)
         return DeviceStatus(

@@ -337,7 +337,7 @@ class NodeVolumes:
         )
 
     def health(self, record: NodeVolume) -> Health:
-        device = self.devices.store.load(record.volume_id)
+        device = self.devices.record(record.volume_id)
         if device is None:
             return Health(True, "the volume's device is gone")
         state = self.devices.status(device).state
