@@ -221,7 +221,7 @@ class ControllerService:
     def ListVolumes(
         self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
     ) -> pb.ListVolumesResponse:
-        records = self._pool().volumes_list()
+        records = self._pool().volume_records()
         keys = [(r.created_ns, r.volume_id) for r in records]
         chosen, token = page(records, keys, request.starting_token, request.max_entries)
         return pb.ListVolumesResponse(
@@ -319,7 +319,7 @@ class ControllerService:
     def ListSnapshots(
         self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
     ) -> pb.ListSnapshotsResponse:
-        records = self._pool().snapshots_list()
+        records = self._pool().snapshot_records()
         if request.snapshot_id:
             records = [r for r in records if r.snapshot_id == request.snapshot_id]
         if request.source_volume_id:

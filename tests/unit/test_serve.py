@@ -140,6 +140,6 @@ def test_build_assembles_one_device_manager_and_leaves_recovery_to_the_caller(
     try:
         assert plugin.volumes is not None and plugin.volumes.devices is plugin.devices
         assert plugin.devices.store.root == state
-        assert [v.volume_id for v in store.all()] == [volume_id]  # build touched nothing
+        assert [v.volume_id for v in store.records()] == [volume_id]  # build touched nothing
     finally:
         plugin.server.stop(None)
