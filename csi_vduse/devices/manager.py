@@ -32,7 +32,7 @@ from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.launcher import Launcher
 from csi_vduse.devices.spec import DeviceSpec, validate_name
-from csi_vduse.devices.state import DeviceRecord, StateStore
+from csi_vduse.devices.state import DeviceRecord, DeviceState, StateStore
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vdpa import sysfs
 from csi_vduse.vduse.control import DeviceConfig, VduseControl, device_exists, set_bounce_size
@@ -61,16 +61,16 @@ class DeviceStatus:
     block_device: str | None
 
     @property
-    def state(self) -> str:
-        if self.record.state != "running":
+    def state(self) -> DeviceState:
+        if self.record.state != DeviceState.RUNNING:
             return self.record.state
         if not self.vduse_present:
-            return "lost"
+            return DeviceState.LOST
         if not self.dataplane_running:
-            return "dataplane-dead"
+            return DeviceState.DATAPLANE_DEAD
         if not self.vdpa_attached or self.block_device is None:
-            return "detached"
-        return "running"
+            return DeviceState.DETACHED
+        return DeviceState.RUNNING
 
 
 class DeviceManager:
@@ -113,7 +113,7 @@ class DeviceManager:
                 errno.EEXIST,
             )
         status = self.status(record)
-        if status.state != "running":
+        if status.state != DeviceState.RUNNING:
             raise DeviceError(
                 "create device",
                 f"device {spec.name} exists but is {status.state}; delete it and create again",
@@ -181,7 +181,7 @@ class DeviceManager:
             name, "wait for block device", sysfs.wait_for_block_device, name, _block_timeout()
         )
         record.block_device = str(node_path)
-        record.state = "running"
+        record.state = DeviceState.RUNNING
         self.store.save(record)
         log.info("device %s is %s", spec.name, node_path)
         return record
@@ -221,7 +221,7 @@ class DeviceManager:
         validate_name(name)
         with self.store.locked(name):
             record = self.store.load(name)
-            if record is None or record.state != "running":
+            if record is None or record.state != DeviceState.RUNNING:
                 return None
             process = _process_of(record)
             if process is not None and dataplane_process.is_running(process):
@@ -290,7 +290,7 @@ class DeviceManager:
         with self.store.locked(name):
             record = self.store.load(name)
             if record is not None:
-                record.state = "deleting"
+                record.state = DeviceState.DELETING
                 self.store.save(record)
             found = record is not None
             process = _process_of(record)

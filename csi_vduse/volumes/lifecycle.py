@@ -18,6 +18,7 @@ from pathlib import Path
 
 from csi_vduse.devices.manager import DeviceManager, block_device_size
 from csi_vduse.devices.spec import DeviceSpec
+from csi_vduse.devices.state import DeviceState
 from csi_vduse.mounts import filesystem, mounter, mountinfo
 from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool
@@ -355,10 +356,10 @@ class NodeVolumes:
         if device is None:
             return Health(True, "the volume's device is gone")
         state = self.devices.status(device).state
-        if state == "dataplane-dead":
+        if state == DeviceState.DATAPLANE_DEAD:
             why = f" (last attempt: {device.restart_error})" if device.restart_error else ""
             return Health(True, f"the volume's dataplane is down and being restarted{why}")
-        if state != "running":
+        if state != DeviceState.RUNNING:
             return Health(True, f"the volume's device is {state}")
         if not record.block and not mountinfo.is_mount_point(record.staging_path):
             return Health(True, f"the filesystem is no longer mounted at {record.staging_path}")

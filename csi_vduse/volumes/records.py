@@ -50,14 +50,16 @@ class NodeVolume:
     device: str | None = None  # /dev/vdX once the device is up
     publications: dict[str, Publication] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.state = VolumeState(self.state)  # a record read back holds the plain string
+
     @staticmethod
     def from_json(fields: dict[str, Any]) -> NodeVolume:
         publications = {
             target: Publication(**publication)
             for target, publication in fields.pop("publications", {}).items()
         }
-        state = VolumeState(fields.pop("state", VolumeState.STAGING))
-        return NodeVolume(**fields, state=state, publications=publications)
+        return NodeVolume(**fields, publications=publications)
 
 
 class NodeVolumeStore:

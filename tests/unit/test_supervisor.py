@@ -18,7 +18,7 @@ from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId, start_time
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
 from csi_vduse.devices.manager import DeviceManager, DeviceStatus
-from csi_vduse.devices.state import DeviceRecord
+from csi_vduse.devices.state import DeviceRecord, DeviceState
 from csi_vduse.devices.supervisor import BACKOFF_SECONDS, STABLE_SECONDS, Supervisor
 
 
@@ -38,7 +38,7 @@ class Machine:
             "/pool/a.img",
             1 << 20,
             False,
-            state="running",
+            state=DeviceState.RUNNING,
             pid=os.getpid(),
             pid_start_time=start_time(os.getpid()),
         )
