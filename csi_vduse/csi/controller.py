@@ -20,7 +20,7 @@ from csi_vduse.csi.errors import Code, RpcError, already_exists, invalid, not_fo
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
-from csi_vduse.devices.state import StateStore
+from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, SnapshotRecord, VolumeRecord
 
@@ -62,7 +62,7 @@ def _fits(capacity: int, capacity_range: pb.CapacityRange | None) -> bool:
 
 
 class ControllerService:
-    def __init__(self, pool: Pool | None, devices: StateStore, node_id: str) -> None:
+    def __init__(self, pool: Pool | None, devices: DeviceManager, node_id: str) -> None:
         self.pool = pool
         self.devices = devices
         self.node_id = node_id
@@ -185,7 +185,7 @@ class ControllerService:
         volume_id = validate.require_id(request.volume_id, "volume_id")
         pool = self._pool()
         with self.locks.hold(volume_id):
-            if ids.is_volume_id(volume_id) and self.devices.load(volume_id) is not None:
+            if ids.is_volume_id(volume_id) and self.devices.record(volume_id) is not None:
                 raise RpcError(
                     Code.FAILED_PRECONDITION,
                     f"volume {volume_id} is staged on this node; unstage it first",
@@ -221,7 +221,7 @@ class ControllerService:
     def ListVolumes(
         self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
     ) -> pb.ListVolumesResponse:
-        records = self._pool().volumes_list()
+        records = self._pool().volume_records()
         keys = [(r.created_ns, r.volume_id) for r in records]
         chosen, token = page(records, keys, request.starting_token, request.max_entries)
         return pb.ListVolumesResponse(
@@ -319,7 +319,7 @@ class ControllerService:
     def ListSnapshots(
         self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
     ) -> pb.ListSnapshotsResponse:
-        records = self._pool().snapshots_list()
+        records = self._pool().snapshot_records()
         if request.snapshot_id:
             records = [r for r in records if r.snapshot_id == request.snapshot_id]
         if request.source_volume_id:

@@ -31,8 +31,7 @@ class NodeService:
         validate.require(request.HasField("volume_capability"), "volume_capability")
         access = validate.access_of(request.volume_capability)
         with self.locks.hold(volume_id):
-            volume = self.volumes.pool.volume(volume_id)
-            shape = parameters.parse(volume.parameters if volume else {})
+            shape = parameters.parse(self.volumes.parameters(volume_id))
             self.volumes.stage(
                 StageRequest(
                     volume_id=volume_id,
@@ -77,7 +76,7 @@ class NodeService:
                 block=access.block,
                 readonly=request.readonly or access.readonly_mode,
                 mount_flags=access.mount_flags,
-                single_writer=access.mode == validate.Mode.SINGLE_NODE_SINGLE_WRITER,
+                mode=access.mode,
             )
         return pb.NodePublishVolumeResponse()
 

@@ -1,4 +1,9 @@
-"""``csi-vduse serve``: the gRPC server on a unix socket, stopped gracefully by SIGTERM."""
+"""``csi-vduse serve``: the gRPC server on a unix socket, stopped gracefully by SIGTERM.
+
+``build`` only assembles the services over one pool, one device manager and one volume
+store per state directory; ``serve`` then recovers what a previous run left unfinished,
+starts the supervisor on the same device manager, and serves.
+"""
 
 from __future__ import annotations
 
@@ -74,10 +79,28 @@ def node_readiness() -> str | None:
     return vdpa_problem()
 
 
-def build(options: ServeOptions, launcher: Launcher | None = None) -> grpc.Server:
+@dataclass(frozen=True)
+class Plugin:
+    """The gRPC server with the services it serves, not started yet."""
+
+    server: grpc.Server
+    devices: DeviceManager  # the one for the state directory
+    volumes: NodeVolumes | None  # None: no pool, so no Node service
+
+    def recover(self) -> None:
+        """Finish or undo what a driver that died mid-call left, before serving again."""
+        if self.volumes is not None:
+            self.volumes.recover()
+
+
+def build(options: ServeOptions, launcher: Launcher | None = None) -> Plugin:
+    """Assemble the services; nothing on the node is touched."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     pool = Pool(options.pool_dir) if options.pool_dir is not None else None
-    device_store = StateStore(options.state_dir)
+    devices = DeviceManager(
+        StateStore(options.state_dir), dataplane_cgroup=options.dataplane_cgroup,
+        launcher=launcher,
+    )  # fmt: skip
     identity = IdentityService(
         options.driver_name,
         controller=options.controller,
@@ -85,20 +108,15 @@ def build(options: ServeOptions, launcher: Launcher | None = None) -> grpc.Serve
     )
     register(server, "Identity", identity)
     if options.controller:
-        controller = ControllerService(pool, device_store, options.node_id)
+        controller = ControllerService(pool, devices, options.node_id)
         register(server, "Controller", controller)
+    volumes = None
     if pool is not None:
         volumes = NodeVolumes(
-            pool,
-            DeviceManager(
-                device_store, dataplane_cgroup=options.dataplane_cgroup, launcher=launcher
-            ),
-            NodeVolumeStore(options.state_dir),
-            options.max_volumes,
+            pool, devices, NodeVolumeStore(options.state_dir), options.max_volumes
         )
-        volumes.recover()
         register(server, "Node", NodeService(volumes, options.node_id, options.max_volumes))
-    return server
+    return Plugin(server, devices, volumes)
 
 
 def _bind(server: grpc.Server, path: Path) -> None:
@@ -124,7 +142,7 @@ def start_launcher(options: ServeOptions) -> Launcher | None:
     """The dataplane launcher for a node plugin (see ``csi_vduse.devices.launcher``)."""
     if options.pool_dir is None or not launcher.wanted():
         return None
-    log_file = StateStore(options.state_dir).root / "launcher.log"
+    log_file = options.state_dir / "launcher.log"
     try:
         return dataplane_process.start_launcher(log_file, options.dataplane_cgroup)
     except CsiVduseError as exc:
@@ -135,23 +153,15 @@ def start_launcher(options: ServeOptions) -> Launcher | None:
 def serve(options: ServeOptions) -> int:
     path = socket_path(options.endpoint)
     dataplane_launcher = start_launcher(options)
-    server = build(options, dataplane_launcher)
+    plugin = build(options, dataplane_launcher)
+    plugin.recover()
+    server = plugin.server
     if options.metrics_address:
         metrics.watch_volumes(options.state_dir)
         metrics.serve(options.metrics_address)
         log.info("metrics on http://%s/metrics", options.metrics_address)
     # Dataplanes outlive this process; whoever serves the node keeps them running.
-    supervisor = (
-        Supervisor(
-            DeviceManager(
-                StateStore(options.state_dir),
-                dataplane_cgroup=options.dataplane_cgroup,
-                launcher=dataplane_launcher,
-            )
-        ).start()
-        if options.pool_dir is not None
-        else None
-    )
+    supervisor = Supervisor(plugin.devices).start() if plugin.volumes is not None else None
     _bind(server, path)
     log.info(
         "serving %s on %s (node %s; identity%s%s)",

@@ -10,7 +10,6 @@ from dataclasses import replace
 from csi_vduse import dataplane
 from csi_vduse.dataplane.blk.backend import FileBackend, direct_alignment
 from csi_vduse.dataplane.blk.capacity import grow
-from csi_vduse.dataplane.blk.handler import BlkHandler
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
 from csi_vduse.dataplane.inflight_log import InflightLog
 from csi_vduse.dataplane.interface import DataplaneArgs, report_ready
@@ -41,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         report_ready(args.ready_fd, str(exc))
         return 1
     profile = args.profile
-    if profile.packed and args.engine != "fast":
-        log.error("cannot start: the python engine serves split virtqueues only")
-        report_ready(args.ready_fd, "the python engine serves split virtqueues only")
+    if args.engine != "fast":
+        # The Python ring is the tests' oracle (csi_vduse.dataplane.reference), not served.
+        log.error("cannot start: only the fast engine serves devices")
+        report_ready(args.ready_fd, "only the fast engine serves devices")
         return 1
     serial = args.serial.encode()
     writable = not profile.readonly
-    engine = None
     stats = None
     inflight = None
     if args.inflight_fd is not None:
@@ -57,23 +56,22 @@ def main(argv: list[str] | None = None) -> int:
             log.error("cannot map the in-flight log: %s", exc)
             report_ready(args.ready_fd, f"cannot map the in-flight log: {exc.strerror}")
             return 1
-    if args.engine == "fast":
-        if args.stats_fd is not None:
-            try:
-                stats = StatsFile(args.stats_fd, profile.queues)
-            except OSError as exc:
-                log.warning("no I/O counters: cannot map their file: %s", exc)
-        capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
-        target = BlkTarget(
-            backing_fd=backend.fd, capacity=capacity, readonly=profile.readonly, serial=serial,
-            can_flush=writable, can_discard=writable,
-        )  # fmt: skip
-        if args.direct_fd is not None:
-            align = direct_alignment(args.direct_fd)
-            target = replace(target, direct_fd=args.direct_fd, direct_align=align)
-        engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
-        if not profile.packed:
-            engine.aio.prepare(profile.queues, profile.queue_size)
+    if args.stats_fd is not None:
+        try:
+            stats = StatsFile(args.stats_fd, profile.queues)
+        except OSError as exc:
+            log.warning("no I/O counters: cannot map their file: %s", exc)
+    capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
+    target = BlkTarget(
+        backing_fd=backend.fd, capacity=capacity, readonly=profile.readonly, serial=serial,
+        can_flush=writable, can_discard=writable,
+    )  # fmt: skip
+    if args.direct_fd is not None:
+        align = direct_alignment(args.direct_fd)
+        target = replace(target, direct_fd=args.direct_fd, direct_align=align)
+    engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
+    if not profile.packed:
+        engine.aio.prepare(profile.queues, profile.queue_size)
     session = VduseSession(
         node, profile.queues, profile.features, profile.required, engine, status_log=inflight
     )
@@ -85,11 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         report_ready(args.ready_fd, f"cannot take the device over: {exc}")
         return 1
     took_over = time.monotonic()
-    handler = BlkHandler(
-        backend, serial=serial, readonly=profile.readonly, can_flush=writable, can_discard=writable
-    )
-    server = Server(node, session, handler)
-    server.on_hangup = lambda: grow(backend, handler, engine, node)
+    server = Server(node, session)
+    server.on_hangup = lambda: grow(backend, engine, node)
     server.install_signal_handlers()
     limit_memory()
     confine()
@@ -109,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         server.run()
     finally:
         session.close()
-        if engine is not None:
-            engine.close()
+        engine.close()
         server.close()
         node.close()
         backend.close()

@@ -34,7 +34,7 @@ from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.launcher import Launcher
 from csi_vduse.devices.spec import DeviceSpec, validate_name
-from csi_vduse.devices.state import DeviceRecord, StateStore
+from csi_vduse.devices.state import DeviceRecord, DeviceState, StateStore
 from csi_vduse.devices.status import (
     DeviceStatus,
     probe,
@@ -98,7 +98,7 @@ class DeviceManager:
                 errno.EEXIST,
             )
         live = self.status(record)
-        if live.state != "running":
+        if live.state != DeviceState.RUNNING:
             raise DeviceError(
                 "create device",
                 f"device {spec.name} exists but is {live.state}; delete it and create again",
@@ -163,7 +163,7 @@ class DeviceManager:
             name, "wait for block device", sysfs.wait_for_block_device, name, _block_timeout()
         )
         record.block_device = str(node_path)
-        record.state = "running"
+        record.state = DeviceState.RUNNING
         self.store.save(record)
         log.info("device %s is %s", spec.name, node_path)
         return record
@@ -200,7 +200,7 @@ class DeviceManager:
         validate_name(name)
         with self.store.locked(name):
             record = self.store.load(name)
-            if record is None or record.state != "running":
+            if record is None or record.state != DeviceState.RUNNING:
                 return None
             process = process_of(record)
             if process is not None and dataplane_process.is_running(process):
@@ -271,7 +271,7 @@ class DeviceManager:
         with self.store.locked(name):
             record = self.store.load(name)
             if record is not None:
-                record.state = "deleting"
+                record.state = DeviceState.DELETING
                 self.store.save(record)
             found = record is not None
             process = process_of(record)
@@ -316,6 +316,10 @@ class DeviceManager:
                     time.sleep(0.05)
 
     # -- list ---------------------------------------------------------------------------
+
+    def record(self, name: str) -> DeviceRecord | None:
+        """The device's record, or None when this node has no device of that name."""
+        return self.store.load(name)
 
     def status(self, record: DeviceRecord) -> DeviceStatus:
         return probe(record)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,18 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("CSI_VDUSE_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
+class DeviceState(StrEnum):
+    """A record's state (creating -> running; deleting while torn down), and what a running
+    device turns out to be on the machine (``DeviceStatus.state``). Records hold the values."""
+
+    CREATING = "creating"
+    RUNNING = "running"
+    DELETING = "deleting"
+    LOST = "lost"  # recorded as running, but the VDUSE device is gone
+    DATAPLANE_DEAD = "dataplane-dead"
+    DETACHED = "detached"  # not on the vDPA bus, or no block device
+
+
 @dataclass(kw_only=True)
 class DeviceRecord:
     """What was made for one device, and the dataplane serving it now."""
@@ -35,13 +48,16 @@ class DeviceRecord:
     backing: str
     size: int  # bytes; grows with resize, while the profile stays as created
     profile: BlkProfile
-    state: str = "creating"  # creating -> running; deleting while torn down
+    state: DeviceState = DeviceState.CREATING
     pid: int | None = None
     pid_start_time: int | None = None  # guards against pid reuse
     block_device: str | None = None
     created_backing: bool = False
     restarts: int = 0  # dataplanes that took the device over after one died
     restart_error: str | None = None  # why the last attempt to take it over failed
+
+    def __post_init__(self) -> None:
+        self.state = DeviceState(self.state)  # a record read back holds the plain string
 
     def to_json(self) -> dict[str, Any]:
         """The record as every version writes it: one flat object, the profile's fields

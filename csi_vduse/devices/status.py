@@ -15,7 +15,7 @@ from pathlib import Path
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
-from csi_vduse.devices.state import DeviceRecord
+from csi_vduse.devices.state import DeviceRecord, DeviceState
 from csi_vduse.vdpa import sysfs
 from csi_vduse.vduse.control import device_exists
 
@@ -31,16 +31,16 @@ class DeviceStatus:
     block_device: str | None
 
     @property
-    def state(self) -> str:
-        if self.record.state != "running":
+    def state(self) -> DeviceState:
+        if self.record.state != DeviceState.RUNNING:
             return self.record.state
         if not self.vduse_present:
-            return "lost"
+            return DeviceState.LOST
         if not self.dataplane_running:
-            return "dataplane-dead"
+            return DeviceState.DATAPLANE_DEAD
         if not self.vdpa_attached or self.block_device is None:
-            return "detached"
-        return "running"
+            return DeviceState.DETACHED
+        return DeviceState.RUNNING
 
 
 def probe(record: DeviceRecord) -> DeviceStatus:

@@ -36,7 +36,7 @@ from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DataplaneKilledError
 from csi_vduse.devices.manager import DeviceManager
-from csi_vduse.devices.state import DeviceRecord
+from csi_vduse.devices.state import DeviceRecord, DeviceState
 from csi_vduse.errors import CsiVduseError
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Supervisor:
         for status in self.manager.list():
             record = status.record
             names.add(record.name)
-            if record.state != "running" or not status.vduse_present:
+            if record.state != DeviceState.RUNNING or not status.vduse_present:
                 continue
             attempts = self._attempts.setdefault(record.name, _Attempts(started_at=now))
             if status.dataplane_running and record.pid and record.pid_start_time is not None:

@@ -92,9 +92,9 @@ class Pool:
             return None
         return self._load(self.volumes / f"{volume_id}.json", VolumeRecord)
 
-    def volumes_list(self) -> list[VolumeRecord]:
+    def volume_records(self) -> list[VolumeRecord]:
         """Every volume, oldest first (the order paging walks)."""
-        return self._all(self.volumes, VolumeRecord, ids.is_volume_id)
+        return self._records(self.volumes, VolumeRecord, ids.is_volume_id)
 
     def create_volume(
         self,
@@ -160,8 +160,8 @@ class Pool:
             return None
         return self._load(self.snapshots / f"{snapshot_id}.json", SnapshotRecord)
 
-    def snapshots_list(self) -> list[SnapshotRecord]:
-        return self._all(self.snapshots, SnapshotRecord, ids.is_snapshot_id)
+    def snapshot_records(self) -> list[SnapshotRecord]:
+        return self._records(self.snapshots, SnapshotRecord, ids.is_snapshot_id)
 
     def create_snapshot(self, name: str, source_volume_id: str) -> SnapshotRecord:
         source = self.volume(source_volume_id)
@@ -266,7 +266,7 @@ class Pool:
         except (ValueError, TypeError) as exc:
             raise PoolError("read pool record", f"corrupt record {path}: {exc}") from exc
 
-    def _all(self, directory: Path, kind: type[R], valid: Any) -> list[R]:
+    def _records(self, directory: Path, kind: type[R], valid: Any) -> list[R]:
         found: list[R] = []
         with _io("list pool"):
             paths = sorted(directory.glob("*.json"))

@@ -20,15 +20,20 @@ from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices.backing import block_device_size
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
+from csi_vduse.devices.state import DeviceState
 from csi_vduse.mounts import filesystem, mounter, mountinfo
 from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool
 from csi_vduse.volumes.errors import VolumeError
-from csi_vduse.volumes.records import NodeVolume, NodeVolumeStore, Publication
+from csi_vduse.volumes.records import (
+    SINGLE_WRITER,
+    NodeVolume,
+    NodeVolumeStore,
+    Publication,
+    VolumeState,
+)
 
 log = logging.getLogger(__name__)
-
-SINGLE_NODE_SINGLE_WRITER = 6  # the CSI access mode that allows one publication only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +81,11 @@ class NodeVolumes:
             raise VolumeError("find volume", f"volume {volume_id} does not exist", errno.ENOENT)
         return record
 
+    def parameters(self, volume_id: str) -> dict[str, str]:
+        """The parameters the volume was created with; {} for one the pool does not know."""
+        volume = self.pool.volume(volume_id)
+        return volume.parameters if volume else {}
+
     # -- restart ------------------------------------------------------------------------
 
     def recover(self) -> None:
@@ -84,11 +94,11 @@ class NodeVolumes:
         A stage that never completed is rolled back (the CO retries it); an unstage that
         began is completed. Staged volumes are left exactly as they are: pods use them.
         """
-        for record in self.store.all():
-            if record.state == "staging":
+        for record in self.store.records():
+            if record.state == VolumeState.STAGING:
                 log.warning("volume %s: rolling back an unfinished stage", record.volume_id)
                 self._undo_stage(record)
-            elif record.state == "unstaging":
+            elif record.state == VolumeState.UNSTAGING:
                 log.warning("volume %s: completing an unfinished unstage", record.volume_id)
                 try:
                     self._finish_unstage(record)
@@ -122,9 +132,9 @@ class NodeVolumes:
                     f"({'block' if record.block else record.fs_type}); unstage it first",
                     errno.EEXIST,
                 )
-            if record.state == "staged" and self._stage_intact(record):
+            if record.state == VolumeState.STAGED and self._stage_intact(record):
                 return
-        elif self.max_volumes and len(self.store.all()) >= self.max_volumes:
+        elif self.max_volumes and len(self.store.records()) >= self.max_volumes:
             raise VolumeError(
                 "stage",
                 f"this node already has its maximum of {self.max_volumes} volumes staged",
@@ -139,13 +149,13 @@ class NodeVolumes:
             mode=request.mode,
             readonly=request.profile.readonly,
         )
-        record.state = "staging"
+        record.state = VolumeState.STAGING
         self.store.save(record)
         with ExitStack() as undo:
             undo.callback(self._undo_stage, record)
             self._bring_up(record, request)
             undo.pop_all()
-        record.state = "staged"
+        record.state = VolumeState.STAGED
         self.store.save(record)
         log.info(
             "volume %s staged at %s (%s)", record.volume_id, record.staging_path, record.device
@@ -219,7 +229,7 @@ class NodeVolumes:
                 f"volume {volume_id} is still published at {', '.join(record.publications)}",
                 errno.EBUSY,
             )
-        record.state = "unstaging"
+        record.state = VolumeState.UNSTAGING
         self.store.save(record)
         self._finish_unstage(record)
         log.info("volume %s unstaged", volume_id)
@@ -241,10 +251,15 @@ class NodeVolumes:
         block: bool,
         readonly: bool,
         mount_flags: tuple[str, ...],
-        single_writer: bool = False,
+        mode: int,
     ) -> None:
+        """Publish at ``target`` with the CSI access ``mode`` the CO asks for now."""
         record = self._known(volume_id)
-        if record is None or record.state != "staged" or record.staging_path != str(staging_path):
+        if (
+            record is None
+            or record.state != VolumeState.STAGED
+            or record.staging_path != str(staging_path)
+        ):
             raise VolumeError(
                 "publish", f"volume {volume_id} is not staged at {staging_path}", errno.ENXIO
             )
@@ -259,7 +274,7 @@ class NodeVolumes:
         wanted = Publication(str(target), readonly, list(mount_flags))
         existing = record.publications.get(str(target))
         others = [t for t in record.publications if t != str(target)]
-        if others and (single_writer or record.mode == SINGLE_NODE_SINGLE_WRITER):
+        if others and SINGLE_WRITER in (mode, record.mode):
             raise VolumeError(
                 "publish",
                 f"volume {volume_id} is single-writer and already published at {others[0]}",
@@ -333,14 +348,14 @@ class NodeVolumes:
         )
 
     def health(self, record: NodeVolume) -> Health:
-        device = self.devices.store.load(record.volume_id)
+        device = self.devices.record(record.volume_id)
         if device is None:
             return Health(True, "the volume's device is gone")
         state = self.devices.status(device).state
-        if state == "dataplane-dead":
+        if state == DeviceState.DATAPLANE_DEAD:
             why = f" (last attempt: {device.restart_error})" if device.restart_error else ""
             return Health(True, f"the volume's dataplane is down and being restarted{why}")
-        if state != "running":
+        if state != DeviceState.RUNNING:
             return Health(True, f"the volume's device is {state}")
         if not record.block and not mountinfo.is_mount_point(record.staging_path):
             return Health(True, f"the filesystem is no longer mounted at {record.staging_path}")
@@ -353,7 +368,7 @@ class NodeVolumes:
         record = self._at(volume_id, path)
         capacity = -(-capacity // SIZE_ALIGNMENT) * SIZE_ALIGNMENT
         volume = self.pool.expand_volume(volume_id, capacity)
-        if record.state == "staged" and record.device is not None:
+        if record.state == VolumeState.STAGED and record.device is not None:
             self.devices.resize(volume_id, volume.capacity)
             if not record.block:
                 filesystem.grow(Path(record.device), Path(record.staging_path), record.fs_type)

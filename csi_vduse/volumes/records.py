@@ -1,16 +1,33 @@
-"""What the node made for each volume, persisted so a restarted driver knows all of it."""
+"""What the node made for each volume, persisted so a restarted driver knows all of it.
+
+A record's ``mode`` is the CSI access mode it was staged with, as the proto numbers it;
+its ``state`` is written as the plain string, so records of earlier versions load.
+"""
 
 from __future__ import annotations
 
 import errno
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from csi_vduse._proto.csi_pb2 import VolumeCapability
 from csi_vduse.durable import write_atomic
 from csi_vduse.pool import ids
 from csi_vduse.volumes.errors import VolumeError
+
+# The one access mode that allows a single publication: the rule stage and publish share.
+SINGLE_WRITER = VolumeCapability.AccessMode.SINGLE_NODE_SINGLE_WRITER
+
+
+class VolumeState(StrEnum):
+    """Where a volume is in its life on this node: staging -> staged -> unstaging."""
+
+    STAGING = "staging"
+    STAGED = "staged"
+    UNSTAGING = "unstaging"
 
 
 @dataclass
@@ -27,11 +44,14 @@ class NodeVolume:
     block: bool
     fs_type: str
     mount_flags: list[str]
-    mode: int
+    mode: int  # the CSI access mode it was staged with
     readonly: bool  # the device itself is read-only (a *_READER_ONLY access mode)
-    state: str = "staging"  # staging -> staged -> unstaging
+    state: VolumeState = VolumeState.STAGING
     device: str | None = None  # /dev/vdX once the device is up
     publications: dict[str, Publication] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state = VolumeState(self.state)  # a record read back holds the plain string
 
     @staticmethod
     def from_json(fields: dict[str, Any]) -> NodeVolume:
@@ -81,7 +101,8 @@ class NodeVolumeStore:
         except OSError as exc:
             raise VolumeError("state directory", f"cannot remove record: {exc.strerror}") from exc
 
-    def all(self) -> list[NodeVolume]:
+    def records(self) -> list[NodeVolume]:
+        """Every volume this node has a record of, by id."""
         if not self.directory.is_dir():
             return []
         found = []

@@ -1,10 +1,15 @@
-"""The dataplane against a userspace fake of the virtio driver and the VDUSE kernel side."""
+"""The dataplane against a userspace fake of the virtio driver and the VDUSE kernel side.
+
+Every rig test runs on the C engine (with each asynchronous I/O kind) and on the Python
+reference engine, the oracle the C code must agree with.
+"""
 
 from __future__ import annotations
 
 import os
 import random
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,9 +18,10 @@ import pytest
 
 from csi_vduse.dataplane.blk.backend import FileBackend
 from csi_vduse.dataplane.blk.capacity import grow
-from csi_vduse.dataplane.blk.handler import BlkHandler
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
+from csi_vduse.dataplane.reference.engine import ReferenceEngine
+from csi_vduse.dataplane.reference.handler import BlkHandler
 from csi_vduse.dataplane.server import Server
 from csi_vduse.dataplane.stats import StatsFile
 from csi_vduse.dataplane.virtio.session import VduseSession
@@ -35,8 +41,9 @@ from tests.unit.fake_virtio import (
 DISK = 1 << 20
 
 
-# "fast" uses the default asynchronous I/O (io_uring here) and its policy of which requests
-# leave the queue's thread; "fast:KIND" sends every read and write to that kind.
+# "python" is the reference engine; "fast" uses the default asynchronous I/O (io_uring here)
+# and its policy of which requests leave the queue's thread; "fast:KIND" sends every read
+# and write to that kind.
 ENGINES = ["python", "fast", "fast:threads", "fast:none"]
 
 
@@ -47,26 +54,23 @@ class Rig:
     server: Server
     session: VduseSession
     backing: Path
-    engine: FastEngine | None = None
+    backend: FileBackend
+    engine: FastEngine | ReferenceEngine
     fds: list[int] = field(default_factory=list)  # ours to close
 
     def serve(self) -> None:
         self.server.drain_messages()
-        if self.engine is None:
-            self.server.serve_queue(0)
-        else:
-            self.engine.serve_pending()
+        self.engine.serve_pending()
 
     def interrupts(self) -> int:
         return self.kernel.interrupts + self.kernel.fast_interrupts()
 
     def close(self) -> None:
         self.session.reset()
-        if self.engine is not None:
-            self.engine.close()
+        self.engine.close()
         self.server.close()
         self.driver.close()
-        self.server.handler.backend.close()
+        self.backend.close()
         self.kernel.close()
         for fd in self.fds:
             os.close(fd)
@@ -84,17 +88,25 @@ class Rig:
 def make_rig(
     tmp_path: Path, readonly: bool = False, features: int | None = None,
     engine: str = "python", backing_name: str = "disk.img", *,
-    stats: StatsFile | None = None, direct: bool = False,
+    stats: StatsFile | None = None, direct: bool = False, threaded: bool = False,
 ) -> Rig:  # fmt: skip
+    """A device brought up on ``engine``; with ``threaded`` the C queues run on their own
+    threads, as in the dataplane, else they serve when the test calls ``serve``."""
     backing = tmp_path / backing_name
     if not backing.exists():
         backing.write_bytes(bytes(range(256)) * (DISK // 256))
     kernel = FakeKernel()
     profile = BlkProfile(readonly=readonly)
     backend = FileBackend(backing, readonly)
-    fast = None
+    served: FastEngine | ReferenceEngine
     fds = []
-    if engine.startswith("fast"):
+    if engine == "python":
+        handler = BlkHandler(
+            backend, serial=b"serial-0", readonly=readonly, can_flush=not readonly,
+            can_discard=not readonly,
+        )  # fmt: skip
+        served = ReferenceEngine(kernel, handler)
+    else:
         io = engine.partition(":")[2] or None
         target = BlkTarget(
             backing_fd=backend.fd, capacity=DISK, readonly=readonly, serial=b"serial-0",
@@ -105,22 +117,18 @@ def make_rig(
             target = replace(target, direct_fd=os.open(backing, flags))
             fds.append(target.direct_fd)
         # A named engine takes every read and write, however small.
-        fast = FastEngine(
-            kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, stats=stats, io=io,
-            async_min=None if io is None else 0,
+        served = FastEngine(
+            kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=threaded, stats=stats,
+            io=io, async_min=None if io is None else 0,
         )  # fmt: skip
-    session = VduseSession(kernel, 1, profile.features, profile.required, fast)
-    handler = BlkHandler(
-        backend, serial=b"serial-0", readonly=readonly, can_flush=not readonly,
-        can_discard=not readonly,
-    )  # fmt: skip
-    server = Server(kernel, session, handler)
+    session = VduseSession(kernel, 1, profile.features, profile.required, served)
+    server = Server(kernel, session)
     driver = FakeDriver(kernel)
     answers = bring_up(
         driver, profile.features if features is None else features, server.drain_messages
     )
     assert features is not None or all(a.ok for a in answers)
-    return Rig(kernel, driver, server, session, backing, fast, fds)
+    return Rig(kernel, driver, server, session, backing, backend, served, fds)
 
 
 @pytest.fixture(params=ENGINES)
@@ -134,7 +142,7 @@ def test_negotiation_refuses_a_driver_without_version_1(tmp_path: Path) -> None:
     legacy = BlkProfile().features & ~bit(Feature.VERSION_1)
     made = make_rig(tmp_path, features=legacy)
     assert [a.ok for a in made.kernel.responses] == [True, True, False]
-    assert not made.session.running and made.session.queues == {}
+    assert not made.session.running and made.engine.queues == {}
 
 
 def test_negotiation_refuses_features_never_offered(tmp_path: Path) -> None:
@@ -144,8 +152,7 @@ def test_negotiation_refuses_features_never_offered(tmp_path: Path) -> None:
 
 def test_driver_ok_enables_the_queue_and_its_kick_fd(rig: Rig) -> None:
     assert rig.session.running
-    owner = rig.engine.queues[0] if rig.engine else rig.session.queues[0]
-    assert rig.kernel.kickfd == owner.kickfd
+    assert rig.kernel.kickfd == rig.engine.queues[0].kickfd
 
 
 def test_write_then_read_returns_the_data_and_lands_in_the_backing_file(rig: Rig) -> None:
@@ -256,8 +263,7 @@ def test_reset_forgets_queues_and_reports_the_last_avail_index(rig: Rig) -> None
     rig.kernel.send(RequestType.SET_STATUS, status=0)
     rig.serve()
     assert rig.kernel.responses[-1].ok
-    assert not rig.session.running and rig.session.queues == {}
-    assert rig.engine is None or rig.engine.queues == {}
+    assert not rig.session.running and rig.engine.queues == {}
 
 
 def test_iotlb_invalidation_remaps_the_rings(rig: Rig) -> None:
@@ -267,12 +273,25 @@ def test_iotlb_invalidation_remaps_the_rings(rig: Rig) -> None:
     assert done.data == rig.backing.read_bytes()[SECTOR_SIZE : 2 * SECTOR_SIZE]
 
 
-def test_requests_posted_before_the_kick_fd_existed_are_served(tmp_path: Path) -> None:
-    made = make_rig(tmp_path)
-    made.driver.request(Blk.FLUSH)  # no kick: serving must not depend on one
-    made.kernel.send(RequestType.GET_VQ_STATE, vq_index=0)
-    made.server.drain_messages()
-    assert len(made.driver.completions()) == 1
+@pytest.mark.parametrize("io", ["io_uring", "threads", "none"])
+def test_requests_posted_before_the_queue_started_are_served_without_a_kick(
+    tmp_path: Path, io: str
+) -> None:
+    """A queue's thread serves what is already posted before it waits for a kick."""
+    made = make_rig(tmp_path, engine=f"fast:{io}", threaded=True)
+    try:
+        made.kernel.send(RequestType.SET_STATUS, status=0)
+        made.server.drain_messages()
+        made.driver.request(Blk.FLUSH)  # while the device is down, and never kicked
+        bring_up(made.driver, BlkProfile().features, made.server.drain_messages)
+        deadline = time.monotonic() + 5
+        done = made.driver.completions()
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.001)
+            done = made.driver.completions()
+        assert [c.status for c in done] == [BlkStatus.OK]
+    finally:
+        made.close()
 
 
 def test_random_descriptor_chains_never_crash_and_always_complete(rig: Rig) -> None:
@@ -365,12 +384,11 @@ def test_bad_discard_ranges_fail_and_touch_nothing(
 def test_growing_the_backing_serves_and_announces_the_new_capacity(rig: Rig) -> None:
     [done] = rig.roundtrip(Blk.IN, sector=DISK // SECTOR_SIZE, in_len=SECTOR_SIZE)
     assert done.status == BlkStatus.IOERR
-    handler = rig.server.handler
-    assert grow(handler.backend, handler, rig.engine, rig.kernel) == DISK  # not grown yet
+    assert grow(rig.backend, rig.engine, rig.kernel) == DISK  # not grown yet
     assert rig.kernel.config_interrupts == 0
     with open(rig.backing, "ab") as backing:
         backing.write(b"\x77" * DISK)
-    assert grow(handler.backend, handler, rig.engine, rig.kernel) == 2 * DISK
+    assert grow(rig.backend, rig.engine, rig.kernel) == 2 * DISK
     assert struct.unpack_from("<Q", rig.kernel.config, 0) == (2 * DISK // SECTOR_SIZE,)
     assert rig.kernel.config_interrupts == 1
     [done] = rig.roundtrip(Blk.IN, sector=DISK // SECTOR_SIZE, in_len=SECTOR_SIZE)

@@ -1,4 +1,4 @@
-"""The C fast path against the Python reference ring, and the features only it exercises.
+"""The C fast path against the Python reference engine, and the features only it exercises.
 
 The differential test posts the same hostile descriptor chains to a Python-served and
 a C-served fake device and requires identical results: used ring, guest memory, backing
@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from csi_vduse.dataplane.blk.backend import FileBackend
-from csi_vduse.dataplane.blk.handler import BlkHandler
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
 from csi_vduse.dataplane.server import Server
@@ -210,7 +209,7 @@ def test_without_event_idx_no_interrupt_flag_is_honoured(tmp_path: Path) -> None
 
 
 def test_unmapping_drops_exactly_the_stale_ranges(fast: Rig) -> None:
-    assert fast.engine is not None
+    assert isinstance(fast.engine, FastEngine)
     fast.roundtrip(Blk.IN, sector=0, in_len=SECTOR_SIZE)
     queue = fast.engine.queues[0]
     assert queue.q.nmaps == 2  # the data region and the ring region
@@ -226,7 +225,7 @@ def test_a_broken_ring_stops_only_that_queue_and_keeps_the_device_answering(fast
     struct.pack_into("<H", fast.driver.mem, fast.driver.avail + 2, QUEUE_SIZE + 1)
     fast.driver.kick()
     fast.serve()
-    assert fast.engine is not None and fast.engine.queues[0].broken
+    assert isinstance(fast.engine, FastEngine) and fast.engine.queues[0].broken
     fast.kernel.send(RequestType.GET_VQ_STATE, vq_index=0)
     fast.serve()
     assert fast.kernel.responses[-1].avail_index == 0
@@ -245,8 +244,7 @@ def test_backing_errors_fail_that_request_only(tmp_path: Path) -> None:
         threaded=False,
     )
     session = VduseSession(kernel, 1, profile.features, profile.required, engine)
-    backend = FileBackend(Path("/dev/full"), readonly=False)
-    server = Server(kernel, session, BlkHandler(backend, serial=b"x", readonly=False))
+    server = Server(kernel, session)
     driver = FakeDriver(kernel)
     bring_up(driver, profile.features, server.drain_messages)
     try:
@@ -263,7 +261,6 @@ def test_backing_errors_fail_that_request_only(tmp_path: Path) -> None:
         server.close()
         driver.close()
         os.close(full)
-        backend.close()
         kernel.close()
 
 
@@ -280,7 +277,7 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
         devfd=-1, irqfd=kernel.irqfd, io=io, async_min=0,
     )  # fmt: skip
     session = VduseSession(kernel, 2, profile.features, profile.required, engine)
-    server = Server(kernel, session, BlkHandler(backend, serial=b"x", readonly=False))
+    server = Server(kernel, session)
     drivers = [FakeDriver(kernel, queue=i) for i in range(2)]
     bring_up(drivers[0], profile.features, server.drain_messages, others=(drivers[1],))
     lock = threading.Lock()
@@ -333,7 +330,7 @@ def test_direct_io_takes_aligned_transfers_and_stays_coherent_with_buffered_ones
 ) -> None:
     made = make_rig(tmp_path, engine="fast", direct=True)
     try:
-        assert made.engine is not None
+        assert isinstance(made.engine, FastEngine)
         if made.engine.target.direct_fd < 0:
             pytest.skip("this filesystem cannot serve O_DIRECT asynchronously")
         page, small = os.urandom(4096), os.urandom(SECTOR_SIZE)

@@ -51,7 +51,7 @@ def test_volume_is_sparse_and_listed_oldest_first(pool: Pool) -> None:
     path = pool.backing_path(first.volume_id)
     assert os.stat(path).st_size == 64 * MiB
     assert allocated(path) < MiB
-    assert [v.volume_id for v in pool.volumes_list()] == [first.volume_id, second.volume_id]
+    assert [v.volume_id for v in pool.volume_records()] == [first.volume_id, second.volume_id]
     assert pool.volume(second.volume_id) == second
 
 
@@ -87,7 +87,7 @@ def test_a_source_larger_than_the_new_volume_is_refused_without_leftovers(pool: 
     with pytest.raises(PoolError) as refused:
         pool.create_volume("small", 32 * MiB, {}, source_volume_id=volume.volume_id)
     assert refused.value.errno == errno.EFBIG
-    assert [v.name for v in pool.volumes_list()] == ["big"]
+    assert [v.name for v in pool.volume_records()] == ["big"]
     assert sorted(p.name for p in pool.volumes.iterdir()) == sorted(
         [f"{volume.volume_id}.img", f"{volume.volume_id}.json"]
     )

@@ -14,6 +14,9 @@ import pytest
 
 from csi_vduse.csi.capabilities import CONTROLLER
 from csi_vduse.csi.proto import pb
+from csi_vduse.csi.server import ServeOptions, build
+from csi_vduse.pool import ids
+from csi_vduse.volumes.records import NodeVolume, NodeVolumeStore
 from tests.driver import Driver, mount_capability
 
 Expand = pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME
@@ -119,3 +122,24 @@ def test_node_info_reports_topology_and_volume_limit(tmp_path: Path) -> None:
         driver.stop()
     assert info.node_id == "node-7" and info.max_volumes_per_node == 12
     assert dict(info.accessible_topology.segments) == {"topology.vduse.csi/node": "node-7"}
+
+
+def test_build_assembles_one_device_manager_and_leaves_recovery_to_the_caller(
+    tmp_path: Path,
+) -> None:
+    """An unfinished stage stays recorded until ``recover``, which ``serve`` runs."""
+    state = tmp_path / "state"
+    options = ServeOptions(
+        endpoint=f"unix://{tmp_path}/csi.sock", node_id="node-1", state_dir=state,
+        pool_dir=tmp_path / "pool", controller=True, driver_name="csi.vduse.dev",
+    )  # fmt: skip
+    store = NodeVolumeStore(state)
+    volume_id = ids.volume_id_for("pvc-1")
+    store.save(NodeVolume(volume_id, str(tmp_path / "staging"), True, "", [], 1, False))
+    plugin = build(options)
+    try:
+        assert plugin.volumes is not None and plugin.volumes.devices is plugin.devices
+        assert plugin.devices.store.root == state
+        assert [v.volume_id for v in store.records()] == [volume_id]  # build touched nothing
+    finally:
+        plugin.server.stop(None)

@@ -12,7 +12,7 @@ import pytest
 
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices.errors import DeviceError
-from csi_vduse.devices.state import DeviceRecord, StateStore, default_state_dir
+from csi_vduse.devices.state import DeviceRecord, DeviceState, StateStore, default_state_dir
 
 # Tries to take the lock without blocking; prints "locked" or "busy".
 _TRY_LOCK = textwrap.dedent(
@@ -81,7 +81,7 @@ def test_save_replaces_an_earlier_record_and_leaves_no_tmp_file(tmp_path: Path) 
     store.save(_record("vol-1", state="running"))
     loaded = store.load("vol-1")
     assert loaded is not None
-    assert loaded.state == "running"
+    assert loaded.state == "running" and loaded.state is DeviceState.RUNNING
     assert sorted(p.name for p in (tmp_path / "devices").iterdir()) == ["vol-1.json"]
 
 

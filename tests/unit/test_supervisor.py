@@ -19,7 +19,7 @@ from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId, start_time
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
 from csi_vduse.devices.manager import DeviceManager
-from csi_vduse.devices.state import DeviceRecord
+from csi_vduse.devices.state import DeviceRecord, DeviceState
 from csi_vduse.devices.status import DeviceStatus
 from csi_vduse.devices.supervisor import BACKOFF_SECONDS, STABLE_SECONDS, Supervisor
 
@@ -40,7 +40,7 @@ class Machine:
             backing="/pool/a.img",
             size=1 << 20,
             profile=BlkProfile(),
-            state="running",
+            state=DeviceState.RUNNING,
             pid=os.getpid(),
             pid_start_time=start_time(os.getpid()),
         )

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from csi_vduse.dataplane.blk.backend import FileBackend
-from csi_vduse.dataplane.blk.handler import BlkHandler
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
 from csi_vduse.dataplane.inflight_log import (
@@ -74,7 +73,7 @@ def start(
         async_min=None if io in (None, "none") else 0,
     )  # fmt: skip
     session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
-    server = Server(kernel, session, BlkHandler(backend, serial=b"serial-0", readonly=False))
+    server = Server(kernel, session)
     return Dataplane(session, server, engine, log, backend)
 
 

@@ -7,7 +7,7 @@ from enum import IntEnum, IntFlag
 
 import pytest
 
-from csi_vduse.dataplane.blk.handler import WRITE_ZEROES_UNMAP
+from csi_vduse.dataplane.reference.handler import WRITE_ZEROES_UNMAP
 from csi_vduse.vduse import messages
 from csi_vduse.vduse.uapi import ffi, lib
 from csi_vduse.virtio import blk, spec

@@ -1,1 +1,1 @@
-"""The virtio-blk layer: turns descriptor chains into storage operations."""
+"""The virtio-blk device: its profile, its backing file and online growth."""

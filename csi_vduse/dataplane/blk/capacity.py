@@ -11,8 +11,6 @@ import struct
 from typing import Protocol
 
 from csi_vduse.dataplane.blk.backend import FileBackend
-from csi_vduse.dataplane.blk.handler import BlkHandler
-from csi_vduse.dataplane.fast.engine import FastEngine
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkConfig
 
@@ -24,17 +22,21 @@ class ConfigChannel(Protocol):
     def inject_config_irq(self) -> None: ...
 
 
-def grow(
-    backend: FileBackend, handler: BlkHandler, engine: FastEngine | None, node: ConfigChannel
-) -> int:
+class Served(Protocol):
+    """What serves the device's requests, and so owns the capacity they are checked against."""
+
+    @property
+    def capacity(self) -> int: ...
+    def set_capacity(self, capacity: int) -> None: ...
+
+
+def grow(backend: FileBackend, served: Served, node: ConfigChannel) -> int:
     """Serve what the backing holds now, if more than before; returns the capacity."""
     capacity = backend.current_size() // SECTOR_SIZE * SECTOR_SIZE
-    if capacity <= handler.capacity:
-        log.info("backing not grown (%d bytes); capacity stays %d", capacity, handler.capacity)
-        return handler.capacity
-    handler.capacity = capacity
-    if engine is not None:
-        engine.set_capacity(capacity)
+    if capacity <= served.capacity:
+        log.info("backing not grown (%d bytes); capacity stays %d", capacity, served.capacity)
+        return served.capacity
+    served.set_capacity(capacity)
     try:
         node.set_config(BlkConfig.CAPACITY_OFFSET, struct.pack("<Q", capacity // SECTOR_SIZE))
         node.inject_config_irq()

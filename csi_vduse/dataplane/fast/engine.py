@@ -30,7 +30,7 @@ from csi_vduse.dataplane.blk.profile import MAX_ZERO_RANGES
 from csi_vduse.dataplane.fast._ring import ffi, lib
 from csi_vduse.dataplane.inflight_log import FLAGS_PER_QUEUE, InflightLog
 from csi_vduse.dataplane.stats import StatsFile
-from csi_vduse.dataplane.virtio.split_ring import RingError
+from csi_vduse.dataplane.virtio.queues import RingError
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
 from csi_vduse.virtio.blk import ID_BYTES
@@ -420,6 +420,11 @@ class FastEngine:
         finally:
             for queue in self.queues.values():
                 queue.resume()
+
+    @property
+    def capacity(self) -> int:
+        """The bytes served: the target's, which ``set_capacity`` changes."""
+        return self.target.capacity
 
     def set_capacity(self, capacity: int) -> None:
         """Serve ``capacity`` bytes from now on; the queues are paused while it changes."""

@@ -1,1 +1,1 @@
-"""The virtio device layer: IOTLB mappings, split virtqueues, VDUSE control messages."""
+"""The virtio device layer: VDUSE control messages, and the contract with what serves queues."""

@@ -1,9 +1,9 @@
-"""Answers a VDUSE device's control messages and owns its virtqueues.
+"""Answers a VDUSE device's control messages and hands its virtqueues to a queue engine.
 
 SET_STATUS drives the virtio lifecycle: FEATURES_OK is refused unless the driver
-accepted what this device needs; DRIVER_OK enables the rings (VQ_GET_INFO, kick
-eventfd, ring mappings); status 0 is a reset, after which the kernel has already
-forgotten ring addresses and kick fds. UPDATE_IOTLB drops stale mappings.
+accepted what this device needs; DRIVER_OK hands the ready rings (VQ_GET_INFO, a new
+kick eventfd) to the engine; status 0 is a reset, after which the kernel has already
+forgotten ring addresses and kick fds. UPDATE_IOTLB makes the engine drop stale mappings.
 
 With a status log (the in-flight log), every status change is recorded before the
 driver hears of it, so ``resume`` can take over a device whose previous dataplane died:
@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Protocol
 
-from csi_vduse.dataplane.virtio.iotlb import Iotlb
-from csi_vduse.dataplane.virtio.split_ring import RingAddresses, RingError, SplitQueue
+from csi_vduse.dataplane.virtio.queues import QueueEngine, RingError
 from csi_vduse.vduse import VduseError
 from csi_vduse.vduse.messages import Request, RequestType, Response
-from csi_vduse.vduse.node import IotlbEntry, VqInfo
+from csi_vduse.vduse.node import VqInfo
 from csi_vduse.virtio.blk import BlkFeature
-from csi_vduse.virtio.spec import Feature, Status, bit, feature_names
+from csi_vduse.virtio.spec import Feature, Status, feature_names
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +32,6 @@ class DeviceControl(Protocol):
     def features(self) -> int: ...
     def vq_info(self, index: int) -> VqInfo: ...
     def vq_setup_kickfd(self, index: int, fd: int) -> None: ...
-    def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]: ...
-
-
-class QueueEngine(Protocol):
-    """Serves enabled queues somewhere other than the Python ring (the C fast path)."""
-
-    def start_queue(
-        self, info: VqInfo, kickfd: int, features: int, *, resume: bool = False
-    ) -> None: ...
-    def last_avail(self, index: int) -> int | None: ...
-    def packed_state(self, index: int) -> tuple[int, int] | None: ...
-    def invalidate(self, start: int, last: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 class StatusLog(Protocol):
@@ -64,16 +49,10 @@ class ResumeError(Exception):
     """The device cannot be taken over from where the previous dataplane left it."""
 
 
-@dataclass
-class ActiveQueue:
-    ring: SplitQueue
-    kickfd: int
-
-
 class VduseSession:
     def __init__(
         self, node: DeviceControl, queue_count: int, offered: int, required: int,
-        engine: QueueEngine | None = None, *, status_log: StatusLog | None = None,
+        engine: QueueEngine, *, status_log: StatusLog | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self.engine = engine
@@ -83,8 +62,6 @@ class VduseSession:
         self.required = required
         self.status = 0
         self.features = 0
-        self.iotlb = Iotlb(node)
-        self.queues: dict[int, ActiveQueue] = {}
 
     @property
     def running(self) -> bool:
@@ -92,21 +69,15 @@ class VduseSession:
 
     def handle(self, request: Request) -> Response:
         if request.type == RequestType.GET_VQ_STATE:
-            queue = self.queues.get(request.vq_index)
-            avail = queue.ring.last_avail if queue else 0
-            packed = None
-            if self.engine is not None:
-                avail = self.engine.last_avail(request.vq_index) or 0
-                packed = self.engine.packed_state(request.vq_index)
+            avail = self.engine.last_avail(request.vq_index) or 0
+            packed = self.engine.packed_state(request.vq_index)
             return Response(
                 request.request_id, vq_index=request.vq_index, avail_index=avail, packed=packed
             )
         if request.type == RequestType.SET_STATUS:
             return Response(request.request_id, ok=self._set_status(request.status))
         if request.type == RequestType.UPDATE_IOTLB:
-            self.iotlb.invalidate(request.iova_start, request.iova_last)
-            if self.engine is not None:
-                self.engine.invalidate(request.iova_start, request.iova_last)
+            self.engine.invalidate(request.iova_start, request.iova_last)
             return Response(request.request_id)
         log.warning("unknown VDUSE request type %d", request.type)
         return Response(request.request_id, ok=False)
@@ -130,8 +101,6 @@ class VduseSession:
         """Take over from a predecessor; False when the log shows nothing to take over."""
         if self.status_log is None or not self.status_log.status:
             return False
-        if self.engine is None:
-            raise ResumeError("only the fast engine keeps the in-flight log it resumes from")
         status = self.status_log.status
         if status & Status.FEATURES_OK:
             features = self.node.features()
@@ -173,18 +142,7 @@ class VduseSession:
                 kickfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 try:
                     self.node.vq_setup_kickfd(index, kickfd)
-                    if self.engine is not None:
-                        self.engine.start_queue(info, kickfd, self.features, resume=resume)
-                    elif self.features & bit(Feature.RING_PACKED):
-                        raise RingError("the reference ring serves split virtqueues only")
-                    else:
-                        addresses = RingAddresses(
-                            info.num, info.desc_addr, info.driver_addr, info.device_addr
-                        )
-                        ring = SplitQueue(
-                            index, addresses, self.iotlb, info.avail_index, self.features
-                        )
-                        self.queues[index] = ActiveQueue(ring, kickfd)
+                    self.engine.start_queue(info, kickfd, self.features, resume=resume)
                 except BaseException:
                     os.close(kickfd)
                     raise
@@ -201,7 +159,7 @@ class VduseSession:
         return True
 
     def reset(self) -> None:
-        """Forget rings, kick fds and mappings, as the kernel already has."""
+        """Forget rings, kick fds and mappings (the engine's), as the kernel already has."""
         self.close()
         if self.status_log is not None:
             self.status_log.reset()
@@ -212,9 +170,4 @@ class VduseSession:
 
     def close(self) -> None:
         """Stop serving, leaving the device and the log for a successor to take over."""
-        if self.engine is not None:
-            self.engine.stop()
-        for queue in self.queues.values():
-            os.close(queue.kickfd)
-        self.queues.clear()
-        self.iotlb.clear()
+        self.engine.stop()

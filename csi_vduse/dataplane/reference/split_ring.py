@@ -12,16 +12,13 @@ import mmap
 import struct
 from dataclasses import dataclass, field
 
-from csi_vduse.dataplane.virtio.iotlb import Iotlb, IotlbError
+from csi_vduse.dataplane.reference.iotlb import Iotlb, IotlbError
+from csi_vduse.dataplane.virtio.queues import RingError
 from csi_vduse.virtio.spec import DescFlag, Feature, bit
 
 DESC = struct.Struct("<QIHH")
 U16 = struct.Struct("<H")
 USED_ELEM = struct.Struct("<II")
-
-
-class RingError(Exception):
-    """The driver broke the ring protocol (an index out of range, say)."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from csi_vduse.dataplane.blk.backend import FileBackend
 from csi_vduse.dataplane.blk.profile import MAX_ZERO_RANGES
-from csi_vduse.dataplane.virtio.split_ring import Chain
+from csi_vduse.dataplane.reference.split_ring import Chain
 from csi_vduse.virtio.blk import ID_BYTES, REQUEST_HEADER, SECTOR_SIZE, BlkStatus, RequestType
 
 log = logging.getLogger(__name__)
