@@ -40,11 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         report_ready(args.ready_fd, str(exc))
         return 1
     profile = args.profile
-    if args.engine != "fast":
-        # The Python ring is the tests' oracle (csi_vduse.dataplane.reference), not served.
-        log.error("cannot start: only the fast engine serves devices")
-        report_ready(args.ready_fd, "only the fast engine serves devices")
-        return 1
     serial = args.serial.encode()
     writable = not profile.readonly
     stats = None
@@ -92,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     report_ready(args.ready_fd)
     log_start_up(dataplane.STARTED, imported, set_up, took_over, ready)
     log.info(
-        "serving %s from %s (%d bytes%s, %s engine%s)",
+        "serving %s from %s (%d bytes%s%s)",
         args.name,
         args.backing,
         backend.size,
         ", read-only" if profile.readonly else "",
-        args.engine,
         ", taken over from a predecessor" if resumed else "",
     )
     try:

@@ -5,8 +5,8 @@ version number catches a driver and a dataplane from different releases.
 **Start.** The driver runs ``python -m csi_vduse.dataplane`` with ``DataplaneArgs.argv()``:
 ``--protocol``, the device's ``--name`` (a VDUSE device it has created and set up), the
 ``--backing``'s name (for its messages only), the device it serves (``BlkProfile``: ``--queues``,
-``--queue-size``, ``--block-size``, ``--readonly``, ``--packed``), the ``--serial`` that
-GET_ID answers and the ``--engine``. The dataplane runs unprivileged and opens nothing:
+``--queue-size``, ``--block-size``, ``--readonly``, ``--packed``) and the ``--serial`` that
+GET_ID answers. The dataplane runs unprivileged and opens nothing:
 every file is an inherited descriptor whose number its argv names: ``--device-fd``
 (``/dev/vduse/NAME``), ``--backing-fd`` (opened as ``open_flags`` says), and optionally
 ``--direct-fd`` (the backing again, with O_DIRECT), ``--stats-fd``, ``--inflight-fd`` and
@@ -45,7 +45,7 @@ The launcher exits when the driver closes the socket; its children run on. They 
 it with any change to the arguments, the messages or the signals that an older or newer
 peer would misread or refuse; the stats file and the in-flight log carry their own layout
 versions. (History: 1 readiness, 2 SIGHUP growth, 3 stats, 4 in-flight log, 5 descriptors
-only, 6 O_DIRECT, 7 the launcher, 8 the block size.)
+only, 6 O_DIRECT, 7 the launcher, 8 the block size, and no ``--engine``.)
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ class DataplaneArgs:
     profile: BlkProfile = field(default_factory=BlkProfile)  # the device it serves
     serial: str = ""
     ready_fd: int | None = None
-    engine: str = "fast"  # "python": the reference ring, for debugging and comparison
     stats: Path | None = None  # the shared counters file; None keeps no counters
     inflight_log: Path | None = None  # None: a dataplane that dies cannot be replaced
     device_fd: int = -1  # /dev/vduse/NAME, O_RDWR | O_NONBLOCK
@@ -111,7 +110,6 @@ class DataplaneArgs:
             "--queue-size", str(profile.queue_size),
             "--block-size", str(profile.block_size),
             "--serial", self.serial,
-            "--engine", self.engine,
         ]  # fmt: skip
         if self.stats_fd is not None:
             argv += ["--stats-fd", str(self.stats_fd)]
@@ -142,7 +140,6 @@ class DataplaneArgs:
         parser.add_argument("--block-size", type=int, default=SECTOR_SIZE, help="logical block")
         parser.add_argument("--serial", default="", help="GET_ID answer (20 bytes at most)")
         parser.add_argument("--ready-fd", type=int, default=None)
-        parser.add_argument("--engine", choices=["fast", "python"], default="fast")
         parser.add_argument("--stats-fd", type=int, default=None, help="I/O counters file")
         parser.add_argument(
             "--inflight-fd", type=int, default=None, help="progress log, for taking over"
@@ -160,7 +157,7 @@ class DataplaneArgs:
             parser.error(str(exc))
         return cls(
             name=ns.name, backing=ns.backing, profile=profile, serial=ns.serial,
-            ready_fd=ns.ready_fd, engine=ns.engine, device_fd=ns.device_fd,
+            ready_fd=ns.ready_fd, device_fd=ns.device_fd,
             backing_fd=ns.backing_fd, stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
             direct_fd=ns.direct_fd,
         )  # fmt: skip

@@ -89,26 +89,3 @@ def test_the_dataplane_serves_although_its_starter_died_before_readiness(
         os.close(device_fd)
     assert status == 0
     assert FakeServer.served
-
-
-def test_the_python_reference_engine_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The Python ring is the differential tests' oracle; only the C engine serves."""
-    backing = tmp_path / "disk.img"
-    backing.write_bytes(bytes(1 << 20))
-    monkeypatch.setattr(entry, "DeviceNode", FakeNode)
-    backing_fd = os.open(backing, os.O_RDWR)
-    device_fd = os.open(os.devnull, os.O_RDWR)
-    try:
-        status = entry.main([
-            "--protocol", str(PROTOCOL_VERSION), "--name", "vol-python",
-            "--backing", str(backing), "--backing-fd", str(backing_fd),
-            "--device-fd", str(device_fd), "--engine", "python",
-            "--ready-fd", str(closed_pipe()),
-        ])  # fmt: skip
-    finally:
-        os.close(device_fd)
-        os.close(backing_fd)  # the dataplane exits at once; here the test must close it
-    assert status == 1
-    assert "only the fast engine serves devices" in caplog.text

@@ -63,3 +63,16 @@ def test_the_dataplane_imports_nothing_of_the_control_plane() -> None:
         and module != "csi_vduse"  # ``from csi_vduse import dataplane``
     }
     assert crossings == set()
+
+
+def test_the_reference_ring_is_out_of_the_serving_path() -> None:
+    """The Python ring is the differential tests' oracle: no module outside it imports it."""
+    reference = DATAPLANE / "reference"
+    users = {
+        f"{path.relative_to(PACKAGE)}: {module}"
+        for path in PACKAGE.rglob("*.py")
+        if not path.is_relative_to(reference)
+        for module in imports(path)
+        if within(module, "csi_vduse.dataplane.reference")
+    }
+    assert users == set()
