@@ -9,6 +9,8 @@
  *    Reads and writes move all io->len bytes or fail: short transfers are the backend's
  *    to continue.
  *  - A queued operation's iovecs stay valid until it is reaped; the caller keeps them.
+ *  - Any operation may be offered for queueing. A DISCARD or WRITE_ZEROES request of several
+ *    ranges arrives as one operation per range, each with may_queue 0.
  *  - submit() starts everything queued since the last call (it may batch until then).
  *  - fd() is readable whenever reap() may have something; -1 if it never has.
  *  - One backend object serves one queue, from that queue's thread only.

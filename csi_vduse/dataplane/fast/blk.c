@@ -2,8 +2,9 @@
  * virtio-blk requests (virtio 1.x, 5.2.6): a header {type, ioprio, sector} in the
  * device-readable buffers, data, and a status byte at the end of the device-writable ones.
  * Every request is checked against the device (sector range, read-only, supported
- * commands, range counts) before anything reaches the backend. Reads and writes may stay in
- * flight on the backend when the ring allows it (`head` >= 0); the rest complete here.
+ * commands, range counts) before anything reaches the backend. Where the ring allows it
+ * (`head` >= 0), a request may stay in flight on the backend if the backend queues it (the
+ * file backend queues reads and writes); the rest complete here.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -54,52 +55,69 @@ static int hold_iov(struct dp_slot *s, struct dp_io *io)
     return 1;
 }
 
-/* Start a read or write: 1 when the backend queued it for `head`, else 0 with *res set. */
-static int transfer(struct dp_queue *q, int head, struct dp_io *io, uint8_t *status, int op,
-                    int64_t *res)
+/* A discard is a hint: a backing that cannot deallocate has done its part. */
+static int64_t settle(const struct dp_io *io, int64_t res)
+{
+    if (io->op == DP_IO_DISCARD && (res == -EOPNOTSUPP || res == -EINVAL))
+        return 0;
+    return res;
+}
+
+/*
+ * Do `io` for the request whose status byte is `status`. With `head` >= 0 on a queue that
+ * keeps requests in flight, the backend may queue it: then this returns 1 and
+ * dp_blk_finish completes it, reporting `written` on success. Otherwise it is done here:
+ * 0, with *res set.
+ */
+static int start(struct dp_queue *q, int head, struct dp_io *io, uint8_t *status, int op,
+                 uint32_t written, int64_t *res)
 {
     struct dp_backend *b = q->backend;
-    struct dp_slot *s = head >= 0 && q->slots && io->len ? &q->slots[head] : NULL;
-    if (s && !hold_iov(s, io))
+    struct dp_slot *s = head >= 0 && q->slots ? &q->slots[head] : NULL;
+    if (s && io->niov && !hold_iov(s, io))
         s = NULL;
     io->tag = (uint64_t)head;
-    if (b->ops->start(b, io, s != NULL, res) != DP_IO_QUEUED)
+    if (b->ops->start(b, io, s != NULL, res) != DP_IO_QUEUED) {
+        *res = settle(io, *res);
         return 0;
+    }
     s->status = status;
-    s->write = io->op == DP_IO_WRITE;
+    s->io_op = io->op;
     s->op = op;
     s->bytes = io->len;
-    s->written = s->write ? 1 : used_length(io->len);
+    s->written = written;
     s->busy = 1;
     q->inflight++;
     return 1;
 }
 
-static int64_t now(struct dp_queue *q, struct dp_io *io)
-{
-    int64_t res;
-    q->backend->ops->start(q->backend, io, 0, &res);
-    return res;
-}
-
-/* DISCARD and WRITE_ZEROES: all ranges are checked before any is acted on. */
-static uint8_t zero_ranges(struct dp_queue *q, struct dp_chain *c, uint32_t type)
+/*
+ * DISCARD and WRITE_ZEROES: all ranges are checked before any is acted on. A request of
+ * one range may be queued (returns 1); several are done here in turn. *st is the status.
+ */
+static int zero_ranges(struct dp_queue *q, struct dp_chain *c, uint32_t type, int head,
+                       uint8_t *status, uint8_t *st)
 {
     const struct dp_blk *blk = &q->blk;
     struct virtio_blk_discard_write_zeroes r[MAX_RANGES];
+    *st = VIRTIO_BLK_S_UNSUPP;
     if (!blk->can_discard)
-        return VIRTIO_BLK_S_UNSUPP;
+        return 0;
+    *st = VIRTIO_BLK_S_IOERR;
     if (blk->readonly || c->rd_len == 0 || c->rd_len % sizeof *r ||
         c->rd_len / sizeof *r > blk->max_discard_seg || c->rd_len / sizeof *r > MAX_RANGES)
-        return VIRTIO_BLK_S_IOERR;
-    uint32_t count = (uint32_t)(c->rd_len / sizeof *r);
+        return 0;
+    uint32_t count = (uint32_t)(c->rd_len / sizeof *r), work = 0;
     dp_iov_gather(c->rd, c->nrd, (uint8_t *)r, c->rd_len);
     for (uint32_t i = 0; i < count; i++) {
         if (r[i].flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP ||
-            (type == VIRTIO_BLK_T_DISCARD && r[i].flags))
-            return VIRTIO_BLK_S_UNSUPP;
+            (type == VIRTIO_BLK_T_DISCARD && r[i].flags)) {
+            *st = VIRTIO_BLK_S_UNSUPP;
+            return 0;
+        }
         if (!in_range(blk, r[i].sector, (uint64_t)r[i].num_sectors * SECTOR))
-            return VIRTIO_BLK_S_IOERR;
+            return 0;
+        work += r[i].num_sectors != 0;
     }
     for (uint32_t i = 0; i < count; i++) {
         if (!r[i].num_sectors)
@@ -110,12 +128,14 @@ static uint8_t zero_ranges(struct dp_queue *q, struct dp_chain *c, uint32_t type
             .len = (uint64_t)r[i].num_sectors * SECTOR,
             .unmap = !!(r[i].flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP),
         };
-        int64_t rc = now(q, &io);
-        /* A discard is a hint: a backing that cannot deallocate has done its part. */
-        if (rc < 0 && !(type == VIRTIO_BLK_T_DISCARD && (rc == -EOPNOTSUPP || rc == -EINVAL)))
-            return VIRTIO_BLK_S_IOERR;
+        int64_t res;
+        if (start(q, work == 1 ? head : -1, &io, status, c->out.op, 1, &res))
+            return 1;
+        if (res < 0)
+            return 0;
     }
-    return VIRTIO_BLK_S_OK;
+    *st = VIRTIO_BLK_S_OK;
+    return 0;
 }
 
 int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *used)
@@ -151,7 +171,7 @@ int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *use
         }
         struct dp_io io = {.op = DP_IO_READ, .iov = c->wr, .niov = c->nwr,
                            .off = sector * SECTOR, .len = in_len};
-        if (transfer(q, head, &io, status, c->out.op, &res))
+        if (start(q, head, &io, status, c->out.op, used_length(in_len), &res))
             return 1;
         if (res < 0) {
             st = VIRTIO_BLK_S_IOERR;
@@ -169,7 +189,7 @@ int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *use
         }
         struct dp_io io = {.op = DP_IO_WRITE, .iov = c->rd, .niov = c->nrd,
                            .off = sector * SECTOR, .len = c->rd_len};
-        if (transfer(q, head, &io, status, c->out.op, &res))
+        if (start(q, head, &io, status, c->out.op, 1, &res))
             return 1;
         if (res < 0)
             st = VIRTIO_BLK_S_IOERR;
@@ -180,9 +200,13 @@ int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *use
     case VIRTIO_BLK_T_FLUSH: {
         c->out.op = DP_ST_FLUSH;
         struct dp_io io = {.op = DP_IO_FLUSH};
-        if (!blk->can_flush)
+        if (!blk->can_flush) {
             st = VIRTIO_BLK_S_UNSUPP;
-        else if (now(q, &io) < 0)
+            break;
+        }
+        if (start(q, head, &io, status, c->out.op, 1, &res))
+            return 1;
+        if (res < 0)
             st = VIRTIO_BLK_S_IOERR;
         break;
     }
@@ -196,7 +220,8 @@ int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *use
     case VIRTIO_BLK_T_DISCARD:
     case VIRTIO_BLK_T_WRITE_ZEROES:
         c->out.op = type == VIRTIO_BLK_T_DISCARD ? DP_ST_DISCARD : DP_ST_WRITE_ZEROES;
-        st = zero_ranges(q, c, type);
+        if (zero_ranges(q, c, type, head, status, &st))
+            return 1;
         break;
     default:
         st = VIRTIO_BLK_S_UNSUPP;
@@ -211,14 +236,15 @@ int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *use
 
 uint32_t dp_blk_finish(struct dp_queue *q, struct dp_slot *s, int64_t res, struct dp_outcome *o)
 {
-    uint8_t st = res < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+    struct dp_io io = {.op = s->io_op};
+    uint8_t st = settle(&io, res) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
     *s->status = st;
     if (st == VIRTIO_BLK_S_IOERR)
         q->errors++;
     *o = (struct dp_outcome){.op = s->op, .status = st};
-    if (st == VIRTIO_BLK_S_OK && s->write)
-        o->bytes_written = s->bytes;
-    else if (st == VIRTIO_BLK_S_OK)
+    if (st == VIRTIO_BLK_S_OK && s->io_op == DP_IO_READ)
         o->bytes_read = s->bytes;
+    else if (st == VIRTIO_BLK_S_OK && s->io_op == DP_IO_WRITE)
+        o->bytes_written = s->bytes;
     return st == VIRTIO_BLK_S_OK ? s->written : 1;
 }

@@ -10,9 +10,10 @@
  * a head again while its request is in flight, stops the queue (DP_BROKEN); what is in
  * flight completes first, untouched.
  *
- * On split rings, reads and writes may stay in flight on the backend: everything taken in
- * one pass over the avail ring is submitted together, and each request is completed when
- * its transfer finishes, in any order. Packed rings serve everything in order.
+ * On split rings, requests may stay in flight on the backend (the file backend queues reads
+ * and writes): everything taken in one pass over the avail ring is submitted together, and
+ * each request is completed when the backend reports it, in any order. Packed rings serve
+ * everything in order.
  *
  * Mappings are owned by Python. An IOVA that is not in the table makes dp_serve return
  * DP_NEED_MAP before any side effect of the request, so the request is simply parsed again

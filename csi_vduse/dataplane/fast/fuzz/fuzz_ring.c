@@ -28,7 +28,10 @@
  *     1   u8  shape     bits 0-3 queue size: 0..10 -> 1 << n; 11..15 -> the sizes a
  *                       VMM should never set: 2048, 32768, 3, 1000, 1025.
  *                       bits 4-5 engine: 0 none, 1 threads, 2 io_uring (threads if
- *                       io_uring is unavailable), 3 none.
+ *                       io_uring is unavailable), 3 queue-all: a backend of the harness
+ *                       that queues every operation offered (flush, discard and write
+ *                       zeroes too, as an asynchronous backend such as librbd would) and
+ *                       completes them last-in first-out when reaped.
  *                       bits 6-7 async thresholds: 0 what dp_file_use_aio chose, 1 all
  *                       reads and writes (as the unit tests run), 2 reads only, 3 writes only
  *     2   u8  log       bit 0 in-flight log attached, 1 resume from it (the log's header
@@ -129,6 +132,66 @@ static struct {
     struct dp_aio *threads, *uring;
     uint8_t *log_page, *stats_page;
 } g;
+
+/*
+ * Engine 3: queues every operation it is offered, does each on the file backend when
+ * reaped, and reports the latest queued first, so completions arrive out of order and
+ * every kind of request stays in flight. Its queued iovecs are the caller's (backend.h):
+ * a transfer after they were released reads freed memory, which ASan reports.
+ */
+struct queue_all {
+    struct dp_backend base;
+    struct dp_file *file;
+    struct dp_io queued[MAX_QUEUE];
+    unsigned n;
+};
+
+static int queue_all_start(struct dp_backend *b, struct dp_io *io, int may_queue, int64_t *res)
+{
+    struct queue_all *qa = (struct queue_all *)b;
+    struct dp_backend *file = dp_file_backend(qa->file);
+    if (!may_queue || qa->n == MAX_QUEUE)
+        return file->ops->start(file, io, 0, res);
+    qa->queued[qa->n++] = *io;
+    return DP_IO_QUEUED;
+}
+
+static void queue_all_submit(struct dp_backend *b)
+{
+}
+
+static unsigned queue_all_reap(struct dp_backend *b, struct dp_io_done *out, unsigned max,
+                               int wait)
+{
+    struct queue_all *qa = (struct queue_all *)b;
+    struct dp_backend *file = dp_file_backend(qa->file);
+    unsigned got = 0;
+    while (got < max && qa->n) {
+        struct dp_io *io = &qa->queued[--qa->n];
+        out[got].tag = io->tag;
+        file->ops->start(file, io, 0, &out[got].res);
+        got++;
+    }
+    return got;
+}
+
+static int queue_all_fd(const struct dp_backend *b)
+{
+    return -1;
+}
+
+static unsigned queue_all_depth(const struct dp_backend *b)
+{
+    return MAX_QUEUE;
+}
+
+static const struct dp_backend_ops queue_all_ops = {
+    .start = queue_all_start,
+    .submit = queue_all_submit,
+    .reap = queue_all_reap,
+    .fd = queue_all_fd,
+    .depth = queue_all_depth,
+};
 
 /* Per input. */
 struct run {
@@ -407,7 +470,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dp_file_init(&file, g.backfd, -1, 4096);
     file.stats = q->stats;
     dp_file_use_aio(&file, aio);
-    int queued = dp_queue_attach(q, dp_file_backend(&file));
+    struct queue_all *qa = NULL;
+    struct dp_backend *backend = dp_file_backend(&file);
+    if (engine == 3) {
+        qa = calloc(1, sizeof *qa);
+        if (!qa)
+            goto out;
+        *qa = (struct queue_all){.base = {&queue_all_ops}, .file = &file};
+        backend = &qa->base;
+    }
+    int queued = dp_queue_attach(q, backend);
     if (queued < 0)
         goto out;
     if (queued && thresholds) {
@@ -436,6 +508,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     serve(&r, MAX_TRIPS);
 out:
     dp_queue_free(q); /* completes what is still in flight first */
+    free(qa);
     free(q);
     for (int i = 0; i < NREGIONS; i++)
         if (r.regions[i].reserve)

@@ -33,7 +33,7 @@ PACKED_USED = 1 << 15  # VRING_PACKED_DESC_F_USED
 UNSUPPORTED = 2  # VIRTIO_BLK_T_SCSI_CMD: a type the device does not serve
 
 WRITE, SERVE, STEP, INVALIDATE, CAPACITY, FILL, DISK = range(7)
-ENGINES = {"none": 0, "threads": 1, "io_uring": 2}
+ENGINES = {"none": 0, "threads": 1, "io_uring": 2, "queue-all": 3}
 THRESHOLDS = {"default": 0, "all": 1, "reads": 2, "writes": 3}
 BAD_SIZES = [2048, 32768, 3, 1000, 1025]
 Segment = tuple[int, int, bool]  # IOVA, length, device-writable
@@ -389,6 +389,19 @@ def seed_split_engine(engine: str, thresholds: str) -> Callable[[], Guest]:
     return make
 
 
+def seed_split_queue_all() -> Guest:
+    """A backend that queues every operation it is offered (as librbd's asynchronous API
+    would): flushes, single-range discards and write zeroes stay in flight with the reads
+    and writes and complete out of order; a multi-range discard is done range by range."""
+    g = Guest(size=32, engine="queue-all", stats=True)
+    q = Split(g)
+    every_type(q)
+    q.request(RequestType.DISCARD, out=ZERO_RANGE.pack(80, 8, 0))
+    q.request(RequestType.WRITE_ZEROES, out=ZERO_RANGE.pack(4096, 8, 0))  # out of range
+    g.serve()
+    return g
+
+
 def seed_split_step() -> Guest:
     """Single dp_serve calls: requests stay in flight across a NEED_MAP round trip while the
     guest posts more, and an invalidation pauses the queue to finish them."""
@@ -603,6 +616,7 @@ SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-split-threads-default-thresholds": seed_split_engine("threads", "default"),
     "seed-split-io-uring": seed_split_engine("io_uring", "all"),
     "seed-split-io-uring-reads-only": seed_split_engine("io_uring", "reads"),
+    "seed-split-queue-all-every-type": seed_split_queue_all,
     "seed-split-step-in-flight-need-map": seed_split_step,
     "seed-split-invalidate-between-passes": seed_split_invalidate,
     "seed-split-capacity-change": seed_split_capacity,
