@@ -4,7 +4,7 @@ The kernel keeps a VDUSE device, its rings and its pending I/O when the dataplan
 but not how far the dataplane got. This file, next to the device's record, holds that:
 the device status the driver last set (with the features it accepted), and per queue the
 ring positions and one flag per descriptor head that is set while the request is being
-served (``struct dp_vqlog`` in ``fast/ring.h``; ring.c keeps it and replays from it).
+served (``struct dp_vqlog`` in ``fast/inflight.h``; the C loop keeps it and replays from it).
 
 Layout, little-endian: a 64-byte header (magic ``CSIVDIFL``, u32 version, u32 queue
 count, u32 block size, u32 device status, u64 features, zero padding), then one block of
@@ -89,7 +89,7 @@ class InflightLog:
         return value
 
     def block(self, index: int) -> Any:
-        """Queue ``index``'s block, as a pointer for ring.c."""
+        """Queue ``index``'s block, as a pointer for the C loop (dp_log_attach)."""
         if not 0 <= index < self.queues:
             raise IndexError(f"queue {index} of {self.queues}")
         return self._base + self._offset(index)

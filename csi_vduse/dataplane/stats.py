@@ -13,7 +13,7 @@ file: no locks, no messages. Layout, all little-endian u64 unless said otherwise
 
 Latency runs from taking the request off the avail ring to writing its status byte.
 Only requests that get a status byte are counted; one whose chain breaks the rules before
-its header is read counts as "other". Only the C engine (ring.c) counts.
+its header is read counts as "other". Only the C engine counts (fast/stats.h).
 """
 
 from __future__ import annotations

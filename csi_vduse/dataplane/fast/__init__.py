@@ -1,1 +1,2 @@
-"""The dataplane's fast path: the per-request loop in C (ring.c), driven from Python."""
+"""The dataplane's fast path: the per-request loop in C (queue.h lists its files), driven
+from Python."""

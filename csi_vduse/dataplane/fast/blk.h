@@ -24,7 +24,8 @@ struct dp_chain;
 struct dp_slot;
 
 /*
- * Serve the request collected in `c`. It completes here, with *used set to what its used
+ * Serve the request collected in `c`, whose status byte was found (c->status_ok: the
+ * ring walkers call this for no other chain). It completes here, with *used set to what its used
  * element reports (the bytes written into it, status included), and returns 0; or, with
  * `head` >= 0 on a queue that keeps requests in flight, it may be queued on the backend:
  * then it returns 1, and dp_blk_finish completes it.

@@ -180,6 +180,12 @@ void dp_raise_interrupt(struct dp_queue *q)
  * rings keep requests in flight. */
 static void complete(struct dp_queue *q, const struct dp_io_done *done)
 {
+    if (done->tag >= q->num || !q->slots[done->tag].busy) {
+        /* A backend's bug, never the guest's: no request is touched for it. */
+        snprintf(q->error, sizeof q->error, "queue %u: the backend completed %llu, not in flight",
+                 q->index, (unsigned long long)done->tag);
+        return;
+    }
     uint16_t head = (uint16_t)done->tag;
     struct dp_slot *s = &q->slots[head];
     struct dp_outcome outcome;
@@ -223,6 +229,10 @@ static void drain(struct dp_queue *q)
 
 static int serve_ring(struct dp_queue *q)
 {
+    if (!q->backend) {
+        dp_refuse(q, "no backend attached");
+        return DP_BROKEN;
+    }
     if (!q->rings_ok) {
         int rc = resolve_rings(q);
         if (rc)

@@ -87,10 +87,10 @@ struct dp_queue {
 int dp_queue_init(struct dp_queue *q);
 /* Completes what is in flight, then frees what dp_queue_init and dp_queue_attach made. */
 void dp_queue_free(struct dp_queue *q);
-/* Serve requests through `backend` (which outlives the queue). Returns 1 when reads and
- * writes may stay in flight on it, 0 when the queue serves everything in order (packed
- * rings, whose in-flight log needs in-order completion; a backend that never queues, or
- * not deep enough for the queue), -ENOMEM. */
+/* Serve requests through `backend` (which outlives the queue); required before the queue
+ * is served. Returns 1 when requests may stay in flight on it, 0 when the queue serves
+ * everything in order (packed rings, whose in-flight log needs in-order completion; a
+ * backend that never queues, or not deep enough for the queue), -ENOMEM. */
 int dp_queue_attach(struct dp_queue *q, struct dp_backend *backend);
 void *dp_mmap(int fd, uint64_t length, uint64_t offset, int writable);
 int dp_munmap(void *host, uint64_t length);
