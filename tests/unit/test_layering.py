@@ -10,6 +10,7 @@ files both sides map (``stats``, ``inflight_log``) and the device both agree on
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "csi_vduse"
@@ -39,40 +40,46 @@ def within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-def test_the_control_plane_imports_only_the_dataplanes_contract() -> None:
-    crossings = {
+def crossings(inside: Path, outside: Path | None, crosses: Callable[[str], bool]) -> set[str]:
+    """``path: module`` for each import by a module under ``inside`` (but not under
+    ``outside``) that ``crosses`` a line."""
+    return {
         f"{path.relative_to(PACKAGE)}: {module}"
-        for path in PACKAGE.rglob("*.py")
-        if not path.is_relative_to(DATAPLANE)
+        for path in inside.rglob("*.py")
+        if outside is None or not path.is_relative_to(outside)
         for module in imports(path)
-        if within(module, "csi_vduse.dataplane")
-        and module != "csi_vduse.dataplane"
-        and not any(within(module, allowed) for allowed in CONTRACT)
+        if crosses(module)
     }
-    assert crossings == set()
+
+
+def test_the_control_plane_imports_only_the_dataplanes_contract() -> None:
+    def crosses(module: str) -> bool:
+        return (
+            within(module, "csi_vduse.dataplane")
+            and module != "csi_vduse.dataplane"
+            and not any(within(module, allowed) for allowed in CONTRACT)
+        )
+
+    assert crossings(PACKAGE, DATAPLANE, crosses) == set()
 
 
 def test_the_dataplane_imports_nothing_of_the_control_plane() -> None:
-    crossings = {
-        f"{path.relative_to(PACKAGE)}: {module}"
-        for path in DATAPLANE.rglob("*.py")
-        for module in imports(path)
-        if within(module, "csi_vduse")
-        and not within(module, "csi_vduse.dataplane")
-        and not any(within(module, shared) for shared in SHARED)
-        and module != "csi_vduse"  # ``from csi_vduse import dataplane``
-    }
-    assert crossings == set()
+    def crosses(module: str) -> bool:
+        return (
+            within(module, "csi_vduse")
+            and not within(module, "csi_vduse.dataplane")
+            and not any(within(module, shared) for shared in SHARED)
+            and module != "csi_vduse"  # ``from csi_vduse import dataplane``
+        )
+
+    assert crossings(DATAPLANE, None, crosses) == set()
 
 
 def test_the_reference_ring_is_out_of_the_serving_path() -> None:
     """The Python ring is the differential tests' oracle: no module outside it imports it."""
     reference = DATAPLANE / "reference"
-    users = {
-        f"{path.relative_to(PACKAGE)}: {module}"
-        for path in PACKAGE.rglob("*.py")
-        if not path.is_relative_to(reference)
-        for module in imports(path)
-        if within(module, "csi_vduse.dataplane.reference")
-    }
-    assert users == set()
+
+    def crosses(module: str) -> bool:
+        return within(module, "csi_vduse.dataplane.reference")
+
+    assert crossings(PACKAGE, reference, crosses) == set()
