@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if not profile.packed:
         engine.aio.prepare(profile.queues, profile.queue_size)
     session = VduseSession(
-        node, profile.queues, profile.features, profile.required, engine, status_log=inflight
-    )
+        node, queue_count=profile.queues, offered=profile.features, required=profile.required,
+        engine=engine, status_log=inflight,
+    )  # fmt: skip
     set_up = time.monotonic()
     try:
         resumed = session.resume()

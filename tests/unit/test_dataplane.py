@@ -121,7 +121,13 @@ def make_rig(
             kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=threaded, stats=stats,
             io=io, async_min=None if io is None else 0,
         )  # fmt: skip
-    session = VduseSession(kernel, 1, profile.features, profile.required, served)
+    session = VduseSession(
+        kernel,
+        queue_count=1,
+        offered=profile.features,
+        required=profile.required,
+        engine=served,
+    )
     server = Server(kernel, session)
     driver = FakeDriver(kernel)
     answers = bring_up(

@@ -72,7 +72,14 @@ def start(
         kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
         async_min=None if io in (None, "none") else 0,
     )  # fmt: skip
-    session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
+    session = VduseSession(
+        kernel,
+        queue_count=1,
+        offered=profile.features,
+        required=profile.required,
+        engine=engine,
+        status_log=log,
+    )
     server = Server(kernel, session)
     return Dataplane(session, server, engine, log, backend)
 

@@ -51,8 +51,8 @@ class ResumeError(Exception):
 
 class VduseSession:
     def __init__(
-        self, node: DeviceControl, queue_count: int, offered: int, required: int,
-        engine: QueueEngine, *, status_log: StatusLog | None = None,
+        self, node: DeviceControl, *, queue_count: int, offered: int, required: int,
+        engine: QueueEngine, status_log: StatusLog | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self.engine = engine
@@ -142,7 +142,9 @@ class VduseSession:
                 kickfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 try:
                     self.node.vq_setup_kickfd(index, kickfd)
-                    self.engine.start_queue(info, kickfd, self.features, resume=resume)
+                    self.engine.start_queue(
+                        info, kickfd=kickfd, features=self.features, resume=resume
+                    )
                 except BaseException:
                     os.close(kickfd)
                     raise
