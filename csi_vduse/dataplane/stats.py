@@ -87,7 +87,7 @@ class StatsFile:
             self.map.close()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VolumeStats:
     """Counters summed over a device's queues."""
 

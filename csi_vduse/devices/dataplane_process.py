@@ -76,7 +76,7 @@ def direct_io_wanted() -> bool:
     return os.environ.get("CSI_VDUSE_DIRECT_IO", "auto") != "off"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProcessId:
     pid: int
     start_time: int
@@ -182,7 +182,7 @@ def find(name: str) -> ProcessId | None:
     """A running dataplane of device ``name`` that no record names: one whose starter died
     before it could record it, which still holds the device node."""
     for pid in pids_of(name):
-        process = ProcessId(pid, start_time(pid) or 0)
+        process = ProcessId(pid=pid, start_time=start_time(pid) or 0)
         if is_running(process):
             return process
     return None
@@ -302,7 +302,7 @@ def _start(
         line = _read_line(ready_r, READY_TIMEOUT)
     finally:
         os.close(ready_r)
-    identity = ProcessId(proc.pid, start_time(proc.pid) or 0)
+    identity = ProcessId(pid=proc.pid, start_time=start_time(proc.pid) or 0)
     report = parse_ready(line) if line else None
     if report is None or not report.get("ready"):
         # The pipe closes as the process exits, a moment before it can be waited for.

@@ -75,7 +75,7 @@ class vdpamsg(genlmsg):  # type: ignore[misc]  # noqa: N801 -- pyroute2 names me
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VdpaDevice:
     name: str
     mgmtdev: str

@@ -19,7 +19,7 @@ from csi_vduse.vduse.uapi import ffi, ioctl, lib
 DEVICE_DIR = Path("/dev/vduse")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VqInfo:
     index: int
     num: int
@@ -33,7 +33,7 @@ class VqInfo:
     packed_used: int = 1 << 15
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IotlbEntry:
     """One IOVA region [start, last] backed by a mappable file at ``offset``."""
 
@@ -124,7 +124,9 @@ class DeviceNode(FdOwner):
         entry.start = iova
         entry.last = iova if last is None else last
         fd = self._ioctl("iotlb get fd", lib.VDUSE_IOTLB_GET_FD, entry)
-        return fd, IotlbEntry(entry.offset, entry.start, entry.last, entry.perm)
+        return fd, IotlbEntry(
+            offset=entry.offset, start=entry.start, last=entry.last, perm=entry.perm
+        )
 
     def set_config(self, offset: int, data: bytes) -> None:
         size = ffi.sizeof("struct vduse_config_data") + len(data)

@@ -73,7 +73,11 @@ class FakeKernel:
         return self.features_acked
 
     def vq_info(self, index: int) -> VqInfo:
-        return self.vqs.get(index, VqInfo(index, 0, 0, 0, 0, 0, False))
+        idle = VqInfo(
+            index=index, num=0, desc_addr=0, driver_addr=0, device_addr=0, avail_index=0,
+            ready=False,
+        )  # fmt: skip
+        return self.vqs.get(index, idle)
 
     def vq_setup_kickfd(self, index: int, fd: int) -> None:
         self.kickfds[index] = fd
@@ -82,7 +86,8 @@ class FakeKernel:
         if iova >= self.memory:  # as DeviceNode reports it
             raise VduseError.from_os_error("iotlb get fd", OSError(errno.EINVAL, "no mapping"))
         start, end = (0, REGION_SPLIT) if iova < REGION_SPLIT else (REGION_SPLIT, self.memory)
-        return os.dup(self.memfd), IotlbEntry(start, start, end - 1, lib.VDUSE_ACCESS_RW)
+        entry = IotlbEntry(offset=start, start=start, last=end - 1, perm=lib.VDUSE_ACCESS_RW)
+        return os.dup(self.memfd), entry
 
     def fileno(self) -> int:
         return self.wakeup
@@ -105,7 +110,7 @@ class FakeKernel:
     # -- the kernel's side of the message protocol ---------------------------------------
 
     def send(self, kind: RequestType, **fields: int) -> None:
-        self.requests.append(Request(kind, self.next_id, **fields))
+        self.requests.append(Request(kind, request_id=self.next_id, **fields))
         self.next_id += 1
 
 
@@ -136,7 +141,10 @@ class FakeDriver:
         self.inflight: dict[int, tuple[int, int, int]] = {}  # head -> (status, data, len)
 
     def enable_queue(self) -> None:
-        info = VqInfo(self.queue, self.size, self.desc, self.avail, self.used, 0, True)
+        info = VqInfo(
+            index=self.queue, num=self.size, desc_addr=self.desc, driver_addr=self.avail,
+            device_addr=self.used, avail_index=0, ready=True,
+        )  # fmt: skip
         self.kernel.vqs[self.queue] = info
 
     def alloc(self, size: int, at: int | None = None) -> int:
@@ -281,8 +289,10 @@ class PackedDriver:
         self.buffers = FakeDriver(kernel, queue, size)  # only for its buffer allocator
 
     def enable_queue(self) -> None:
-        info = VqInfo(self.queue, self.size, self.desc, self.driver_event, self.device_event,
-                      0, True)  # fmt: skip
+        info = VqInfo(
+            index=self.queue, num=self.size, desc_addr=self.desc, driver_addr=self.driver_event,
+            device_addr=self.device_event, avail_index=0, ready=True,
+        )  # fmt: skip
         self.kernel.vqs[self.queue] = info
 
     def set_event(self, flags: int, off_wrap: int = 0) -> None:

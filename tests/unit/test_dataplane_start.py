@@ -36,7 +36,7 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
         time.sleep(0.05)
         with lock:
             running -= 1
-        return ProcessId(1, 1)
+        return ProcessId(pid=1, start_time=1)
 
     monkeypatch.setattr(dataplane_process, "_start", one_start)
     cpus = len(os.sched_getaffinity(0))
@@ -46,7 +46,7 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
             workers.submit(dataplane_process.start, None, Path("log"))  # type: ignore[arg-type]
             for _ in range(burst)
         ]
-    assert [f.result() for f in started] == [ProcessId(1, 1)] * burst
+    assert [f.result() for f in started] == [ProcessId(pid=1, start_time=1)] * burst
     assert peak == cpus
 
 

@@ -100,7 +100,7 @@ def test_get_vq_state_answers_packed_positions_with_their_wrap_counters(rig: Rig
         rig.driver.completions()
     # As many flushes of two descriptors each: once around the ring (the wrap counters
     # start at 1, now 0), then 6 descriptors on.
-    answer = rig.plane.session.handle(Request(RequestType.GET_VQ_STATE, 1, vq_index=0))
+    answer = rig.plane.session.handle(Request(RequestType.GET_VQ_STATE, request_id=1, vq_index=0))
     assert answer.packed == (6, 6)
     raw = answer.encode()
     assert struct.unpack_from("<4H", raw, 28) == (0, 6, 0, 6)
