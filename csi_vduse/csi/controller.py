@@ -175,7 +175,13 @@ class ControllerService:
                     raise not_found(f"source volume {source_volume} does not exist")
                 source_size = volume.capacity
             capacity = capacity_for(capacity_range, at_least=source_size)
-            record = pool.create_volume(name, capacity, own, source_snapshot, source_volume)
+            record = pool.create_volume(
+                name,
+                capacity,
+                own,
+                source_snapshot_id=source_snapshot,
+                source_volume_id=source_volume,
+            )
             return pb.CreateVolumeResponse(volume=self._volume(record))
 
     @rpc
@@ -302,7 +308,7 @@ class ControllerService:
                 return pb.CreateSnapshotResponse(snapshot=self._snapshot(existing))
             if pool.volume(source) is None:
                 raise not_found(f"source volume {source} does not exist")
-            record = pool.create_snapshot(name, source)
+            record = pool.create_snapshot(name, source_volume_id=source)
         return pb.CreateSnapshotResponse(snapshot=self._snapshot(record))
 
     @rpc

@@ -45,7 +45,7 @@ class ServeError(CsiVduseError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServeOptions:
     endpoint: str
     node_id: str

@@ -47,7 +47,7 @@ class StageRequest:
     profile: BlkProfile  # the device to serve the volume; read-only for a read-only stage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Usage:
     total_bytes: int
     available_bytes: int
@@ -330,7 +330,7 @@ class NodeVolumes:
         record = self._at(volume_id, path)
         if record.block:
             size = _device_size(record.device)
-            return record, Usage(size, 0, size)
+            return record, Usage(total_bytes=size, available_bytes=0, used_bytes=size)
         try:
             stats = os.statvfs(path)
         except OSError as exc:
@@ -339,12 +339,12 @@ class NodeVolumes:
         available = stats.f_bavail * stats.f_frsize
         used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
         return record, Usage(
-            total,
-            available,
-            used,
-            stats.f_files,
-            stats.f_favail,
-            stats.f_files - stats.f_ffree,
+            total_bytes=total,
+            available_bytes=available,
+            used_bytes=used,
+            total_inodes=stats.f_files,
+            available_inodes=stats.f_favail,
+            used_inodes=stats.f_files - stats.f_ffree,
         )
 
     def health(self, record: NodeVolume) -> Health:

@@ -61,7 +61,7 @@ def test_snapshot_and_clone_copy_data_and_keep_holes(pool: Pool) -> None:
     with open(pool.backing_path(volume.volume_id), "r+b") as backing:
         backing.seek(40 * MiB)
         backing.write(data)
-    snapshot = pool.create_snapshot("snap", volume.volume_id)
+    snapshot = pool.create_snapshot("snap", source_volume_id=volume.volume_id)
     assert snapshot.size == 64 * MiB and snapshot.method in ("reflink", "sparse-copy")
     # Later writes to the volume do not reach the snapshot.
     with open(pool.backing_path(volume.volume_id), "r+b") as backing:
@@ -102,7 +102,7 @@ def test_missing_sources_are_not_found(pool: Pool) -> None:
             pool.create_volume("x", MiB, {}, **kwargs)
         assert refused.value.errno == errno.ENOENT
     with pytest.raises(PoolError) as refused:
-        pool.create_snapshot("s", ids.volume_id_for("nope"))
+        pool.create_snapshot("s", source_volume_id=ids.volume_id_for("nope"))
     assert refused.value.errno == errno.ENOENT
 
 
@@ -168,6 +168,6 @@ def test_a_record_that_cannot_be_written_leaves_no_data_behind(
         if what == "volume":
             pool.create_volume("new", 8 * MiB, {}, source_volume_id=source.volume_id)
         else:
-            pool.create_snapshot("snap", source.volume_id)
+            pool.create_snapshot("snap", source_volume_id=source.volume_id)
     assert refused.value.errno == errno.ENOSPC
     assert sorted([*pool.volumes.iterdir(), *pool.snapshots.iterdir()]) == before

@@ -39,7 +39,7 @@ BAD_SIZES = [2048, 32768, 3, 1000, 1025]
 Segment = tuple[int, int, bool]  # IOVA, length, device-writable
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Guest:
     """One input: the queue's setup, then what the guest and the engine do, in order."""
 
