@@ -229,7 +229,9 @@ class ControllerService:
     ) -> pb.ListVolumesResponse:
         records = self._pool().volume_records()
         keys = [(r.created_ns, r.volume_id) for r in records]
-        chosen, token = page(records, keys, request.starting_token, request.max_entries)
+        chosen, token = page(
+            records, keys=keys, token=request.starting_token, max_entries=request.max_entries
+        )
         return pb.ListVolumesResponse(
             entries=[pb.ListVolumesResponse.Entry(volume=self._volume(r)) for r in chosen],
             next_token=token,
@@ -331,7 +333,9 @@ class ControllerService:
         if request.source_volume_id:
             records = [r for r in records if r.source_volume_id == request.source_volume_id]
         keys = [(r.created_ns, r.snapshot_id) for r in records]
-        chosen, token = page(records, keys, request.starting_token, request.max_entries)
+        chosen, token = page(
+            records, keys=keys, token=request.starting_token, max_entries=request.max_entries
+        )
         return pb.ListSnapshotsResponse(
             entries=[pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(r)) for r in chosen],
             next_token=token,

@@ -69,7 +69,7 @@ def create(path: Path, queues: int) -> int:
 class StatsFile:
     """The dataplane's side: the file ``create`` made, mapped shared, one block per queue."""
 
-    def __init__(self, fd: int, queues: int) -> None:
+    def __init__(self, fd: int, *, queues: int) -> None:
         """Map the file open at ``fd``, which this takes over."""
         self.queues = queues
         try:

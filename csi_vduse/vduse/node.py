@@ -81,7 +81,7 @@ class DeviceNode(FdOwner):
             except OSError as exc:
                 raise VduseError.from_os_error("open device", exc) from exc
 
-    def vq_setup(self, index: int, max_size: int) -> None:
+    def vq_setup(self, index: int, *, max_size: int) -> None:
         config = ffi.new("struct vduse_vq_config *")
         config.index = index
         config.max_size = max_size
@@ -103,7 +103,7 @@ class DeviceNode(FdOwner):
             packed_used=info.packed.last_used_idx | info.packed.last_used_counter << 15,
         )
 
-    def vq_setup_kickfd(self, index: int, fd: int) -> None:
+    def vq_setup_kickfd(self, index: int, *, fd: int) -> None:
         eventfd = ffi.new("struct vduse_vq_eventfd *")
         eventfd.index = index
         eventfd.fd = fd

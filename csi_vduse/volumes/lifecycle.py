@@ -65,7 +65,7 @@ class Health:
 
 class NodeVolumes:
     def __init__(
-        self, pool: Pool, devices: DeviceManager, store: NodeVolumeStore, max_volumes: int
+        self, pool: Pool, devices: DeviceManager, store: NodeVolumeStore, *, max_volumes: int
     ) -> None:
         self.pool = pool
         self.devices = devices
@@ -194,8 +194,9 @@ class NodeVolumes:
         else:
             fs_type = filesystem.ensure(Path(record.device), record.fs_type)
         mounter.mount_filesystem(
-            Path(record.device), staging, fs_type, record.readonly, record.mount_flags
-        )
+            Path(record.device), staging, fs_type=fs_type, readonly=record.readonly,
+            flags=record.mount_flags,
+        )  # fmt: skip
 
     def _undo_stage(self, record: NodeVolume) -> None:
         try:
@@ -290,10 +291,10 @@ class NodeVolumes:
             if block:
                 assert record.device is not None
                 mounter.be_file(target)
-                mounter.bind(Path(record.device), target, readonly, ())
+                mounter.bind(Path(record.device), target, readonly=readonly, flags=())
             else:
                 mounter.be_directory(target)
-                mounter.bind(staging_path, target, readonly, mount_flags)
+                mounter.bind(staging_path, target, readonly=readonly, flags=mount_flags)
         record.publications[str(target)] = wanted
         self.store.save(record)
 

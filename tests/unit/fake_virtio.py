@@ -79,7 +79,7 @@ class FakeKernel:
         )  # fmt: skip
         return self.vqs.get(index, idle)
 
-    def vq_setup_kickfd(self, index: int, fd: int) -> None:
+    def vq_setup_kickfd(self, index: int, *, fd: int) -> None:
         self.kickfds[index] = fd
 
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]:
@@ -165,7 +165,7 @@ class FakeDriver:
     def set_used_event(self, value: int) -> None:
         struct.pack_into("<H", self.mem, self.avail + 4 + 2 * self.size, value & 0xFFFF)
 
-    def put_desc(self, index: int, addr: int, length: int, flags: int, nxt: int) -> None:
+    def put_desc(self, index: int, *, addr: int, length: int, flags: int, nxt: int) -> None:
         struct.pack_into("<QIHH", self.mem, self.desc + 16 * index, addr, length, flags, nxt)
 
     def post_chain(self, segments: list[tuple[int, int, bool]]) -> int:
@@ -175,7 +175,9 @@ class FakeDriver:
         for i, (addr, length, writable) in enumerate(segments):
             last = i == len(segments) - 1
             flags = (DescFlag.WRITE if writable else 0) | (0 if last else DescFlag.NEXT)
-            self.put_desc(indexes[i], addr, length, flags, 0 if last else indexes[i + 1])
+            self.put_desc(
+                indexes[i], addr=addr, length=length, flags=flags, nxt=0 if last else indexes[i + 1]
+            )
         self.publish(indexes[0])
         return indexes[0]
 
@@ -188,7 +190,7 @@ class FakeDriver:
             struct.pack_into("<QIHH", self.mem, table + 16 * i, addr, length, flags, i + 1)
         head = self.next_desc
         self.next_desc = (self.next_desc + 1) % self.size
-        self.put_desc(head, table, 16 * len(segments), DescFlag.INDIRECT, 0)
+        self.put_desc(head, addr=table, length=16 * len(segments), flags=DescFlag.INDIRECT, nxt=0)
         self.publish(head)
         return head
 

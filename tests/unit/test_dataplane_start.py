@@ -111,7 +111,7 @@ def test_the_dataplane_logs_its_start_up_phases_on_the_monotonic_clock(
 ) -> None:
     """bench/takeover.py lines these stamps up with the kill that made the takeover."""
     caplog.set_level("INFO", logger="dataplane")
-    log_start_up(10.0, 10.25, 10.5, 10.625, 11.0)
+    log_start_up(started=10.0, imported=10.25, set_up=10.5, resumed=10.625, ready=11.0)
     [line] = [r.getMessage() for r in caplog.records if "start-up" in r.getMessage()]
     assert "imports 250 ms, set-up 250 ms, resume 125 ms, to ready 375 ms" in line
     assert (

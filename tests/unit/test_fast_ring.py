@@ -124,11 +124,17 @@ def _post(
         table = TABLES + 16 * 8 * n
         for i, (addr, length, flags, nxt) in enumerate(descs):
             struct.pack_into("<QIHH", driver.mem, table + 16 * i, addr, length, flags, nxt)
-        driver.put_desc(head, table, 16 * len(descs), DescFlag.INDIRECT, 0)
+        driver.put_desc(head, addr=table, length=16 * len(descs), flags=DescFlag.INDIRECT, nxt=0)
         driver.next_desc = (head + 1) % QUEUE_SIZE
     else:
         for i, (addr, length, flags, nxt) in enumerate(descs):
-            driver.put_desc((head + i) % QUEUE_SIZE, addr, length, flags, (head + nxt) % 2**16)
+            driver.put_desc(
+                (head + i) % QUEUE_SIZE,
+                addr=addr,
+                length=length,
+                flags=flags,
+                nxt=(head + nxt) % 2**16,
+            )
         driver.next_desc = (head + len(descs)) % QUEUE_SIZE
     driver.publish(head)
 

@@ -64,7 +64,7 @@ def start(
     the environment's choice, with its policy); ``target`` replaces the backing file."""
     profile = profile or BlkProfile()
     backend = FileBackend(backing, readonly=False)
-    log = InflightLog(open_file(log_path), 1)
+    log = InflightLog(open_file(log_path), queues=1)
     target = target or BlkTarget(
         backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"serial-0"
     )
@@ -233,7 +233,7 @@ def test_a_log_from_another_queue_size_is_refused(rig: Rig) -> None:
 def test_a_log_of_another_layout_starts_afresh(tmp_path: Path) -> None:
     path = tmp_path / "old.inflight"
     path.write_bytes(b"garbage" * 10)
-    log = InflightLog(open_file(path), 2)
+    log = InflightLog(open_file(path), queues=2)
     assert (log.status, log.features) == (0, 0)
     assert os.path.getsize(path) == HEADER_SIZE + 2 * BLOCK_SIZE
     log.close()

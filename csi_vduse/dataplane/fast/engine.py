@@ -62,12 +62,12 @@ class AioSet:
         self._engines: dict[int, Any] = {}
         self._depth: dict[int, int] = {}
 
-    def prepare(self, queues: int, depth: int) -> None:
+    def prepare(self, *, queues: int, depth: int) -> None:
         """Make the engines now, while io_uring_setup is still allowed (see sandbox.py)."""
         for index in range(queues):
-            self.get(index, depth)
+            self.get(index, depth=depth)
 
-    def get(self, index: int, depth: int) -> Any:
+    def get(self, index: int, *, depth: int) -> Any:
         """The engine for queue ``index`` (deep enough for ``depth``), or NULL for none."""
         engine = self._engines.get(index)
         if engine is not None and self._depth[index] >= depth:
@@ -371,7 +371,11 @@ class FastEngine:
         block = None
         if self._stats_base is not None and self.stats and info.index < self.stats.queues:
             block = self._stats_base + StatsFile.block_offset(info.index) // 8
-        aio = None if features & bit(Feature.RING_PACKED) else self.aio.get(info.index, info.num)
+        aio = (
+            None
+            if features & bit(Feature.RING_PACKED)
+            else self.aio.get(info.index, depth=info.num)
+        )
         queue = FastQueue(
             info, kickfd=kickfd, features=features, target=self.target, pool=self.pool,
             devfd=self.devfd, irqfd=self.irqfd, stats=block, aio=aio,

@@ -178,7 +178,7 @@ class Split:
         self.avail_idx = guest.avail
         self.next_desc = 0
 
-    def put_desc(self, index: int, addr: int, length: int, flags: int, nxt: int) -> None:
+    def put_desc(self, index: int, *, addr: int, length: int, flags: int, nxt: int) -> None:
         self.guest.write(self.desc + 16 * index, DESC.pack(addr, length, flags, nxt))
 
     def chain(self, segments: list[Segment], at: int | None = None) -> int:
@@ -189,7 +189,9 @@ class Split:
         for i, (addr, length, writable) in enumerate(segments):
             last = i == len(segments) - 1
             flags = (DescFlag.WRITE if writable else 0) | (0 if last else DescFlag.NEXT)
-            self.put_desc(indexes[i], addr, length, flags, 0 if last else indexes[i + 1])
+            self.put_desc(
+                indexes[i], addr=addr, length=length, flags=flags, nxt=0 if last else indexes[i + 1]
+            )
         return indexes[0]
 
     def indirect_chain(self, segments: list[Segment]) -> int:
@@ -201,7 +203,7 @@ class Split:
             self.guest.write(table + 16 * i, DESC.pack(addr, length, flags, i + 1))
         head = self.next_desc
         self.next_desc = (head + 1) % self.guest.size
-        self.put_desc(head, table, 16 * len(segments), DescFlag.INDIRECT, 0)
+        self.put_desc(head, addr=table, length=16 * len(segments), flags=DescFlag.INDIRECT, nxt=0)
         return head
 
     def publish(self, *heads: int) -> None:
