@@ -114,7 +114,7 @@ class FakeKernel:
         self.next_id += 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Completion:
     head: int
     written: int
@@ -200,8 +200,8 @@ class FakeDriver:
         struct.pack_into("<H", self.mem, self.avail + 2, self.avail_idx)
 
     def request(
-        self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0,
-        data_at: int | None = None, *, indirect: bool = False,
+        self, kind: int, *, sector: int = 0, out: bytes = b"", in_len: int = 0,
+        data_at: int | None = None, indirect: bool = False,
     ) -> int:  # fmt: skip
         header = self.alloc(16)
         self.mem[header : header + 16] = REQUEST_HEADER.pack(kind, 0, sector)
@@ -233,7 +233,8 @@ class FakeDriver:
             head, written = struct.unpack_from("<II", self.mem, slot)
             status_at, data_at, in_len = self.inflight.pop(head, (0, 0, 0))
             status = self.mem[status_at] if status_at else -1
-            done.append(Completion(head, written, status, self.mem[data_at : data_at + in_len]))
+            data = self.mem[data_at : data_at + in_len]
+            done.append(Completion(head=head, written=written, status=status, data=data))
             self.used_seen = (self.used_seen + 1) & 0xFFFF
         return done
 
@@ -328,7 +329,7 @@ class PackedDriver:
         self.chains[buffer_id] = len(ring)
         return buffer_id
 
-    def request(self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0, *,
+    def request(self, kind: int, *, sector: int = 0, out: bytes = b"", in_len: int = 0,
                 indirect: bool = False) -> int:  # fmt: skip
         header = self.buffers.alloc(16)
         self.mem[header : header + 16] = REQUEST_HEADER.pack(kind, 0, sector)
@@ -358,8 +359,8 @@ class PackedDriver:
             if not used or bool(flags & self.AVAIL) != bool(self.used_wrap):
                 return done
             status_at, data_at, in_len = self.inflight.pop(buffer_id)
-            done.append(Completion(buffer_id, length, self.mem[status_at],
-                                   self.mem[data_at : data_at + in_len]))  # fmt: skip
+            done.append(Completion(head=buffer_id, written=length, status=self.mem[status_at],
+                                   data=self.mem[data_at : data_at + in_len]))  # fmt: skip
             self.next_used += self.chains.pop(buffer_id)
             if self.next_used >= self.size:
                 self.next_used -= self.size

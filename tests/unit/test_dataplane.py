@@ -47,7 +47,7 @@ DISK = 1 << 20
 ENGINES = ["python", "fast", "fast:threads", "fast:none"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rig:
     kernel: FakeKernel
     driver: FakeDriver
@@ -76,10 +76,10 @@ class Rig:
             os.close(fd)
 
     def roundtrip(
-        self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0,
+        self, kind: int, *, sector: int = 0, out: bytes = b"", in_len: int = 0,
         data_at: int | None = None,
     ) -> list[Completion]:  # fmt: skip
-        self.driver.request(kind, sector, out, in_len, data_at)
+        self.driver.request(kind, sector=sector, out=out, in_len=in_len, data_at=data_at)
         self.driver.kick()
         self.serve()
         return self.driver.completions()
@@ -134,7 +134,10 @@ def make_rig(
         driver, profile.features if features is None else features, server.drain_messages
     )
     assert features is not None or all(a.ok for a in answers)
-    return Rig(kernel, driver, server, session, backing, backend, served, fds)
+    return Rig(
+        kernel=kernel, driver=driver, server=server, session=session, backing=backing,
+        backend=backend, engine=served, fds=fds,
+    )  # fmt: skip
 
 
 @pytest.fixture(params=ENGINES)

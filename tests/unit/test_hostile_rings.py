@@ -56,7 +56,14 @@ def start_plane(
     backing = tmp_path / "disk.img"
     if not backing.exists():
         backing.write_bytes(bytes(DISK))
-    made = start(kernel, backing, tmp_path / "vol.inflight", profile, io=io, target=target)
+    made = start(
+        kernel,
+        backing=backing,
+        log_path=tmp_path / "vol.inflight",
+        profile=profile,
+        io=io,
+        target=target,
+    )
     return Plane(**vars(made), kernel=kernel)
 
 
