@@ -372,7 +372,9 @@ class NodeVolumes:
         if record.state == VolumeState.STAGED and record.device is not None:
             self.devices.resize(volume_id, volume.capacity)
             if not record.block:
-                filesystem.grow(Path(record.device), Path(record.staging_path), record.fs_type)
+                filesystem.grow(
+                    Path(record.device), Path(record.staging_path), fs_type=record.fs_type
+                )
         return volume.capacity
 
 

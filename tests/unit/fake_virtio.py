@@ -298,7 +298,7 @@ class PackedDriver:
         )  # fmt: skip
         self.kernel.vqs[self.queue] = info
 
-    def set_event(self, flags: int, off_wrap: int = 0) -> None:
+    def set_event(self, flags: int, *, off_wrap: int = 0) -> None:
         struct.pack_into("<HH", self.mem, self.driver_event, off_wrap, flags)
 
     def post(self, segments: list[tuple[int, int, bool]], *, indirect: bool = False) -> int:

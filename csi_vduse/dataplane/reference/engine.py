@@ -93,7 +93,7 @@ class ReferenceEngine:
                     written = self.handler.handle(chain)
                 finally:
                     chain.release()
-                queue.ring.push(chain.head, written)
+                queue.ring.push(chain.head, written=written)
                 served += 1
         except RingError as exc:
             log.error("queue %d stopped: %s", index, exc)

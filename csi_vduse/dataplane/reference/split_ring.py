@@ -166,7 +166,7 @@ class SplitQueue:
         memory, offset = self.iotlb.locate(addr, length, writable=False)
         return memory, offset, length // 16
 
-    def push(self, head: int, written: int) -> None:
+    def push(self, head: int, *, written: int) -> None:
         """Return a chain to the driver; ``written`` is what the device wrote into it."""
         self._fresh()
         slot = self._used_off + 4 + 8 * (self.used_idx % self.num)

@@ -96,13 +96,13 @@ class Guest:
 
     def write(self, iova: int, data: bytes) -> None:
         if len(data) > 16 and data == data[:1] * len(data):  # keeps seeds small
-            self.fill(iova, len(data), data[0])
+            self.fill(iova, len(data), byte=data[0])
             return
         for at in range(0, len(data), 0xFFFF):
             chunk = data[at : at + 0xFFFF]
             self.ops += struct.pack("<BIH", WRITE, self.offset(iova + at), len(chunk)) + chunk
 
-    def fill(self, iova: int, length: int, byte: int) -> None:
+    def fill(self, iova: int, length: int, *, byte: int) -> None:
         self.ops += struct.pack("<BIHB", FILL, self.offset(iova), length, byte)
 
     def disk(self, offset: int, data: bytes) -> None:
@@ -230,7 +230,7 @@ class Packed:
         self.next_avail, self.wrap = guest.avail & 0x7FFF, guest.avail >> 15
         self.next_id = 0
 
-    def set_event(self, flags: int, off_wrap: int = 0) -> None:
+    def set_event(self, flags: int, *, off_wrap: int = 0) -> None:
         self.guest.write(self.driver_event, struct.pack("<HH", off_wrap, flags))
 
     def post(self, segments: list[Segment], *, indirect: bool = False) -> int:
@@ -483,7 +483,7 @@ def seed_packed_events() -> Guest:
     g = Guest(size=8, packed=True, event_idx=True, stats=True, avail=6 | 1 << 15,
               used=6 | 1 << 15)  # fmt: skip
     q = Packed(g)
-    q.set_event(2, 1)  # EVENT_DESC at position 1, wrap 0
+    q.set_event(2, off_wrap=1)  # EVENT_DESC at position 1, wrap 0
     for sector in range(3):
         q.request(RequestType.IN, sector=sector, in_len=512)
         g.serve()
