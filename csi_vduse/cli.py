@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         verbose = ["info", "info", "debug"][min(args.verbose, 2)]
-        logs.configure(args.log_level or verbose, args.log_format)
+        logs.configure(args.log_level or verbose, fmt=args.log_format)
     else:
         level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

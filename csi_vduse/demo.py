@@ -105,10 +105,10 @@ def _lifecycle(csi: _Csi, work: Path, say: Say) -> None:
     target = work / "kubelet" / "pod" / "mount"
     target.parent.mkdir(parents=True)
     say("[3/9] stage: VDUSE device + dataplane + vDPA attach, mkfs.ext4, mount")
-    _stage(csi, volume.volume_id, staging, capability)
+    _stage(csi, volume.volume_id, staging=staging, capability=capability)
     say(f"      {_mount_source(staging)} mounted at {staging}")
     say("[4/9] publish into the pod, write a file and read it back")
-    _publish(csi, volume.volume_id, staging, target, capability)
+    _publish(csi, volume.volume_id, staging=staging, target=target, capability=capability)
     message = "hello from a virtio-blk disk emulated in userspace\n"
     (target / "hello.txt").write_text(message)
     subprocess.run(["sync"], check=True)
@@ -130,7 +130,7 @@ def _lifecycle(csi: _Csi, work: Path, say: Say) -> None:
     ).snapshot
     say(f"      snapshot {snapshot.snapshot_id}, ready: {snapshot.ready_to_use}")
     say("[6/9] unpublish and unstage (unmount, detach, destroy the device)")
-    _teardown(csi, volume.volume_id, staging, target)
+    _teardown(csi, volume.volume_id, staging=staging, target=target)
     say("[7/9] restore the snapshot into a new volume and read the file there")
     restored = csi.call(
         "Controller",
@@ -144,13 +144,13 @@ def _lifecycle(csi: _Csi, work: Path, say: Say) -> None:
             ),
         ),
     ).volume
-    _stage(csi, restored.volume_id, staging, capability)
-    _publish(csi, restored.volume_id, staging, target, capability)
+    _stage(csi, restored.volume_id, staging=staging, capability=capability)
+    _publish(csi, restored.volume_id, staging=staging, target=target, capability=capability)
     found = (target / "hello.txt").read_text()
     say(f"      read back: {found.strip()!r}")
     if found != message:
         raise DemoError("demo", "the restored volume does not hold the file")
-    _teardown(csi, restored.volume_id, staging, target)
+    _teardown(csi, restored.volume_id, staging=staging, target=target)
     say("[8/9] delete the snapshot and both volumes")
     csi.call(
         "Controller", "DeleteSnapshot", pb.DeleteSnapshotRequest(snapshot_id=snapshot.snapshot_id)
@@ -170,7 +170,7 @@ def _lifecycle(csi: _Csi, work: Path, say: Say) -> None:
         "a snapshot and restore")  # fmt: skip
 
 
-def _stage(csi: _Csi, volume_id: str, staging: Path, capability: pb.VolumeCapability) -> None:
+def _stage(csi: _Csi, volume_id: str, *, staging: Path, capability: pb.VolumeCapability) -> None:
     csi.call(
         "Node",
         "NodeStageVolume",
@@ -181,7 +181,7 @@ def _stage(csi: _Csi, volume_id: str, staging: Path, capability: pb.VolumeCapabi
 
 
 def _publish(
-    csi: _Csi, volume_id: str, staging: Path, target: Path, capability: pb.VolumeCapability
+    csi: _Csi, volume_id: str, *, staging: Path, target: Path, capability: pb.VolumeCapability
 ) -> None:
     csi.call(
         "Node",
@@ -195,7 +195,7 @@ def _publish(
     )
 
 
-def _teardown(csi: _Csi, volume_id: str, staging: Path, target: Path) -> None:
+def _teardown(csi: _Csi, volume_id: str, *, staging: Path, target: Path) -> None:
     csi.call(
         "Node",
         "NodeUnpublishVolume",

@@ -19,7 +19,7 @@ _CALL: ContextVar[tuple[str, str] | None] = ContextVar("csi_call", default=None)
 
 
 @contextmanager
-def call_context(rpc: str, volume: str) -> Iterator[None]:
+def call_context(rpc: str, *, volume: str) -> Iterator[None]:
     """Tag every record logged inside with the CSI call and the volume it is about."""
     token = _CALL.set((rpc, volume))
     try:
@@ -57,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure(level: str, fmt: str = "text") -> None:
+def configure(level: str, *, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -28,7 +28,7 @@ RPC_SECONDS = Histogram(
 _BUCKET_LABELS = [repr(ns / 1e9) for ns in dpstats.BUCKET_BOUNDS_NS] + ["+Inf"]
 
 
-def record_rpc(rpc: str, code: str, seconds: float) -> None:
+def record_rpc(rpc: str, *, code: str, seconds: float) -> None:
     RPC_CALLS.labels(rpc, code).inc()
     RPC_SECONDS.labels(rpc, code).observe(seconds)
 

@@ -175,7 +175,13 @@ class ControllerService:
                     raise not_found(f"source volume {source_volume} does not exist")
                 source_size = volume.capacity
             capacity = capacity_for(capacity_range, at_least=source_size)
-            record = pool.create_volume(name, capacity, own, source_snapshot, source_volume)
+            record = pool.create_volume(
+                name,
+                capacity,
+                own,
+                source_snapshot_id=source_snapshot,
+                source_volume_id=source_volume,
+            )
             return pb.CreateVolumeResponse(volume=self._volume(record))
 
     @rpc
@@ -223,7 +229,9 @@ class ControllerService:
     ) -> pb.ListVolumesResponse:
         records = self._pool().volume_records()
         keys = [(r.created_ns, r.volume_id) for r in records]
-        chosen, token = page(records, keys, request.starting_token, request.max_entries)
+        chosen, token = page(
+            records, keys=keys, token=request.starting_token, max_entries=request.max_entries
+        )
         return pb.ListVolumesResponse(
             entries=[pb.ListVolumesResponse.Entry(volume=self._volume(r)) for r in chosen],
             next_token=token,
@@ -302,7 +310,7 @@ class ControllerService:
                 return pb.CreateSnapshotResponse(snapshot=self._snapshot(existing))
             if pool.volume(source) is None:
                 raise not_found(f"source volume {source} does not exist")
-            record = pool.create_snapshot(name, source)
+            record = pool.create_snapshot(name, source_volume_id=source)
         return pb.CreateSnapshotResponse(snapshot=self._snapshot(record))
 
     @rpc
@@ -325,7 +333,9 @@ class ControllerService:
         if request.source_volume_id:
             records = [r for r in records if r.source_volume_id == request.source_volume_id]
         keys = [(r.created_ns, r.snapshot_id) for r in records]
-        chosen, token = page(records, keys, request.starting_token, request.max_entries)
+        chosen, token = page(
+            records, keys=keys, token=request.starting_token, max_entries=request.max_entries
+        )
         return pb.ListSnapshotsResponse(
             entries=[pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(r)) for r in chosen],
             next_token=token,

@@ -41,7 +41,7 @@ def rpc(handler: Handler) -> Handler:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         subject = subject_of(request)
         started = time.monotonic()
-        with logs.call_context(name, subject):
+        with logs.call_context(name, volume=subject):
             failure: Exception | None = None
             try:
                 response = handler(self, request, context)
@@ -61,7 +61,7 @@ def rpc(handler: Handler) -> Handler:
                 exc_info=internal and not hasattr(failure, "step"),
                 extra={"code": code.name, "seconds": round(elapsed, 6)},
             )
-        metrics.record_rpc(name, code.name, elapsed)
+        metrics.record_rpc(name, code=code.name, seconds=elapsed)
         if failure is not None:
             context.abort(code, message)
         return response

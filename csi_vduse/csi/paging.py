@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 
 def page(
-    entries: Sequence[T], keys: Sequence[tuple[int, str]], token: str, max_entries: int
+    entries: Sequence[T], *, keys: Sequence[tuple[int, str]], token: str, max_entries: int
 ) -> tuple[list[T], str]:
     """One page of ``entries`` (sorted by ``keys``) and the token for the next one."""
     if max_entries < 0:

@@ -45,7 +45,7 @@ class ServeError(CsiVduseError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServeOptions:
     endpoint: str
     node_id: str
@@ -113,7 +113,7 @@ def build(options: ServeOptions, launcher: Launcher | None = None) -> Plugin:
     volumes = None
     if pool is not None:
         volumes = NodeVolumes(
-            pool, devices, NodeVolumeStore(options.state_dir), options.max_volumes
+            pool, devices, NodeVolumeStore(options.state_dir), max_volumes=options.max_volumes
         )
         register(server, "Node", NodeService(volumes, options.node_id, options.max_volumes))
     return Plugin(server, devices, volumes)

@@ -60,7 +60,7 @@ def require_path(value: str, field: str) -> Path:
     return Path(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Access:
     """What a VolumeCapability asks for, checked and normalised."""
 
@@ -92,12 +92,14 @@ def access_of(capability: pb.VolumeCapability, field: str = "volume_capability")
             "(use a SINGLE_NODE_* mode)"
         )
     if kind == "block":
-        return Access(True, "", (), mode)
+        return Access(block=True, fs_type="", mount_flags=(), mode=mode)
     fs_type = capability.mount.fs_type or filesystem.DEFAULT
     if fs_type not in filesystem.SUPPORTED:
         supported = ", ".join(filesystem.SUPPORTED)
         raise invalid(f"filesystem {fs_type!r} is not supported (use one of {supported})")
-    return Access(False, fs_type, tuple(capability.mount.mount_flags), mode)
+    return Access(
+        block=False, fs_type=fs_type, mount_flags=tuple(capability.mount.mount_flags), mode=mode
+    )
 
 
 def accesses_of(capabilities: list[pb.VolumeCapability]) -> list[Access]:

@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     inflight = None
     if args.inflight_fd is not None:
         try:
-            inflight = InflightLog(args.inflight_fd, profile.queues)
+            inflight = InflightLog(args.inflight_fd, queues=profile.queues)
         except OSError as exc:
             log.error("cannot map the in-flight log: %s", exc)
             report_ready(args.ready_fd, f"cannot map the in-flight log: {exc.strerror}")
             return 1
     if args.stats_fd is not None:
         try:
-            stats = StatsFile(args.stats_fd, profile.queues)
+            stats = StatsFile(args.stats_fd, queues=profile.queues)
         except OSError as exc:
             log.warning("no I/O counters: cannot map their file: %s", exc)
     capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
@@ -66,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         target = replace(target, direct_fd=args.direct_fd, direct_align=align)
     engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
     if not profile.packed:
-        engine.aio.prepare(profile.queues, profile.queue_size)
+        engine.aio.prepare(queues=profile.queues, depth=profile.queue_size)
     session = VduseSession(
-        node, profile.queues, profile.features, profile.required, engine, status_log=inflight
-    )
+        node, queue_count=profile.queues, offered=profile.features, required=profile.required,
+        engine=engine, status_log=inflight,
+    )  # fmt: skip
     set_up = time.monotonic()
     try:
         resumed = session.resume()
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     confine()
     ready = time.monotonic()
     report_ready(args.ready_fd)
-    log_start_up(dataplane.STARTED, imported, set_up, took_over, ready)
+    log_start_up(
+        started=dataplane.STARTED, imported=imported, set_up=set_up, resumed=took_over,
+        ready=ready,
+    )  # fmt: skip
     log.info(
         "serving %s from %s (%d bytes%s%s)",
         args.name,
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def log_start_up(
-    started: float, imported: float, set_up: float, resumed: float, ready: float
+    *, started: float, imported: float, set_up: float, resumed: float, ready: float
 ) -> None:
     """One line with the start-up phases: what a takeover costs before the interpreter
     (not seen here) and after it. The CLOCK_MONOTONIC stamps let a caller that noted when

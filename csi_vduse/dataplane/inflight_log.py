@@ -46,7 +46,7 @@ def open_file(path: Path) -> int:
 class InflightLog:
     """A device's log, mapped shared; survives this process by design."""
 
-    def __init__(self, fd: int, queues: int) -> None:
+    def __init__(self, fd: int, *, queues: int) -> None:
         """Map the file open at ``fd`` (``open_file``), which this takes over."""
         self.queues = queues
         try:
@@ -73,7 +73,7 @@ class InflightLog:
         value: int = struct.unpack_from("<Q", self.map, FEATURES_OFFSET)[0]
         return value
 
-    def record_status(self, status: int, features: int) -> None:
+    def record_status(self, status: int, *, features: int) -> None:
         """Called before the driver is told its status change took effect."""
         struct.pack_into("<Q", self.map, FEATURES_OFFSET, features)
         struct.pack_into("<I", self.map, STATUS_OFFSET, status)

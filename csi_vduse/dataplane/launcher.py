@@ -59,11 +59,11 @@ def serve(control: socket.socket, entry: Entry = dataplane_main) -> int:
                 return 0
             if not data:
                 return 0  # the driver went; what was launched runs on
-            _launch(control, children, data, fds, entry)
+            _launch(control, children, data=data, fds=fds, entry=entry)
 
 
 def _launch(
-    control: socket.socket, children: dict[int, int], data: bytes, fds: list[int], entry: Entry
+    control: socket.socket, children: dict[int, int], *, data: bytes, fds: list[int], entry: Entry
 ) -> None:
     try:
         request = json.loads(data)

@@ -69,7 +69,7 @@ def create(path: Path, queues: int) -> int:
 class StatsFile:
     """The dataplane's side: the file ``create`` made, mapped shared, one block per queue."""
 
-    def __init__(self, fd: int, queues: int) -> None:
+    def __init__(self, fd: int, *, queues: int) -> None:
         """Map the file open at ``fd``, which this takes over."""
         self.queues = queues
         try:
@@ -87,7 +87,7 @@ class StatsFile:
             self.map.close()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VolumeStats:
     """Counters summed over a device's queues."""
 

@@ -76,7 +76,7 @@ def direct_io_wanted() -> bool:
     return os.environ.get("CSI_VDUSE_DIRECT_IO", "auto") != "off"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProcessId:
     pid: int
     start_time: int
@@ -182,7 +182,7 @@ def find(name: str) -> ProcessId | None:
     """A running dataplane of device ``name`` that no record names: one whose starter died
     before it could record it, which still holds the device node."""
     for pid in pids_of(name):
-        process = ProcessId(pid, start_time(pid) or 0)
+        process = ProcessId(pid=pid, start_time=start_time(pid) or 0)
         if is_running(process):
             return process
     return None
@@ -224,7 +224,7 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
 
 
 def start(
-    args: DataplaneArgs, log_file: Path, cgroup: Path | None = None,
+    args: DataplaneArgs, log_file: Path, *, cgroup: Path | None = None,
     launcher: Launcher | None = None,
 ) -> ProcessId:  # fmt: skip
     """Spawn the dataplane and wait until it reports that it answers device messages.
@@ -235,11 +235,11 @@ def start(
     its imports done (it is in that cgroup already); otherwise it starts cold.
     """
     with _STARTING:
-        return _start(args, log_file, cgroup, launcher)
+        return _start(args, log_file, cgroup=cgroup, launcher=launcher)
 
 
 def spawn(
-    argv: list[str], log_file: Path, fds: tuple[int, ...], cgroup: Path | None = None
+    argv: list[str], log_file: Path, fds: tuple[int, ...], *, cgroup: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Run ``argv`` (a Python module's arguments: ``-m ...``) the way dataplanes run: as
     ``dataplane_user()`` with nothing more, in its own session, in ``cgroup``, output
@@ -285,7 +285,7 @@ def exit_status(process: ProcessId) -> int | None:
 
 
 def _start(
-    args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: Launcher | None
+    args: DataplaneArgs, log_file: Path, *, cgroup: Path | None, launcher: Launcher | None
 ) -> ProcessId:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as opened:
@@ -294,7 +294,7 @@ def _start(
         opened.callback(os.close, ready_w)
         args = replace(args, ready_fd=ready_w)
         try:
-            proc = _launch(args, log_file, cgroup, launcher)
+            proc = _launch(args, log_file, cgroup=cgroup, launcher=launcher)
         except DeviceError:
             os.close(ready_r)
             raise
@@ -302,7 +302,7 @@ def _start(
         line = _read_line(ready_r, READY_TIMEOUT)
     finally:
         os.close(ready_r)
-    identity = ProcessId(proc.pid, start_time(proc.pid) or 0)
+    identity = ProcessId(pid=proc.pid, start_time=start_time(proc.pid) or 0)
     report = parse_ready(line) if line else None
     if report is None or not report.get("ready"):
         # The pipe closes as the process exits, a moment before it can be waited for.
@@ -327,7 +327,7 @@ def start_launcher(log_file: Path, cgroup: Path | None = None) -> Launcher:
     def spawn_in_cgroup(
         argv: list[str], log: Path, fds: tuple[int, ...]
     ) -> subprocess.Popen[bytes]:
-        return spawn(argv, log, fds, cgroup)
+        return spawn(argv, log, fds, cgroup=cgroup)
 
     return Launcher(log_file, spawn_in_cgroup).start()
 
@@ -337,7 +337,7 @@ def _command(user: tuple[int, int] | None, argv: list[str]) -> list[str]:
 
 
 def _launch(
-    args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: Launcher | None
+    args: DataplaneArgs, log_file: Path, *, cgroup: Path | None, launcher: Launcher | None
 ) -> Child:
     """Forked by the launcher when it is ready, else started cold."""
     if launcher is not None and launcher.ready:
@@ -347,7 +347,7 @@ def _launch(
             return LaunchedProcess(launcher, pid)
         except (LauncherError, OSError) as exc:
             log.warning("dataplane for %s starts cold: %s", args.name, exc)
-    return spawn(_module_argv(args), log_file, args.fds(), cgroup)
+    return spawn(_module_argv(args), log_file, args.fds(), cgroup=cgroup)
 
 
 def _module_argv(args: DataplaneArgs) -> list[str]:

@@ -146,7 +146,7 @@ class DeviceManager:
 
         with as_step(name, "set up virtqueues"), DeviceNode(name) as node:
             for index in range(profile.queues):
-                node.vq_setup(index, profile.queue_size)
+                node.vq_setup(index, max_size=profile.queue_size)
 
         # A log left by an earlier device of this name must not be taken for this one's.
         step(name, "reset in-flight log", self.store.inflight_path(name).unlink, True)
@@ -179,7 +179,10 @@ class DeviceManager:
             inflight_log=self.store.inflight_path(record.name),
         )
         return dataplane_process.start(
-            args, self.store.log_path(record.name), self.dataplane_cgroup, self.launcher
+            args,
+            self.store.log_path(record.name),
+            cgroup=self.dataplane_cgroup,
+            launcher=self.launcher,
         )
 
     def _preflight(self) -> None:

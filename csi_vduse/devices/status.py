@@ -59,7 +59,7 @@ def process_of(record: DeviceRecord | None) -> ProcessId | None:
     """The dataplane the record names, if it names one."""
     if record is None or record.pid is None or record.pid_start_time is None:
         return None
-    return ProcessId(record.pid, record.pid_start_time)
+    return ProcessId(pid=record.pid, start_time=record.pid_start_time)
 
 
 def vdpa_attached(name: str) -> bool:

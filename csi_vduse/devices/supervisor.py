@@ -117,7 +117,7 @@ class Supervisor:
                 continue
             attempts = self._attempts.setdefault(record.name, _Attempts(started_at=now))
             if status.dataplane_running and record.pid and record.pid_start_time is not None:
-                process = ProcessId(record.pid, record.pid_start_time)
+                process = ProcessId(pid=record.pid, start_time=record.pid_start_time)
                 alive.add(process)
                 self._watch(process)
                 continue
@@ -135,7 +135,7 @@ class Supervisor:
         name = record.name
         status = None
         if record.pid and record.pid_start_time is not None:
-            status = self.exit_status(ProcessId(record.pid, record.pid_start_time))
+            status = self.exit_status(ProcessId(pid=record.pid, start_time=record.pid_start_time))
         if now - attempts.started_at >= STABLE_SECONDS:
             attempts.failures = 0
         if status is None or dataplane_process.killed_from_outside(status):

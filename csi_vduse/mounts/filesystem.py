@@ -76,7 +76,7 @@ def ensure(device: Path, fs_type: str) -> str:
     return found
 
 
-def grow(device: Path, mount_point: Path, fs_type: str) -> None:
+def grow(device: Path, mount_point: Path, *, fs_type: str) -> None:
     """Grow a mounted filesystem to fill its (already larger) device."""
     if fs_type in ("ext2", "ext3", "ext4"):
         tools.run("grow filesystem", ["resize2fs", str(device)])

@@ -22,7 +22,7 @@ def _options(readonly: bool, flags: Sequence[str]) -> list[str]:
 
 
 def mount_filesystem(
-    device: Path, target: Path, fs_type: str, readonly: bool, flags: Sequence[str]
+    device: Path, target: Path, *, fs_type: str, readonly: bool, flags: Sequence[str]
 ) -> None:
     tools.run(
         "mount",
@@ -30,7 +30,7 @@ def mount_filesystem(
     )
 
 
-def bind(source: Path, target: Path, readonly: bool, flags: Sequence[str]) -> None:
+def bind(source: Path, target: Path, *, readonly: bool, flags: Sequence[str]) -> None:
     """Bind ``source`` onto ``target``; read-only needs a second, remount step."""
     tools.run("bind mount", ["mount", "--bind", str(source), str(target)])
     extra = [flag for flag in flags if flag and flag not in ("bind", "rw")]

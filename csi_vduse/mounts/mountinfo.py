@@ -11,7 +11,7 @@ MOUNTINFO = Path("/proc/self/mountinfo")
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Mount:
     mount_point: str
     root: str  # the path inside the source filesystem (bind mounts show theirs)

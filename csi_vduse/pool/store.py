@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SIZE_ALIGNMENT = 1 << 20  # volumes are whole MiB: any logical block size divides them
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VolumeRecord:
     volume_id: str
     name: str
@@ -47,7 +47,7 @@ class VolumeRecord:
     created_ns: int = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SnapshotRecord:
     snapshot_id: str
     name: str
@@ -101,6 +101,7 @@ class Pool:
         name: str,
         capacity: int,
         parameters: dict[str, str],
+        *,
         source_snapshot_id: str | None = None,
         source_volume_id: str | None = None,
     ) -> VolumeRecord:
@@ -120,24 +121,26 @@ class Pool:
                 )
             source = self.backing_path(source_volume_id)
         record = VolumeRecord(
-            volume_id,
-            name,
-            capacity,
-            dict(parameters),
-            source_snapshot_id,
-            source_volume_id,
-            time.time_ns(),
+            volume_id=volume_id,
+            name=name,
+            capacity=capacity,
+            parameters=dict(parameters),
+            source_snapshot_id=source_snapshot_id,
+            source_volume_id=source_volume_id,
+            created_ns=time.time_ns(),
         )
         data = self.backing_path(volume_id)
-        self._build_data(data, capacity, source, "create volume")
-        self._write_record(self.volumes / f"{volume_id}.json", record, data, "create volume")
+        self._build_data(data, size=capacity, source=source, step="create volume")
+        self._write_record(
+            self.volumes / f"{volume_id}.json", record, data=data, step="create volume"
+        )
         log.info("created volume %s (%s) of %d bytes", volume_id, name, capacity)
         return record
 
     def delete_volume(self, volume_id: str) -> bool:
         if not ids.is_volume_id(volume_id):
             return False
-        return self._delete(self.volumes, volume_id, "delete volume")
+        return self._delete(self.volumes, volume_id, step="delete volume")
 
     def expand_volume(self, volume_id: str, capacity: int) -> VolumeRecord:
         """Grow a volume's backing file (sparse) to ``capacity``; never shrinks."""
@@ -163,7 +166,7 @@ class Pool:
     def snapshot_records(self) -> list[SnapshotRecord]:
         return self._records(self.snapshots, SnapshotRecord, ids.is_snapshot_id)
 
-    def create_snapshot(self, name: str, source_volume_id: str) -> SnapshotRecord:
+    def create_snapshot(self, name: str, *, source_volume_id: str) -> SnapshotRecord:
         source = self.volume(source_volume_id)
         if source is None:
             raise PoolError(
@@ -172,19 +175,28 @@ class Pool:
         snapshot_id = ids.snapshot_id_for(name)
         path = self.snapshots / f"{snapshot_id}.img"
         method = self._build_data(
-            path, None, self.backing_path(source_volume_id), "create snapshot"
+            path, size=None, source=self.backing_path(source_volume_id), step="create snapshot"
         )
         with _io("create snapshot"):
             size = os.stat(path).st_size
-        record = SnapshotRecord(snapshot_id, name, source_volume_id, size, time.time_ns(), method)
-        self._write_record(self.snapshots / f"{snapshot_id}.json", record, path, "create snapshot")
+        record = SnapshotRecord(
+            snapshot_id=snapshot_id,
+            name=name,
+            source_volume_id=source_volume_id,
+            size=size,
+            created_ns=time.time_ns(),
+            method=method,
+        )
+        self._write_record(
+            self.snapshots / f"{snapshot_id}.json", record, data=path, step="create snapshot"
+        )
         log.info("snapshot %s of %s taken by %s", snapshot_id, source_volume_id, method)
         return record
 
     def delete_snapshot(self, snapshot_id: str) -> bool:
         if not ids.is_snapshot_id(snapshot_id):
             return False
-        return self._delete(self.snapshots, snapshot_id, "delete snapshot")
+        return self._delete(self.snapshots, snapshot_id, step="delete snapshot")
 
     # -- space --------------------------------------------------------------------------
 
@@ -196,7 +208,7 @@ class Pool:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _build_data(self, path: Path, size: int | None, source: Path | None, step: str) -> str:
+    def _build_data(self, path: Path, *, size: int | None, source: Path | None, step: str) -> str:
         """Create ``path`` from ``source`` (or empty) at ``size``, atomically."""
         partial = path.with_name(f".{path.name}.partial")
         method = "empty"
@@ -230,7 +242,7 @@ class Pool:
         return method
 
     def _write_record(
-        self, path: Path, record: VolumeRecord | SnapshotRecord, data: Path, step: str
+        self, path: Path, record: VolumeRecord | SnapshotRecord, *, data: Path, step: str
     ) -> None:
         """Write a new item's record; if it could not be written, drop the data too.
 
@@ -244,7 +256,7 @@ class Pool:
                     data.unlink(missing_ok=True)
                 raise
 
-    def _delete(self, directory: Path, item_id: str, step: str) -> bool:
+    def _delete(self, directory: Path, item_id: str, *, step: str) -> bool:
         record = directory / f"{item_id}.json"
         data = directory / f"{item_id}.img"
         with _io(step):

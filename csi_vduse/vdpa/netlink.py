@@ -75,7 +75,7 @@ class vdpamsg(genlmsg):  # type: ignore[misc]  # noqa: N801 -- pyroute2 names me
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VdpaDevice:
     name: str
     mgmtdev: str
@@ -146,7 +146,7 @@ class VdpaClient:
         except NetlinkError as exc:
             raise _error(step, exc) from exc
 
-    def attach(self, name: str, mgmtdev: str = VDUSE_MGMTDEV) -> None:
+    def attach(self, name: str, *, mgmtdev: str = VDUSE_MGMTDEV) -> None:
         """VDPA_CMD_DEV_NEW: put the VDUSE device on the bus; drivers probe it synchronously."""
         msg = request(VDPA_CMD_DEV_NEW, dev_name=name, mgmtdev_dev_name=mgmtdev)
         self._request("attach", msg, NLM_F_REQUEST | NLM_F_ACK)

@@ -25,7 +25,7 @@ def bound_driver(name: str, bus: Path = VDPA_BUS) -> str | None:
     return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
 
-def bind(name: str, driver: str = HOST_BLOCK_DRIVER, bus: Path = VDPA_BUS) -> None:
+def bind(name: str, *, driver: str = HOST_BLOCK_DRIVER, bus: Path = VDPA_BUS) -> None:
     """Move ``name`` to ``driver``: every vDPA driver matches every device, first come wins."""
     current = bound_driver(name, bus)
     if current == driver:
@@ -43,7 +43,7 @@ def bind(name: str, driver: str = HOST_BLOCK_DRIVER, bus: Path = VDPA_BUS) -> No
     log.info("rebound %s from %s to %s", name, current, driver)
 
 
-def block_device(name: str, bus: Path = VDPA_BUS, dev: Path = Path("/dev")) -> Path | None:
+def block_device(name: str, *, bus: Path = VDPA_BUS, dev: Path = Path("/dev")) -> Path | None:
     """The /dev node of the disk virtio_blk made for ``name``, once it exists."""
     for block in sorted((bus / "devices" / name).glob("virtio*/block/*")):
         node = dev / block.name
@@ -54,7 +54,7 @@ def block_device(name: str, bus: Path = VDPA_BUS, dev: Path = Path("/dev")) -> P
 
 def wait_for_block_device(name: str, timeout: float, bus: Path = VDPA_BUS) -> Path:
     deadline = time.monotonic() + timeout
-    while (node := block_device(name, bus)) is None:
+    while (node := block_device(name, bus=bus)) is None:
         if time.monotonic() >= deadline:
             driver = bound_driver(name, bus)
             raise VdpaError(

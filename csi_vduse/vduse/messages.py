@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import IntEnum
 
 from csi_vduse.vduse.uapi import ffi, lib
@@ -22,6 +22,7 @@ class Request:
     """One kernel request; the union member that ``type`` selects is decoded."""
 
     type: int
+    _: KW_ONLY
     request_id: int
     vq_index: int = 0
     status: int = 0
@@ -34,12 +35,17 @@ class Request:
             raise ValueError(f"short VDUSE request: {len(raw)} of {REQUEST_SIZE} bytes")
         req = ffi.cast("struct vduse_dev_request *", ffi.from_buffer(raw))
         if req.type == RequestType.GET_VQ_STATE:
-            return cls(req.type, req.request_id, vq_index=req.vq_state.index)
+            return cls(req.type, request_id=req.request_id, vq_index=req.vq_state.index)
         if req.type == RequestType.SET_STATUS:
-            return cls(req.type, req.request_id, status=req.s.status)
+            return cls(req.type, request_id=req.request_id, status=req.s.status)
         if req.type == RequestType.UPDATE_IOTLB:
-            return cls(req.type, req.request_id, iova_start=req.iova.start, iova_last=req.iova.last)
-        return cls(req.type, req.request_id)
+            return cls(
+                req.type,
+                request_id=req.request_id,
+                iova_start=req.iova.start,
+                iova_last=req.iova.last,
+            )
+        return cls(req.type, request_id=req.request_id)
 
     def encode(self) -> bytes:
         """The kernel's wire form; used by tests that stand in for the kernel."""
@@ -59,6 +65,7 @@ class Request:
 @dataclass(frozen=True)
 class Response:
     request_id: int
+    _: KW_ONLY
     ok: bool = True
     vq_index: int = 0
     avail_index: int = 0  # split rings: the next avail entry the device reads

@@ -19,7 +19,7 @@ from csi_vduse.vduse.uapi import ffi, ioctl, lib
 DEVICE_DIR = Path("/dev/vduse")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VqInfo:
     index: int
     num: int
@@ -33,7 +33,7 @@ class VqInfo:
     packed_used: int = 1 << 15
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IotlbEntry:
     """One IOVA region [start, last] backed by a mappable file at ``offset``."""
 
@@ -81,7 +81,7 @@ class DeviceNode(FdOwner):
             except OSError as exc:
                 raise VduseError.from_os_error("open device", exc) from exc
 
-    def vq_setup(self, index: int, max_size: int) -> None:
+    def vq_setup(self, index: int, *, max_size: int) -> None:
         config = ffi.new("struct vduse_vq_config *")
         config.index = index
         config.max_size = max_size
@@ -103,7 +103,7 @@ class DeviceNode(FdOwner):
             packed_used=info.packed.last_used_idx | info.packed.last_used_counter << 15,
         )
 
-    def vq_setup_kickfd(self, index: int, fd: int) -> None:
+    def vq_setup_kickfd(self, index: int, *, fd: int) -> None:
         eventfd = ffi.new("struct vduse_vq_eventfd *")
         eventfd.index = index
         eventfd.fd = fd
@@ -124,7 +124,9 @@ class DeviceNode(FdOwner):
         entry.start = iova
         entry.last = iova if last is None else last
         fd = self._ioctl("iotlb get fd", lib.VDUSE_IOTLB_GET_FD, entry)
-        return fd, IotlbEntry(entry.offset, entry.start, entry.last, entry.perm)
+        return fd, IotlbEntry(
+            offset=entry.offset, start=entry.start, last=entry.last, perm=entry.perm
+        )
 
     def set_config(self, offset: int, data: bytes) -> None:
         size = ffi.sizeof("struct vduse_config_data") + len(data)

@@ -60,7 +60,7 @@ CONFIG_FIELDS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BlkConfig:
     """The subset of ``struct virtio_blk_config`` this device fills in.
 

@@ -47,7 +47,7 @@ class StageRequest:
     profile: BlkProfile  # the device to serve the volume; read-only for a read-only stage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Usage:
     total_bytes: int
     available_bytes: int
@@ -65,7 +65,7 @@ class Health:
 
 class NodeVolumes:
     def __init__(
-        self, pool: Pool, devices: DeviceManager, store: NodeVolumeStore, max_volumes: int
+        self, pool: Pool, devices: DeviceManager, store: NodeVolumeStore, *, max_volumes: int
     ) -> None:
         self.pool = pool
         self.devices = devices
@@ -194,8 +194,9 @@ class NodeVolumes:
         else:
             fs_type = filesystem.ensure(Path(record.device), record.fs_type)
         mounter.mount_filesystem(
-            Path(record.device), staging, fs_type, record.readonly, record.mount_flags
-        )
+            Path(record.device), staging, fs_type=fs_type, readonly=record.readonly,
+            flags=record.mount_flags,
+        )  # fmt: skip
 
     def _undo_stage(self, record: NodeVolume) -> None:
         try:
@@ -290,10 +291,10 @@ class NodeVolumes:
             if block:
                 assert record.device is not None
                 mounter.be_file(target)
-                mounter.bind(Path(record.device), target, readonly, ())
+                mounter.bind(Path(record.device), target, readonly=readonly, flags=())
             else:
                 mounter.be_directory(target)
-                mounter.bind(staging_path, target, readonly, mount_flags)
+                mounter.bind(staging_path, target, readonly=readonly, flags=mount_flags)
         record.publications[str(target)] = wanted
         self.store.save(record)
 
@@ -330,7 +331,7 @@ class NodeVolumes:
         record = self._at(volume_id, path)
         if record.block:
             size = _device_size(record.device)
-            return record, Usage(size, 0, size)
+            return record, Usage(total_bytes=size, available_bytes=0, used_bytes=size)
         try:
             stats = os.statvfs(path)
         except OSError as exc:
@@ -339,12 +340,12 @@ class NodeVolumes:
         available = stats.f_bavail * stats.f_frsize
         used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
         return record, Usage(
-            total,
-            available,
-            used,
-            stats.f_files,
-            stats.f_favail,
-            stats.f_files - stats.f_ffree,
+            total_bytes=total,
+            available_bytes=available,
+            used_bytes=used,
+            total_inodes=stats.f_files,
+            available_inodes=stats.f_favail,
+            used_inodes=stats.f_files - stats.f_ffree,
         )
 
     def health(self, record: NodeVolume) -> Health:
@@ -371,7 +372,9 @@ class NodeVolumes:
         if record.state == VolumeState.STAGED and record.device is not None:
             self.devices.resize(volume_id, volume.capacity)
             if not record.block:
-                filesystem.grow(Path(record.device), Path(record.staging_path), record.fs_type)
+                filesystem.grow(
+                    Path(record.device), Path(record.staging_path), fs_type=record.fs_type
+                )
         return volume.capacity
 
 

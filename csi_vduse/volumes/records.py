@@ -37,7 +37,7 @@ class Publication:
     mount_flags: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NodeVolume:
     volume_id: str
     staging_path: str

@@ -234,7 +234,7 @@ class SanityDriver(Driver):
                 )  # fmt: skip
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SanityContext:
     """TestContext: the connections and the per-test staging and target parent paths."""
 
@@ -395,7 +395,9 @@ def sc(driver: SanityDriver) -> Iterator[SanityContext]:
     target = driver.root / "csi-mount"
     staging.mkdir()
     target.mkdir()
-    context = SanityContext(driver, channel, staging, target)
+    context = SanityContext(
+        driver=driver, channel=channel, staging_path=staging, target_path=target
+    )
     try:
         yield context
     finally:

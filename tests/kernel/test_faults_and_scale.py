@@ -121,7 +121,7 @@ STEPS = ("stage", "publish", "use", "unpublish", "unstage")
 STAGE_LOGGED = re.compile(r"NodeStageVolume vol-\w+: OK \(([\d.]+) s\)")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Volume:
     kubelet: Kubelet
     pv: str
@@ -209,7 +209,7 @@ def test_sixteen_volumes_concurrently_five_rounds(tmp_path: Path) -> None:
                 volume_capabilities=[capability],
             )
             volume_id = kubelet.driver.controller_stub.CreateVolume(request).volume.volume_id
-            return Volume(kubelet, name, volume_id, block)
+            return Volume(kubelet=kubelet, pv=name, volume_id=volume_id, block=block)
 
         with ThreadPoolExecutor(max_workers=VOLUMES) as workers:
             volumes: list[Volume] = list(workers.map(lambda n: create(*n), names))
@@ -423,7 +423,7 @@ def physical_ranges(path: Path, start: int, length: int) -> list[tuple[int, int]
     return found
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MappedDisk:
     """A device-mapper device over a loop device, whose table a test can rewrite."""
 
@@ -466,7 +466,9 @@ def mapped_disk(image: Path, size: int) -> Iterator[MappedDisk]:
     with open(image, "wb") as file:
         file.truncate(size)
     loop = sh("losetup", "--find", "--show", str(image)).stdout.strip()
-    disk = MappedDisk(f"csi-vduse-test-{uuid.uuid4().hex[:8]}", loop, size // SECTOR)
+    disk = MappedDisk(
+        name=f"csi-vduse-test-{uuid.uuid4().hex[:8]}", loop=loop, sectors=size // SECTOR
+    )
     try:
         dmsetup("create", disk.name, table=f"0 {disk.sectors} linear {loop} 0\n")
         yield disk

@@ -73,16 +73,21 @@ class FakeKernel:
         return self.features_acked
 
     def vq_info(self, index: int) -> VqInfo:
-        return self.vqs.get(index, VqInfo(index, 0, 0, 0, 0, 0, False))
+        idle = VqInfo(
+            index=index, num=0, desc_addr=0, driver_addr=0, device_addr=0, avail_index=0,
+            ready=False,
+        )  # fmt: skip
+        return self.vqs.get(index, idle)
 
-    def vq_setup_kickfd(self, index: int, fd: int) -> None:
+    def vq_setup_kickfd(self, index: int, *, fd: int) -> None:
         self.kickfds[index] = fd
 
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]:
         if iova >= self.memory:  # as DeviceNode reports it
             raise VduseError.from_os_error("iotlb get fd", OSError(errno.EINVAL, "no mapping"))
         start, end = (0, REGION_SPLIT) if iova < REGION_SPLIT else (REGION_SPLIT, self.memory)
-        return os.dup(self.memfd), IotlbEntry(start, start, end - 1, lib.VDUSE_ACCESS_RW)
+        entry = IotlbEntry(offset=start, start=start, last=end - 1, perm=lib.VDUSE_ACCESS_RW)
+        return os.dup(self.memfd), entry
 
     def fileno(self) -> int:
         return self.wakeup
@@ -105,11 +110,11 @@ class FakeKernel:
     # -- the kernel's side of the message protocol ---------------------------------------
 
     def send(self, kind: RequestType, **fields: int) -> None:
-        self.requests.append(Request(kind, self.next_id, **fields))
+        self.requests.append(Request(kind, request_id=self.next_id, **fields))
         self.next_id += 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Completion:
     head: int
     written: int
@@ -136,7 +141,10 @@ class FakeDriver:
         self.inflight: dict[int, tuple[int, int, int]] = {}  # head -> (status, data, len)
 
     def enable_queue(self) -> None:
-        info = VqInfo(self.queue, self.size, self.desc, self.avail, self.used, 0, True)
+        info = VqInfo(
+            index=self.queue, num=self.size, desc_addr=self.desc, driver_addr=self.avail,
+            device_addr=self.used, avail_index=0, ready=True,
+        )  # fmt: skip
         self.kernel.vqs[self.queue] = info
 
     def alloc(self, size: int, at: int | None = None) -> int:
@@ -157,7 +165,7 @@ class FakeDriver:
     def set_used_event(self, value: int) -> None:
         struct.pack_into("<H", self.mem, self.avail + 4 + 2 * self.size, value & 0xFFFF)
 
-    def put_desc(self, index: int, addr: int, length: int, flags: int, nxt: int) -> None:
+    def put_desc(self, index: int, *, addr: int, length: int, flags: int, nxt: int) -> None:
         struct.pack_into("<QIHH", self.mem, self.desc + 16 * index, addr, length, flags, nxt)
 
     def post_chain(self, segments: list[tuple[int, int, bool]]) -> int:
@@ -167,7 +175,9 @@ class FakeDriver:
         for i, (addr, length, writable) in enumerate(segments):
             last = i == len(segments) - 1
             flags = (DescFlag.WRITE if writable else 0) | (0 if last else DescFlag.NEXT)
-            self.put_desc(indexes[i], addr, length, flags, 0 if last else indexes[i + 1])
+            self.put_desc(
+                indexes[i], addr=addr, length=length, flags=flags, nxt=0 if last else indexes[i + 1]
+            )
         self.publish(indexes[0])
         return indexes[0]
 
@@ -180,7 +190,7 @@ class FakeDriver:
             struct.pack_into("<QIHH", self.mem, table + 16 * i, addr, length, flags, i + 1)
         head = self.next_desc
         self.next_desc = (self.next_desc + 1) % self.size
-        self.put_desc(head, table, 16 * len(segments), DescFlag.INDIRECT, 0)
+        self.put_desc(head, addr=table, length=16 * len(segments), flags=DescFlag.INDIRECT, nxt=0)
         self.publish(head)
         return head
 
@@ -190,8 +200,8 @@ class FakeDriver:
         struct.pack_into("<H", self.mem, self.avail + 2, self.avail_idx)
 
     def request(
-        self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0,
-        data_at: int | None = None, *, indirect: bool = False,
+        self, kind: int, *, sector: int = 0, out: bytes = b"", in_len: int = 0,
+        data_at: int | None = None, indirect: bool = False,
     ) -> int:  # fmt: skip
         header = self.alloc(16)
         self.mem[header : header + 16] = REQUEST_HEADER.pack(kind, 0, sector)
@@ -223,7 +233,8 @@ class FakeDriver:
             head, written = struct.unpack_from("<II", self.mem, slot)
             status_at, data_at, in_len = self.inflight.pop(head, (0, 0, 0))
             status = self.mem[status_at] if status_at else -1
-            done.append(Completion(head, written, status, self.mem[data_at : data_at + in_len]))
+            data = self.mem[data_at : data_at + in_len]
+            done.append(Completion(head=head, written=written, status=status, data=data))
             self.used_seen = (self.used_seen + 1) & 0xFFFF
         return done
 
@@ -281,11 +292,13 @@ class PackedDriver:
         self.buffers = FakeDriver(kernel, queue, size)  # only for its buffer allocator
 
     def enable_queue(self) -> None:
-        info = VqInfo(self.queue, self.size, self.desc, self.driver_event, self.device_event,
-                      0, True)  # fmt: skip
+        info = VqInfo(
+            index=self.queue, num=self.size, desc_addr=self.desc, driver_addr=self.driver_event,
+            device_addr=self.device_event, avail_index=0, ready=True,
+        )  # fmt: skip
         self.kernel.vqs[self.queue] = info
 
-    def set_event(self, flags: int, off_wrap: int = 0) -> None:
+    def set_event(self, flags: int, *, off_wrap: int = 0) -> None:
         struct.pack_into("<HH", self.mem, self.driver_event, off_wrap, flags)
 
     def post(self, segments: list[tuple[int, int, bool]], *, indirect: bool = False) -> int:
@@ -316,7 +329,7 @@ class PackedDriver:
         self.chains[buffer_id] = len(ring)
         return buffer_id
 
-    def request(self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0, *,
+    def request(self, kind: int, *, sector: int = 0, out: bytes = b"", in_len: int = 0,
                 indirect: bool = False) -> int:  # fmt: skip
         header = self.buffers.alloc(16)
         self.mem[header : header + 16] = REQUEST_HEADER.pack(kind, 0, sector)
@@ -346,8 +359,8 @@ class PackedDriver:
             if not used or bool(flags & self.AVAIL) != bool(self.used_wrap):
                 return done
             status_at, data_at, in_len = self.inflight.pop(buffer_id)
-            done.append(Completion(buffer_id, length, self.mem[status_at],
-                                   self.mem[data_at : data_at + in_len]))  # fmt: skip
+            done.append(Completion(head=buffer_id, written=length, status=self.mem[status_at],
+                                   data=self.mem[data_at : data_at + in_len]))  # fmt: skip
             self.next_used += self.chains.pop(buffer_id)
             if self.next_used >= self.size:
                 self.next_used -= self.size

@@ -64,27 +64,27 @@ def test_a_source_larger_than_the_limit_is_out_of_range() -> None:
 
 def test_paging_walks_everything_once_despite_deletes_and_additions() -> None:
     keys = [(i, f"vol-{i:032x}") for i in range(7)]
-    first, token = page(keys, keys, "", 3)
+    first, token = page(keys, keys=keys, token="", max_entries=3)
     assert first == keys[:3] and token
     # The last entry of the page is deleted and a new one added before the next call.
     keys = [k for k in keys if k != keys[2]] + [(99, f"vol-{99:032x}")]
-    second, token = page(keys, keys, token, 3)
+    second, token = page(keys, keys=keys, token=token, max_entries=3)
     assert second == [(3, f"vol-{3:032x}"), (4, f"vol-{4:032x}"), (5, f"vol-{5:032x}")]
-    third, token = page(keys, keys, token, 3)
+    third, token = page(keys, keys=keys, token=token, max_entries=3)
     assert third == [(6, f"vol-{6:032x}"), (99, f"vol-{99:032x}")] and token == ""
-    assert page(keys, keys, "", 0) == (keys, "")
+    assert page(keys, keys=keys, token="", max_entries=0) == (keys, "")
 
 
 @pytest.mark.parametrize("token", ["garbage", "1:vol-xyz", "../../etc", "-1:vol-" + "0" * 32])
 def test_tokens_we_did_not_issue_are_aborted(token: str) -> None:
     with pytest.raises(RpcError) as refused:
-        page([], [], token, 1)
+        page([], keys=[], token=token, max_entries=1)
     assert code_of(refused) == grpc.StatusCode.ABORTED
 
 
 def test_negative_max_entries_is_invalid() -> None:
     with pytest.raises(RpcError) as refused:
-        page([], [], "", -1)
+        page([], keys=[], token="", max_entries=-1)
     assert code_of(refused) == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -47,7 +47,7 @@ DISK = 1 << 20
 ENGINES = ["python", "fast", "fast:threads", "fast:none"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rig:
     kernel: FakeKernel
     driver: FakeDriver
@@ -76,10 +76,10 @@ class Rig:
             os.close(fd)
 
     def roundtrip(
-        self, kind: int, sector: int = 0, out: bytes = b"", in_len: int = 0,
+        self, kind: int, *, sector: int = 0, out: bytes = b"", in_len: int = 0,
         data_at: int | None = None,
     ) -> list[Completion]:  # fmt: skip
-        self.driver.request(kind, sector, out, in_len, data_at)
+        self.driver.request(kind, sector=sector, out=out, in_len=in_len, data_at=data_at)
         self.driver.kick()
         self.serve()
         return self.driver.completions()
@@ -121,14 +121,23 @@ def make_rig(
             kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=threaded, stats=stats,
             io=io, async_min=None if io is None else 0,
         )  # fmt: skip
-    session = VduseSession(kernel, 1, profile.features, profile.required, served)
+    session = VduseSession(
+        kernel,
+        queue_count=1,
+        offered=profile.features,
+        required=profile.required,
+        engine=served,
+    )
     server = Server(kernel, session)
     driver = FakeDriver(kernel)
     answers = bring_up(
         driver, profile.features if features is None else features, server.drain_messages
     )
     assert features is not None or all(a.ok for a in answers)
-    return Rig(kernel, driver, server, session, backing, backend, served, fds)
+    return Rig(
+        kernel=kernel, driver=driver, server=server, session=session, backing=backing,
+        backend=backend, engine=served, fds=fds,
+    )  # fmt: skip
 
 
 @pytest.fixture(params=ENGINES)
@@ -231,8 +240,8 @@ def test_looping_chain_is_handed_back_and_the_queue_keeps_serving(rig: Rig) -> N
     """A loop has no last descriptor, so no status byte: return it untouched, carry on."""
     status = rig.driver.alloc(1)
     rig.driver.mem[status] = 0xFF
-    rig.driver.put_desc(0, rig.driver.alloc(16), 16, DescFlag.NEXT, 1)
-    rig.driver.put_desc(1, status, 1, DescFlag.WRITE | DescFlag.NEXT, 0)
+    rig.driver.put_desc(0, addr=rig.driver.alloc(16), length=16, flags=DescFlag.NEXT, nxt=1)
+    rig.driver.put_desc(1, addr=status, length=1, flags=DescFlag.WRITE | DescFlag.NEXT, nxt=0)
     rig.driver.publish(0)
     rig.driver.next_desc = 2
     rig.driver.kick()
@@ -309,14 +318,22 @@ def test_random_descriptor_chains_never_crash_and_always_complete(rig: Rig) -> N
                                     DescFlag.WRITE | DescFlag.NEXT])  # fmt: skip
                 addr = rnd.choice([rig.driver.alloc(64), rnd.getrandbits(48), REGION_SPLIT - 7])
                 nxt = rnd.choice([(index + 1) % QUEUE_SIZE, rnd.randint(0, 40)])
-                rig.driver.put_desc(index, addr, rnd.choice([0, 1, 16, 17, 512, 4096]), flags, nxt)
+                rig.driver.put_desc(
+                    index,
+                    addr=addr,
+                    length=rnd.choice([0, 1, 16, 17, 512, 4096]),
+                    flags=flags,
+                    nxt=nxt,
+                )
             if rnd.random() < 0.7:
                 kind = rnd.choice([Blk.IN, Blk.OUT, Blk.FLUSH, Blk.GET_ID, 99])
                 header = rig.driver.alloc(16)
                 rig.driver.mem[header : header + 16] = struct.pack(
                     "<IIQ", kind, 0, rnd.choice([0, 1, DISK // SECTOR_SIZE, 2**63])
                 )
-                rig.driver.put_desc(head, header, 16, DescFlag.NEXT, (head + 1) % QUEUE_SIZE)
+                rig.driver.put_desc(
+                    head, addr=header, length=16, flags=DescFlag.NEXT, nxt=(head + 1) % QUEUE_SIZE
+                )
             rig.driver.next_desc = (head + length) % QUEUE_SIZE
             rig.driver.publish(head)
             heads.append(head)
@@ -420,10 +437,14 @@ def test_oversized_or_wrongly_flagged_buffers_fail_with_ioerr(
     header, data, status = rig.driver.alloc(16), rig.driver.alloc(SECTOR_SIZE), rig.driver.alloc(1)
     rig.driver.mem[header : header + 16] = struct.pack("<IIQ", Blk.IN, 0, 0)
     rig.driver.mem[status] = 0xFF
-    rig.driver.put_desc(0, header, 16, DescFlag.NEXT, 1)
-    rig.driver.put_desc(1, status, 1, DescFlag.WRITE | DescFlag.NEXT, 2)  # writable, then
-    rig.driver.put_desc(2, data, length, flags | DescFlag.NEXT, 3)  # readable or huge
-    rig.driver.put_desc(3, status, 1, DescFlag.WRITE, 0)
+    rig.driver.put_desc(0, addr=header, length=16, flags=DescFlag.NEXT, nxt=1)
+    rig.driver.put_desc(
+        1, addr=status, length=1, flags=DescFlag.WRITE | DescFlag.NEXT, nxt=2
+    )  # writable, then
+    rig.driver.put_desc(
+        2, addr=data, length=length, flags=flags | DescFlag.NEXT, nxt=3
+    )  # readable or huge
+    rig.driver.put_desc(3, addr=status, length=1, flags=DescFlag.WRITE, nxt=0)
     rig.driver.publish(0)
     rig.driver.kick()
     rig.serve()
@@ -438,7 +459,7 @@ def test_indirect_table_longer_than_the_queue_is_handed_back_untouched(rig: Rig)
         last = i == QUEUE_SIZE
         struct.pack_into("<QIHH", rig.driver.mem, table + 16 * i, status, 1,
                          DescFlag.WRITE | (0 if last else DescFlag.NEXT), i + 1)  # fmt: skip
-    rig.driver.put_desc(0, table, 16 * (QUEUE_SIZE + 1), DescFlag.INDIRECT, 0)
+    rig.driver.put_desc(0, addr=table, length=16 * (QUEUE_SIZE + 1), flags=DescFlag.INDIRECT, nxt=0)
     rig.driver.publish(0)
     rig.driver.kick()
     rig.serve()

@@ -36,7 +36,7 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
         time.sleep(0.05)
         with lock:
             running -= 1
-        return ProcessId(1, 1)
+        return ProcessId(pid=1, start_time=1)
 
     monkeypatch.setattr(dataplane_process, "_start", one_start)
     cpus = len(os.sched_getaffinity(0))
@@ -46,7 +46,7 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
             workers.submit(dataplane_process.start, None, Path("log"))  # type: ignore[arg-type]
             for _ in range(burst)
         ]
-    assert [f.result() for f in started] == [ProcessId(1, 1)] * burst
+    assert [f.result() for f in started] == [ProcessId(pid=1, start_time=1)] * burst
     assert peak == cpus
 
 
@@ -111,7 +111,7 @@ def test_the_dataplane_logs_its_start_up_phases_on_the_monotonic_clock(
 ) -> None:
     """bench/takeover.py lines these stamps up with the kill that made the takeover."""
     caplog.set_level("INFO", logger="dataplane")
-    log_start_up(10.0, 10.25, 10.5, 10.625, 11.0)
+    log_start_up(started=10.0, imported=10.25, set_up=10.5, resumed=10.625, ready=11.0)
     [line] = [r.getMessage() for r in caplog.records if "start-up" in r.getMessage()]
     assert "imports 250 ms, set-up 250 ms, resume 125 ms, to ready 375 ms" in line
     assert (

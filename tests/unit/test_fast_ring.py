@@ -124,11 +124,17 @@ def _post(
         table = TABLES + 16 * 8 * n
         for i, (addr, length, flags, nxt) in enumerate(descs):
             struct.pack_into("<QIHH", driver.mem, table + 16 * i, addr, length, flags, nxt)
-        driver.put_desc(head, table, 16 * len(descs), DescFlag.INDIRECT, 0)
+        driver.put_desc(head, addr=table, length=16 * len(descs), flags=DescFlag.INDIRECT, nxt=0)
         driver.next_desc = (head + 1) % QUEUE_SIZE
     else:
         for i, (addr, length, flags, nxt) in enumerate(descs):
-            driver.put_desc((head + i) % QUEUE_SIZE, addr, length, flags, (head + nxt) % 2**16)
+            driver.put_desc(
+                (head + i) % QUEUE_SIZE,
+                addr=addr,
+                length=length,
+                flags=flags,
+                nxt=(head + nxt) % 2**16,
+            )
         driver.next_desc = (head + len(descs)) % QUEUE_SIZE
     driver.publish(head)
 
@@ -243,7 +249,13 @@ def test_backing_errors_fail_that_request_only(tmp_path: Path) -> None:
         irqfd=kernel.irqfd,
         threaded=False,
     )
-    session = VduseSession(kernel, 1, profile.features, profile.required, engine)
+    session = VduseSession(
+        kernel,
+        queue_count=1,
+        offered=profile.features,
+        required=profile.required,
+        engine=engine,
+    )
     server = Server(kernel, session)
     driver = FakeDriver(kernel)
     bring_up(driver, profile.features, server.drain_messages)
@@ -276,7 +288,13 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
         kernel, BlkTarget(backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"x"),
         devfd=-1, irqfd=kernel.irqfd, io=io, async_min=0,
     )  # fmt: skip
-    session = VduseSession(kernel, 2, profile.features, profile.required, engine)
+    session = VduseSession(
+        kernel,
+        queue_count=2,
+        offered=profile.features,
+        required=profile.required,
+        engine=engine,
+    )
     server = Server(kernel, session)
     drivers = [FakeDriver(kernel, queue=i) for i in range(2)]
     bring_up(drivers[0], profile.features, server.drain_messages, others=(drivers[1],))

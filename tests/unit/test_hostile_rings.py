@@ -14,7 +14,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,14 @@ def start_plane(
     backing = tmp_path / "disk.img"
     if not backing.exists():
         backing.write_bytes(bytes(DISK))
-    made = start(kernel, backing, tmp_path / "vol.inflight", profile, io=io, target=target)
+    made = start(
+        kernel,
+        backing=backing,
+        log_path=tmp_path / "vol.inflight",
+        profile=profile,
+        io=io,
+        target=target,
+    )
     return Plane(**vars(made), kernel=kernel)
 
 
@@ -205,9 +212,11 @@ def test_a_log_that_disagrees_with_itself_stops_the_queue(
 
 
 def packed_info(driver: PackedDriver, avail: int, used: int) -> VqInfo:
-    info = VqInfo(driver.queue, driver.size, driver.desc, driver.driver_event,
-                  driver.device_event, 0, True)  # fmt: skip
-    return replace(info, packed_avail=avail, packed_used=used)
+    return VqInfo(
+        index=driver.queue, num=driver.size, desc_addr=driver.desc,
+        driver_addr=driver.driver_event, device_addr=driver.device_event, avail_index=0,
+        ready=True, packed_avail=avail, packed_used=used,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

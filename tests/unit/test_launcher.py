@@ -158,5 +158,5 @@ def test_the_launcher_goes_with_the_driver_and_its_dataplanes_stay(
     assert own is not None
     launcher.close()
     assert own.poll() is not None  # it ended by itself once its socket closed
-    assert dataplane_process.is_running(ProcessId(process.pid, process.start_time))
+    assert dataplane_process.is_running(ProcessId(pid=process.pid, start_time=process.start_time))
     os.kill(process.pid, signal.SIGKILL)

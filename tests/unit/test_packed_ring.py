@@ -28,11 +28,11 @@ from tests.unit.test_takeover import Dataplane
 PROFILE = BlkProfile(packed=True)
 
 
-def start(kernel: FakeKernel, backing: Path, log_path: Path) -> Dataplane:
-    return takeover.start(kernel, backing, log_path, PROFILE)
+def start(kernel: FakeKernel, *, backing: Path, log_path: Path) -> Dataplane:
+    return takeover.start(kernel, backing=backing, log_path=log_path, profile=PROFILE)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rig:
     kernel: FakeKernel
     driver: PackedDriver
@@ -49,7 +49,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     backing = tmp_path / "disk.img"
     backing.write_bytes(bytes(DISK))
     kernel = FakeKernel()
-    plane = start(kernel, backing, tmp_path / "log")
+    plane = start(kernel, backing=backing, log_path=tmp_path / "log")
     driver = PackedDriver(kernel)
     driver.enable_queue()
     kernel.features_acked = PROFILE.features
@@ -59,7 +59,9 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         kernel.send(RequestType.SET_STATUS, status=status)
         plane.server.drain_messages()
         assert kernel.responses[-1].ok
-    made = Rig(kernel, driver, plane, backing, tmp_path / "log")
+    made = Rig(
+        kernel=kernel, driver=driver, plane=plane, backing=backing, log_path=tmp_path / "log"
+    )
     yield made
     made.plane.crash()
     driver.close()
@@ -100,7 +102,7 @@ def test_get_vq_state_answers_packed_positions_with_their_wrap_counters(rig: Rig
         rig.driver.completions()
     # As many flushes of two descriptors each: once around the ring (the wrap counters
     # start at 1, now 0), then 6 descriptors on.
-    answer = rig.plane.session.handle(Request(RequestType.GET_VQ_STATE, 1, vq_index=0))
+    answer = rig.plane.session.handle(Request(RequestType.GET_VQ_STATE, request_id=1, vq_index=0))
     assert answer.packed == (6, 6)
     raw = answer.encode()
     assert struct.unpack_from("<4H", raw, 28) == (0, 6, 0, 6)
@@ -130,13 +132,13 @@ def test_a_chain_around_the_whole_ring_breaks_only_the_queue(rig: Rig) -> None:
     assert rig.plane.engine.queues[0].broken
 
 
-def _poke(rig: Rig, last_avail: int, used: int, inflight: dict[int, int]) -> None:
+def _poke(rig: Rig, *, last_avail: int, used: int, inflight: dict[int, int]) -> None:
     takeover.poke_log(rig.log_path, last_avail=last_avail, used_idx=used, inflight=inflight)
 
 
 def _successor(rig: Rig) -> Dataplane:
     rig.plane.crash()
-    rig.plane = start(rig.kernel, rig.backing, rig.log_path)
+    rig.plane = start(rig.kernel, backing=rig.backing, log_path=rig.log_path)
     assert rig.plane.session.resume()
     return rig.plane
 
@@ -148,7 +150,7 @@ START = 1 << 15  # position 0, wrap counter 1
 def test_a_taken_request_is_replayed_once_by_a_successor(rig: Rig, counted: bool) -> None:
     buffer_id = rig.driver.request(Blk.OUT, sector=3, out=b"\x33" * SECTOR_SIZE)
     spans = rig.driver.chains[buffer_id]
-    _poke(rig, START + spans if counted else START, START, {buffer_id: 1})
+    _poke(rig, last_avail=START + spans if counted else START, used=START, inflight={buffer_id: 1})
     plane = _successor(rig)
     rig.serve()
     [done] = rig.driver.completions()
@@ -166,7 +168,9 @@ def test_a_published_completion_is_not_replayed(rig: Rig) -> None:
     [done] = rig.driver.completions()
     assert done.head == buffer_id
     spans = rig.driver.chains.get(buffer_id, 3)
-    _poke(rig, START + spans, START, {buffer_id: 1})  # died before logging the completion
+    _poke(
+        rig, last_avail=START + spans, used=START, inflight={buffer_id: 1}
+    )  # died before logging the completion
     rig.backing.write_bytes(bytes(DISK))
     plane = _successor(rig)
     rig.serve()

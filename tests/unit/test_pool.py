@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_snapshot_and_clone_copy_data_and_keep_holes(pool: Pool) -> None:
     with open(pool.backing_path(volume.volume_id), "r+b") as backing:
         backing.seek(40 * MiB)
         backing.write(data)
-    snapshot = pool.create_snapshot("snap", volume.volume_id)
+    snapshot = pool.create_snapshot("snap", source_volume_id=volume.volume_id)
     assert snapshot.size == 64 * MiB and snapshot.method in ("reflink", "sparse-copy")
     # Later writes to the volume do not reach the snapshot.
     with open(pool.backing_path(volume.volume_id), "r+b") as backing:
@@ -102,7 +103,7 @@ def test_missing_sources_are_not_found(pool: Pool) -> None:
             pool.create_volume("x", MiB, {}, **kwargs)
         assert refused.value.errno == errno.ENOENT
     with pytest.raises(PoolError) as refused:
-        pool.create_snapshot("s", ids.volume_id_for("nope"))
+        pool.create_snapshot("s", source_volume_id=ids.volume_id_for("nope"))
     assert refused.value.errno == errno.ENOENT
 
 
@@ -168,6 +169,43 @@ def test_a_record_that_cannot_be_written_leaves_no_data_behind(
         if what == "volume":
             pool.create_volume("new", 8 * MiB, {}, source_volume_id=source.volume_id)
         else:
-            pool.create_snapshot("snap", source.volume_id)
+            pool.create_snapshot("snap", source_volume_id=source.volume_id)
     assert refused.value.errno == errno.ENOSPC
     assert sorted([*pool.volumes.iterdir(), *pool.snapshots.iterdir()]) == before
+
+
+def test_records_of_an_earlier_version_load_and_save_back_in_the_same_form(pool: Pool) -> None:
+    """Records are read by field name: what earlier versions wrote still loads, and a
+    volume record saved back (by an expansion) keeps its form."""
+    volume_id, snapshot_id = ids.volume_id_for("old"), ids.snapshot_id_for("old-snap")
+    volume = {
+        "capacity": MiB,
+        "created_ns": 1,
+        "name": "old",
+        "parameters": {"blockSize": "4096"},
+        "source_snapshot_id": None,
+        "source_volume_id": None,
+        "volume_id": volume_id,
+    }
+    snapshot = {
+        "created_ns": 2,
+        "method": "sparse-copy",
+        "name": "old-snap",
+        "size": MiB,
+        "snapshot_id": snapshot_id,
+        "source_volume_id": volume_id,
+    }
+    record_path = pool.volumes / f"{volume_id}.json"
+    record_path.write_text(json.dumps(volume, indent=2, sort_keys=True) + "\n")
+    pool.backing_path(volume_id).write_bytes(b"")
+    os.truncate(pool.backing_path(volume_id), MiB)
+    (pool.snapshots / f"{snapshot_id}.json").write_text(json.dumps(snapshot, indent=2))
+    loaded = pool.volume(volume_id)
+    assert loaded is not None and loaded.capacity == MiB and loaded.created_ns == 1
+    assert loaded.parameters == {"blockSize": "4096"}
+    taken = pool.snapshot(snapshot_id)
+    assert taken is not None and taken.source_volume_id == volume_id
+    assert taken.size == MiB and taken.method == "sparse-copy"
+    pool.expand_volume(volume_id, 2 * MiB)
+    volume["capacity"] = 2 * MiB
+    assert record_path.read_text() == json.dumps(volume, indent=2, sort_keys=True) + "\n"

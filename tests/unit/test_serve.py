@@ -135,7 +135,11 @@ def test_build_assembles_one_device_manager_and_leaves_recovery_to_the_caller(
     )  # fmt: skip
     store = NodeVolumeStore(state)
     volume_id = ids.volume_id_for("pvc-1")
-    store.save(NodeVolume(volume_id, str(tmp_path / "staging"), True, "", [], 1, False))
+    record = NodeVolume(
+        volume_id=volume_id, staging_path=str(tmp_path / "staging"), block=True, fs_type="",
+        mount_flags=[], mode=1, readonly=False,
+    )  # fmt: skip
+    store.save(record)
     plugin = build(options)
     try:
         assert plugin.volumes is not None and plugin.volumes.devices is plugin.devices

@@ -35,7 +35,7 @@ from tests.unit.fake_virtio import FakeDriver, FakeKernel, bring_up
 from tests.unit.test_dataplane import DISK
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Dataplane:
     """One dataplane process's worth of objects on a shared fake device and log file."""
 
@@ -55,8 +55,8 @@ class Dataplane:
 
 
 def start(
-    kernel: FakeKernel, backing: Path, log_path: Path, profile: BlkProfile | None = None,
-    *, io: str | None = None, target: BlkTarget | None = None,
+    kernel: FakeKernel, *, backing: Path, log_path: Path, profile: BlkProfile | None = None,
+    io: str | None = None, target: BlkTarget | None = None,
 ) -> Dataplane:  # fmt: skip
     """A dataplane for ``profile``'s device (split rings by default) on the fake kernel.
 
@@ -64,7 +64,7 @@ def start(
     the environment's choice, with its policy); ``target`` replaces the backing file."""
     profile = profile or BlkProfile()
     backend = FileBackend(backing, readonly=False)
-    log = InflightLog(open_file(log_path), 1)
+    log = InflightLog(open_file(log_path), queues=1)
     target = target or BlkTarget(
         backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"serial-0"
     )
@@ -72,12 +72,19 @@ def start(
         kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
         async_min=None if io in (None, "none") else 0,
     )  # fmt: skip
-    session = VduseSession(kernel, 1, profile.features, profile.required, engine, status_log=log)
+    session = VduseSession(
+        kernel,
+        queue_count=1,
+        offered=profile.features,
+        required=profile.required,
+        engine=engine,
+        status_log=log,
+    )
     server = Server(kernel, session)
-    return Dataplane(session, server, engine, log, backend)
+    return Dataplane(session=session, server=server, engine=engine, log=log, backend=backend)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rig:
     kernel: FakeKernel
     driver: FakeDriver
@@ -87,7 +94,7 @@ class Rig:
 
     def successor(self) -> Dataplane:
         self.first.crash()
-        second = start(self.kernel, self.backing, self.log_path)
+        second = start(self.kernel, backing=self.backing, log_path=self.log_path)
         assert second.session.resume()
         return second
 
@@ -110,11 +117,14 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     backing = tmp_path / "disk.img"
     backing.write_bytes(bytes(DISK))
     kernel = FakeKernel()
-    first = start(kernel, backing, tmp_path / "vol.inflight")
+    first = start(kernel, backing=backing, log_path=tmp_path / "vol.inflight")
     driver = FakeDriver(kernel)
     answers = bring_up(driver, BlkProfile().features, first.server.drain_messages)
     assert all(answer.ok for answer in answers)
-    made = Rig(kernel, driver, backing, tmp_path / "vol.inflight", first)
+    made = Rig(
+        kernel=kernel, driver=driver, backing=backing, log_path=tmp_path / "vol.inflight",
+        first=first,
+    )  # fmt: skip
     yield made
     driver.close()
     kernel.close()
@@ -206,7 +216,7 @@ def test_a_reset_leaves_nothing_to_take_over(rig: Rig) -> None:
     rig.first.server.drain_messages()
     assert rig.first.log.status == 0
     rig.first.crash()
-    second = start(rig.kernel, rig.backing, rig.log_path)
+    second = start(rig.kernel, backing=rig.backing, log_path=rig.log_path)
     assert not second.session.resume()
     assert second.engine.queues == {}
     second.crash()
@@ -217,7 +227,7 @@ def test_a_log_from_another_queue_size_is_refused(rig: Rig) -> None:
         f.seek(HEADER_SIZE + 4)
         f.write(struct.pack("<H", 64))  # dp_vqlog.num
     rig.first.crash()
-    second = start(rig.kernel, rig.backing, rig.log_path)
+    second = start(rig.kernel, backing=rig.backing, log_path=rig.log_path)
     with pytest.raises(ResumeError):
         second.session.resume()
     second.crash()
@@ -226,7 +236,7 @@ def test_a_log_from_another_queue_size_is_refused(rig: Rig) -> None:
 def test_a_log_of_another_layout_starts_afresh(tmp_path: Path) -> None:
     path = tmp_path / "old.inflight"
     path.write_bytes(b"garbage" * 10)
-    log = InflightLog(open_file(path), 2)
+    log = InflightLog(open_file(path), queues=2)
     assert (log.status, log.features) == (0, 0)
     assert os.path.getsize(path) == HEADER_SIZE + 2 * BLOCK_SIZE
     log.close()

@@ -156,7 +156,9 @@ def test_dev_get_reply_exposes_cmd_and_attributes_by_name() -> None:
 def test_sparse_dev_get_reply_fills_missing_fields_with_defaults() -> None:
     msg = vdpamsg(_message(VDPA_CMD_DEV_GET, _nla(ATTR_DEV_NAME, b"lonely\0")))
     msg.decode()
-    assert device_from_message(msg) == VdpaDevice("lonely", "", 0, 0, 0, 0)
+    assert device_from_message(msg) == VdpaDevice(
+        name="lonely", mgmtdev="", device_id=0, vendor_id=0, max_vqs=0, max_vq_size=0
+    )
 
 
 def test_encoded_request_decodes_back_through_the_same_message_class() -> None:

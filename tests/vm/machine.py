@@ -35,7 +35,7 @@ class VmError(RuntimeError):
     """The VM could not be started."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VmResult:
     """What a guest run produced."""
 
@@ -165,7 +165,13 @@ class TestVm:
             reader.join(timeout=5)
         status_file = results / "exit-status"
         status = int(status_file.read_text()) if status_file.exists() else None
-        return VmResult(status, "\n".join(lines), timed_out, time.monotonic() - started, results)
+        return VmResult(
+            exit_status=status,
+            output="\n".join(lines),
+            timed_out=timed_out,
+            seconds=time.monotonic() - started,
+            results_dir=results,
+        )
 
 
 def _pump(

@@ -37,7 +37,7 @@ def direct_alignment(fd: int) -> int:
     return max(512, size)
 
 
-def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+def _fallocate(fd: int, *, mode: int, offset: int, length: int) -> None:
     """fallocate(2) with a mode, which the os module does not offer."""
     if _libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)):
         code = ctypes.get_errno()
@@ -82,18 +82,21 @@ class FileBackend:
             offset += done
             pending = _advance(pending, done)
 
-    def zero(self, offset: int, length: int, unmap: bool) -> None:
+    def zero(self, offset: int, length: int, *, unmap: bool) -> None:
         """Make [offset, offset+length) read as zeroes; ``unmap`` may free the space."""
         mode = FALLOC_FL_PUNCH_HOLE if unmap else FALLOC_FL_ZERO_RANGE
         try:
-            _fallocate(self.fd, mode | FALLOC_FL_KEEP_SIZE, offset, length)
+            _fallocate(self.fd, mode=mode | FALLOC_FL_KEEP_SIZE, offset=offset, length=length)
             return
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
         if not unmap:
             try:
-                _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+                _fallocate(
+                    self.fd, mode=FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset=offset,
+                    length=length,
+                )  # fmt: skip
                 return  # a hole reads back as zeroes too
             except OSError:
                 pass

@@ -62,12 +62,12 @@ class AioSet:
         self._engines: dict[int, Any] = {}
         self._depth: dict[int, int] = {}
 
-    def prepare(self, queues: int, depth: int) -> None:
+    def prepare(self, *, queues: int, depth: int) -> None:
         """Make the engines now, while io_uring_setup is still allowed (see sandbox.py)."""
         for index in range(queues):
-            self.get(index, depth)
+            self.get(index, depth=depth)
 
-    def get(self, index: int, depth: int) -> Any:
+    def get(self, index: int, *, depth: int) -> Any:
         """The engine for queue ``index`` (deep enough for ``depth``), or NULL for none."""
         engine = self._engines.get(index)
         if engine is not None and self._depth[index] >= depth:
@@ -117,7 +117,7 @@ class BlkTarget:
     direct_align: int = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Mapping:
     start: int
     last: int
@@ -151,7 +151,9 @@ class MapPool:
             if host == ffi.NULL:
                 log.error("cannot map IOVA %#x-%#x", entry.start, entry.last)
                 return None
-            mapping = Mapping(entry.start, entry.last, host, entry.writable)
+            mapping = Mapping(
+                start=entry.start, last=entry.last, host=host, writable=entry.writable
+            )
             self._maps.append(mapping)
             log.debug("mapped IOVA %#x-%#x perm %d", entry.start, entry.last, entry.perm)
             return mapping
@@ -172,8 +174,8 @@ class FastQueue:
     """One virtqueue served by the C loop, optionally on its own thread."""
 
     def __init__(
-        self, info: VqInfo, kickfd: int, features: int, target: BlkTarget, pool: MapPool,
-        *, devfd: int, irqfd: int, stats: Any = None, aio: Any = None,
+        self, info: VqInfo, *, kickfd: int, features: int, target: BlkTarget, pool: MapPool,
+        devfd: int, irqfd: int, stats: Any = None, aio: Any = None,
     ) -> None:  # fmt: skip
         self.index = info.index
         self.kickfd = kickfd
@@ -337,8 +339,8 @@ class FastEngine:
     """The queues of one device; ``threaded=False`` leaves serving to ``serve_pending``."""
 
     def __init__(
-        self, source: IotlbSource, target: BlkTarget, devfd: int, irqfd: int = -1,
-        threaded: bool = True, *, stats: StatsFile | None = None,
+        self, source: IotlbSource, target: BlkTarget, *, devfd: int, irqfd: int = -1,
+        threaded: bool = True, stats: StatsFile | None = None,
         inflight: InflightLog | None = None, io: str | None = None,
         async_min: int | None = None,
     ) -> None:  # fmt: skip
@@ -363,16 +365,20 @@ class FastEngine:
         self.queues: dict[int, FastQueue] = {}
 
     def start_queue(
-        self, info: VqInfo, kickfd: int, features: int, *, resume: bool = False
+        self, info: VqInfo, *, kickfd: int, features: int, resume: bool = False
     ) -> None:
         """Serve queue ``info.index``; the engine owns ``kickfd`` from now on."""
         block = None
         if self._stats_base is not None and self.stats and info.index < self.stats.queues:
             block = self._stats_base + StatsFile.block_offset(info.index) // 8
-        aio = None if features & bit(Feature.RING_PACKED) else self.aio.get(info.index, info.num)
+        aio = (
+            None
+            if features & bit(Feature.RING_PACKED)
+            else self.aio.get(info.index, depth=info.num)
+        )
         queue = FastQueue(
-            info, kickfd, features, self.target, self.pool, devfd=self.devfd, irqfd=self.irqfd,
-            stats=block, aio=aio,
+            info, kickfd=kickfd, features=features, target=self.target, pool=self.pool,
+            devfd=self.devfd, irqfd=self.irqfd, stats=block, aio=aio,
         )  # fmt: skip
         if self.async_min is not None and queue.io != "none":
             queue.backend.async_min = queue.backend.async_write_min = self.async_min

@@ -54,14 +54,19 @@ class ReferenceEngine:
         self.handler.capacity = capacity
 
     def start_queue(
-        self, info: VqInfo, kickfd: int, features: int, *, resume: bool = False
+        self, info: VqInfo, *, kickfd: int, features: int, resume: bool = False
     ) -> None:
         if resume:
             raise RingError(f"queue {info.index}: the reference keeps no in-flight log")
         if features & bit(Feature.RING_PACKED):
             raise RingError("the reference ring serves split virtqueues only")
-        addresses = RingAddresses(info.num, info.desc_addr, info.driver_addr, info.device_addr)
-        ring = SplitQueue(info.index, addresses, self.iotlb, info.avail_index, features)
+        addresses = RingAddresses(
+            num=info.num, desc=info.desc_addr, driver=info.driver_addr, device=info.device_addr
+        )
+        ring = SplitQueue(
+            info.index, addresses=addresses, iotlb=self.iotlb, last_avail=info.avail_index,
+            features=features,
+        )  # fmt: skip
         self.queues[info.index] = ReferenceQueue(ring, kickfd)
 
     def last_avail(self, index: int) -> int | None:
@@ -88,7 +93,7 @@ class ReferenceEngine:
                     written = self.handler.handle(chain)
                 finally:
                     chain.release()
-                queue.ring.push(chain.head, written)
+                queue.ring.push(chain.head, written=written)
                 served += 1
         except RingError as exc:
             log.error("queue %d stopped: %s", index, exc)

@@ -149,7 +149,7 @@ class BlkHandler:
                 continue
             unmap = kind == RequestType.DISCARD or bool(flags & WRITE_ZEROES_UNMAP)
             try:
-                self.backend.zero(sector * SECTOR_SIZE, sectors * SECTOR_SIZE, unmap)
+                self.backend.zero(sector * SECTOR_SIZE, sectors * SECTOR_SIZE, unmap=unmap)
             except OSError as exc:
                 # Discard is only advice: a backing that cannot punch holes keeps the data.
                 if kind != RequestType.DISCARD or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):

@@ -28,7 +28,7 @@ class IotlbError(Exception):
     """An IOVA range the device may not access as asked."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Region:
     start: int
     last: int
@@ -74,7 +74,7 @@ class Iotlb:
             raise IotlbError(f"cannot map IOVA {entry.start:#x}-{entry.last:#x}: {exc}") from exc
         finally:
             os.close(fd)
-        region = Region(entry.start, entry.last, memory, entry.writable)
+        region = Region(start=entry.start, last=entry.last, memory=memory, writable=entry.writable)
         i = bisect.bisect_right(self._starts, region.start)
         self._starts.insert(i, region.start)
         self._regions.insert(i, region)

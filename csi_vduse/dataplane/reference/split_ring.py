@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from csi_vduse.dataplane.reference.iotlb import Iotlb, IotlbError
 from csi_vduse.dataplane.virtio.queues import RingError
@@ -26,6 +26,7 @@ class Chain:
     """One request: the buffers the device reads, then those it writes."""
 
     head: int
+    _: KW_ONLY
     readable: list[memoryview] = field(default_factory=list)
     writable: list[memoryview] = field(default_factory=list)
     error: str | None = None  # why the chain is malformed, if it is
@@ -36,7 +37,7 @@ class Chain:
             view.release()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RingAddresses:
     num: int
     desc: int
@@ -48,7 +49,7 @@ class SplitQueue:
     """One enabled split virtqueue, resuming from ``last_avail``."""
 
     def __init__(
-        self, index: int, addresses: RingAddresses, iotlb: Iotlb, last_avail: int = 0,
+        self, index: int, *, addresses: RingAddresses, iotlb: Iotlb, last_avail: int = 0,
         features: int = 0,
     ) -> None:  # fmt: skip
         if addresses.num == 0 or addresses.num & (addresses.num - 1):
@@ -112,10 +113,13 @@ class SplitQueue:
         return chain
 
     def _walk(self, chain: Chain) -> None:
-        self._walk_table(chain, self._desc, self._desc_off, self.num, chain.head, nested=False)
+        self._walk_table(
+            chain, table=self._desc, base=self._desc_off, count=self.num, first=chain.head,
+            nested=False,
+        )  # fmt: skip
 
     def _walk_table(
-        self, chain: Chain, table: mmap.mmap, base: int, count: int, first: int, *, nested: bool
+        self, chain: Chain, *, table: mmap.mmap, base: int, count: int, first: int, nested: bool
     ) -> None:
         """Collect the chain's buffers; a bad buffer is noted and skipped so the final
         descriptor (the status byte, for virtio-blk) can still be found."""
@@ -125,8 +129,12 @@ class SplitQueue:
             mapped = False
             try:
                 if flags & DescFlag.INDIRECT:
-                    inner = self._indirect_table(addr, length, flags, nested)
-                    self._walk_table(chain, *inner, 0, nested=True)
+                    inner, offset, entries = self._indirect_table(
+                        addr=addr, length=length, flags=flags, nested=nested
+                    )
+                    self._walk_table(
+                        chain, table=inner, base=offset, count=entries, first=0, nested=True
+                    )
                     return
                 if flags & DescFlag.WRITE:
                     chain.writable += self.iotlb.views(addr, length, writable=True)
@@ -146,7 +154,7 @@ class SplitQueue:
         raise RingError(f"descriptor chain from {chain.head} loops")
 
     def _indirect_table(
-        self, addr: int, length: int, flags: int, nested: bool
+        self, *, addr: int, length: int, flags: int, nested: bool
     ) -> tuple[mmap.mmap, int, int]:
         """Where an indirect table lies, and its entry count, once it passed every check."""
         if not self.indirect:
@@ -158,7 +166,7 @@ class SplitQueue:
         memory, offset = self.iotlb.locate(addr, length, writable=False)
         return memory, offset, length // 16
 
-    def push(self, head: int, written: int) -> None:
+    def push(self, head: int, *, written: int) -> None:
         """Return a chain to the driver; ``written`` is what the device wrote into it."""
         self._fresh()
         slot = self._used_off + 4 + 8 * (self.used_idx % self.num)

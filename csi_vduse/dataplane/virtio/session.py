@@ -31,7 +31,7 @@ class DeviceControl(Protocol):
 
     def features(self) -> int: ...
     def vq_info(self, index: int) -> VqInfo: ...
-    def vq_setup_kickfd(self, index: int, fd: int) -> None: ...
+    def vq_setup_kickfd(self, index: int, *, fd: int) -> None: ...
 
 
 class StatusLog(Protocol):
@@ -41,7 +41,7 @@ class StatusLog(Protocol):
     def status(self) -> int: ...
     @property
     def features(self) -> int: ...
-    def record_status(self, status: int, features: int) -> None: ...
+    def record_status(self, status: int, *, features: int) -> None: ...
     def reset(self) -> None: ...
 
 
@@ -51,8 +51,8 @@ class ResumeError(Exception):
 
 class VduseSession:
     def __init__(
-        self, node: DeviceControl, queue_count: int, offered: int, required: int,
-        engine: QueueEngine, *, status_log: StatusLog | None = None,
+        self, node: DeviceControl, *, queue_count: int, offered: int, required: int,
+        engine: QueueEngine, status_log: StatusLog | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self.engine = engine
@@ -94,7 +94,7 @@ class VduseSession:
         log.info("device status %s", Status(status).name)
         self.status = status
         if self.status_log is not None:
-            self.status_log.record_status(status, self.features)
+            self.status_log.record_status(status, features=self.features)
         return True
 
     def resume(self) -> bool:
@@ -141,8 +141,10 @@ class VduseSession:
                     raise RingError(f"queue {index}: size {info.num} is not a power of two")
                 kickfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 try:
-                    self.node.vq_setup_kickfd(index, kickfd)
-                    self.engine.start_queue(info, kickfd, self.features, resume=resume)
+                    self.node.vq_setup_kickfd(index, fd=kickfd)
+                    self.engine.start_queue(
+                        info, kickfd=kickfd, features=self.features, resume=resume
+                    )
                 except BaseException:
                     os.close(kickfd)
                     raise

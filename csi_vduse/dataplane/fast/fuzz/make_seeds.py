@@ -39,7 +39,7 @@ BAD_SIZES = [2048, 32768, 3, 1000, 1025]
 Segment = tuple[int, int, bool]  # IOVA, length, device-writable
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Guest:
     """One input: the queue's setup, then what the guest and the engine do, in order."""
 
@@ -96,13 +96,13 @@ class Guest:
 
     def write(self, iova: int, data: bytes) -> None:
         if len(data) > 16 and data == data[:1] * len(data):  # keeps seeds small
-            self.fill(iova, len(data), data[0])
+            self.fill(iova, len(data), byte=data[0])
             return
         for at in range(0, len(data), 0xFFFF):
             chunk = data[at : at + 0xFFFF]
             self.ops += struct.pack("<BIH", WRITE, self.offset(iova + at), len(chunk)) + chunk
 
-    def fill(self, iova: int, length: int, byte: int) -> None:
+    def fill(self, iova: int, length: int, *, byte: int) -> None:
         self.ops += struct.pack("<BIHB", FILL, self.offset(iova), length, byte)
 
     def disk(self, offset: int, data: bytes) -> None:
@@ -178,7 +178,7 @@ class Split:
         self.avail_idx = guest.avail
         self.next_desc = 0
 
-    def put_desc(self, index: int, addr: int, length: int, flags: int, nxt: int) -> None:
+    def put_desc(self, index: int, *, addr: int, length: int, flags: int, nxt: int) -> None:
         self.guest.write(self.desc + 16 * index, DESC.pack(addr, length, flags, nxt))
 
     def chain(self, segments: list[Segment], at: int | None = None) -> int:
@@ -189,7 +189,9 @@ class Split:
         for i, (addr, length, writable) in enumerate(segments):
             last = i == len(segments) - 1
             flags = (DescFlag.WRITE if writable else 0) | (0 if last else DescFlag.NEXT)
-            self.put_desc(indexes[i], addr, length, flags, 0 if last else indexes[i + 1])
+            self.put_desc(
+                indexes[i], addr=addr, length=length, flags=flags, nxt=0 if last else indexes[i + 1]
+            )
         return indexes[0]
 
     def indirect_chain(self, segments: list[Segment]) -> int:
@@ -201,7 +203,7 @@ class Split:
             self.guest.write(table + 16 * i, DESC.pack(addr, length, flags, i + 1))
         head = self.next_desc
         self.next_desc = (head + 1) % self.guest.size
-        self.put_desc(head, table, 16 * len(segments), DescFlag.INDIRECT, 0)
+        self.put_desc(head, addr=table, length=16 * len(segments), flags=DescFlag.INDIRECT, nxt=0)
         return head
 
     def publish(self, *heads: int) -> None:
@@ -228,7 +230,7 @@ class Packed:
         self.next_avail, self.wrap = guest.avail & 0x7FFF, guest.avail >> 15
         self.next_id = 0
 
-    def set_event(self, flags: int, off_wrap: int = 0) -> None:
+    def set_event(self, flags: int, *, off_wrap: int = 0) -> None:
         self.guest.write(self.driver_event, struct.pack("<HH", off_wrap, flags))
 
     def post(self, segments: list[Segment], *, indirect: bool = False) -> int:
@@ -494,7 +496,7 @@ def seed_packed_events() -> Guest:
     g = Guest(size=8, packed=True, event_idx=True, stats=True, avail=6 | 1 << 15,
               used=6 | 1 << 15)  # fmt: skip
     q = Packed(g)
-    q.set_event(2, 1)  # EVENT_DESC at position 1, wrap 0
+    q.set_event(2, off_wrap=1)  # EVENT_DESC at position 1, wrap 0
     for sector in range(3):
         q.request(RequestType.IN, sector=sector, in_len=512)
         g.serve()
