@@ -16,6 +16,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.inflight_log import InflightLog
+from csi_vduse.dataplane.virtio.queues import QueueEngine
+from csi_vduse.dataplane.virtio.session import VduseSession
 from csi_vduse.vduse import VduseError
 from csi_vduse.vduse.messages import Request, RequestType, Response
 from csi_vduse.vduse.node import IotlbEntry, VqInfo
@@ -240,6 +244,17 @@ class FakeDriver:
 
     def close(self) -> None:
         self.mem.close()
+
+
+def session_for(
+    kernel: FakeKernel, profile: BlkProfile, engine: QueueEngine,
+    status_log: InflightLog | None = None,
+) -> VduseSession:  # fmt: skip
+    """The dataplane's session for a device of ``profile`` served by ``engine``."""
+    return VduseSession(
+        kernel, queue_count=profile.queues, offered=profile.features,
+        required=profile.required, engine=engine, status_log=status_log,
+    )  # fmt: skip
 
 
 def bring_up(

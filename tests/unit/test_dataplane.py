@@ -36,6 +36,7 @@ from tests.unit.fake_virtio import (
     FakeDriver,
     FakeKernel,
     bring_up,
+    session_for,
 )
 
 DISK = 1 << 20
@@ -121,13 +122,7 @@ def make_rig(
             kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=threaded, stats=stats,
             io=io, async_min=None if io is None else 0,
         )  # fmt: skip
-    session = VduseSession(
-        kernel,
-        queue_count=1,
-        offered=profile.features,
-        required=profile.required,
-        engine=served,
-    )
+    session = session_for(kernel, profile, served)
     server = Server(kernel, session)
     driver = FakeDriver(kernel)
     answers = bring_up(

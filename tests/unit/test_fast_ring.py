@@ -24,7 +24,6 @@ from csi_vduse.dataplane.blk.backend import FileBackend
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
 from csi_vduse.dataplane.server import Server
-from csi_vduse.dataplane.virtio.session import VduseSession
 from csi_vduse.vduse.messages import RequestType
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
@@ -36,6 +35,7 @@ from tests.unit.fake_virtio import (
     FakeDriver,
     FakeKernel,
     bring_up,
+    session_for,
 )
 from tests.unit.test_dataplane import DISK, Rig, make_rig
 
@@ -249,13 +249,7 @@ def test_backing_errors_fail_that_request_only(tmp_path: Path) -> None:
         irqfd=kernel.irqfd,
         threaded=False,
     )
-    session = VduseSession(
-        kernel,
-        queue_count=1,
-        offered=profile.features,
-        required=profile.required,
-        engine=engine,
-    )
+    session = session_for(kernel, profile, engine)
     server = Server(kernel, session)
     driver = FakeDriver(kernel)
     bring_up(driver, profile.features, server.drain_messages)
@@ -288,13 +282,7 @@ def test_worker_threads_serve_kicks_and_survive_an_iotlb_update(tmp_path: Path, 
         kernel, BlkTarget(backing_fd=backend.fd, capacity=DISK, readonly=False, serial=b"x"),
         devfd=-1, irqfd=kernel.irqfd, io=io, async_min=0,
     )  # fmt: skip
-    session = VduseSession(
-        kernel,
-        queue_count=2,
-        offered=profile.features,
-        required=profile.required,
-        engine=engine,
-    )
+    session = session_for(kernel, profile, engine)
     server = Server(kernel, session)
     drivers = [FakeDriver(kernel, queue=i) for i in range(2)]
     bring_up(drivers[0], profile.features, server.drain_messages, others=(drivers[1],))

@@ -31,7 +31,7 @@ from csi_vduse.vduse.messages import RequestType
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkStatus
 from csi_vduse.virtio.blk import RequestType as Blk
 from csi_vduse.virtio.spec import Status
-from tests.unit.fake_virtio import FakeDriver, FakeKernel, bring_up
+from tests.unit.fake_virtio import FakeDriver, FakeKernel, bring_up, session_for
 from tests.unit.test_dataplane import DISK
 
 
@@ -72,14 +72,7 @@ def start(
         kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
         async_min=None if io in (None, "none") else 0,
     )  # fmt: skip
-    session = VduseSession(
-        kernel,
-        queue_count=1,
-        offered=profile.features,
-        required=profile.required,
-        engine=engine,
-        status_log=log,
-    )
+    session = session_for(kernel, profile, engine, log)
     server = Server(kernel, session)
     return Dataplane(session=session, server=server, engine=engine, log=log, backend=backend)
 
