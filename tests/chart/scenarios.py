@@ -57,6 +57,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "image": {"pullPolicy": "Always"},
         "node": {
             "healthPort": 9911,
+            "livenessProbe": {
+                "probeTimeout": "30s",
+                "periodSeconds": 30,
+                "timeoutSeconds": 40,
+                "failureThreshold": 4,
+            },
             "nodeSelector": {"vduse": "yes"},
             "tolerations": TOLERATIONS,
             "affinity": AFFINITY,

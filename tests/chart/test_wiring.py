@@ -189,12 +189,22 @@ def check_node_mode_sidecars(workload: Obj) -> None:
         assert env_field_refs(snapshotter) == {"NODE_NAME": "spec.nodeName"}
 
 
+def seconds(duration: str) -> float:
+    """A Go duration of one unit (``10s``, ``500ms``, ``1m``), as the sidecars take them."""
+    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if duration.endswith(unit) and duration[: -len(unit)].isdigit():
+            return int(duration[: -len(unit)]) * scale
+    raise ValueError(f"not a duration: {duration!r}")
+
+
 def check_health_and_metrics(workload: Obj, manifest: Manifest) -> None:
     plugin = container(workload, "csi-vduse")
     ports = {port["name"]: port["containerPort"] for port in plugin["ports"]}
     probe = container(workload, "liveness-probe")
     assert int(flags(probe)["health-port"]) == ports["healthz"]
     assert plugin["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    # The sidecar answers a slow Probe with a failure before the kubelet gives up on it.
+    assert seconds(flags(probe)["probe-timeout"]) < plugin["livenessProbe"]["timeoutSeconds"]
     address = flags(plugin).get("metrics-address")
     if address is None:
         assert "metrics" not in ports
@@ -358,3 +368,10 @@ def test_a_node_plugin_without_host_network_is_caught() -> None:
     pod_spec(manifest.node)["hostNetwork"] = False
     with pytest.raises(AssertionError, match="host network"):
         check_node_privileges(manifest.node, "/var/lib/kubelet")
+
+
+def test_a_kubelet_probe_shorter_than_the_sidecars_is_caught() -> None:
+    manifest = rendered("defaults").copy()
+    container(manifest.node, "csi-vduse")["livenessProbe"]["timeoutSeconds"] = 1
+    with pytest.raises(AssertionError):
+        check_health_and_metrics(manifest.node, manifest)
