@@ -56,9 +56,9 @@ static int hold_iov(struct dp_slot *s, struct dp_io *io)
 }
 
 /* A discard is a hint: a backing that cannot deallocate has done its part. */
-static int64_t settle(const struct dp_io *io, int64_t res)
+static int64_t settle(enum dp_io_op op, int64_t res)
 {
-    if (io->op == DP_IO_DISCARD && (res == -EOPNOTSUPP || res == -EINVAL))
+    if (op == DP_IO_DISCARD && (res == -EOPNOTSUPP || res == -EINVAL))
         return 0;
     return res;
 }
@@ -78,7 +78,7 @@ static int start(struct dp_queue *q, int head, struct dp_io *io, uint8_t *status
         s = NULL;
     io->tag = (uint64_t)head;
     if (b->ops->start(b, io, s != NULL, res) != DP_IO_QUEUED) {
-        *res = settle(io, *res);
+        *res = settle(io->op, *res);
         return 0;
     }
     s->status = status;
@@ -236,8 +236,7 @@ int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *use
 
 uint32_t dp_blk_finish(struct dp_queue *q, struct dp_slot *s, int64_t res, struct dp_outcome *o)
 {
-    struct dp_io io = {.op = s->io_op};
-    uint8_t st = settle(&io, res) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+    uint8_t st = settle(s->io_op, res) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
     *s->status = st;
     if (st == VIRTIO_BLK_S_IOERR)
         q->errors++;

@@ -41,7 +41,7 @@ struct dp_slot {
     uint32_t written; /* what the used element reports on success */
     uint8_t *status;
     int op;    /* its DP_ST_* counter */
-    int io_op; /* its enum dp_io_op */
+    enum dp_io_op io_op;
     uint64_t bytes;
     struct timespec t0;
     int busy; /* the head may not be taken again until it completes */
