@@ -27,8 +27,10 @@ from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from csi_vduse.dataplane import qos
 from csi_vduse.dataplane.blk.profile import ProfileError
 from csi_vduse.dataplane.interface import DataplaneArgs
+from csi_vduse.dataplane.qos import QosLimits
 from csi_vduse.devices import backing, dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
@@ -317,6 +319,21 @@ class DeviceManager:
                             "destroy VDUSE device", f"{name}: {exc.message}", exc.errno
                         ) from exc
                     time.sleep(0.05)
+
+    # -- limits -------------------------------------------------------------------------
+
+    def set_limits(self, name: str, limits: QosLimits) -> bool:
+        """Change a device's I/O limits where its dataplane reads them, live; False when
+        this node has no device of that name."""
+        with self.store.locked(name):
+            if self.store.load(name) is None:
+                return False
+            try:
+                qos.update(self.store.qos_path(name), limits)
+            except OSError as exc:
+                raise DeviceError("set limits", f"device {name}: {exc}", exc.errno) from exc
+            log.info("device %s: I/O limits now %s", name, limits)
+            return True
 
     # -- list ---------------------------------------------------------------------------
 

@@ -116,6 +116,10 @@ class StateStore:
         """The dataplane's progress, for a successor to take over (dataplane.inflight_log)."""
         return self.devices / f"{name}.inflight"
 
+    def qos_path(self, name: str) -> Path:
+        """The device's live I/O limits, which its dataplane maps (dataplane.qos)."""
+        return self.devices / f"{name}.qos"
+
     def load(self, name: str) -> DeviceRecord | None:
         path = self._path(name)
         with _state_access("read the device record"):
