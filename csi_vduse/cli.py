@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -13,6 +14,8 @@ from pathlib import Path
 from csi_vduse import logs
 from csi_vduse.about import DRIVER_NAME, package_version
 from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE, BlkProfile
+from csi_vduse.dataplane.qos import DEFAULT_BURST_MS, QosError, QosLimits
+from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import (
     DEFAULT_BOUNCE_SIZE,
@@ -89,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BOUNCE_SIZE,
         help=f"the kernel's bounce buffer for the device (default {DEFAULT_BOUNCE_SIZE >> 20}M)",
     )
+    _add_limits(create)
+
+    limit = actions.add_parser(
+        "limit", help="set a device's I/O limits, live (flags left out mean no limit)"
+    )
+    limit.add_argument("name")
+    _add_limits(limit)
 
     resize = actions.add_parser("resize", help="grow a running device (never shrinks)")
     resize.add_argument("name")
@@ -114,6 +124,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(commands)
     return parser
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("I/O limits (0: none; a request over them waits)")
+    group.add_argument("--max-iops", type=int, default=0, help="requests per second")
+    group.add_argument(
+        "--max-read-bps", type=parse_size_arg, default=0, help="bytes read per second, e.g. 50M"
+    )
+    group.add_argument(
+        "--max-write-bps", type=parse_size_arg, default=0, help="bytes written per second"
+    )
+    group.add_argument(
+        "--burst-ms",
+        type=int,
+        default=DEFAULT_BURST_MS,
+        help=f"how much of each limit an idle device may save up, in ms (default "
+        f"{DEFAULT_BURST_MS})",
+    )
+
+
+def limits_of(args: argparse.Namespace) -> QosLimits:
+    """The I/O limits the flags ask for."""
+    try:
+        return QosLimits(
+            iops=args.max_iops, read_bps=args.max_read_bps, write_bps=args.max_write_bps,
+            burst_ms=args.burst_ms,
+        )  # fmt: skip
+    except QosError as exc:
+        raise DeviceError("validate", str(exc), errno.EINVAL) from exc
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -205,7 +244,7 @@ def device_spec(args: argparse.Namespace) -> DeviceSpec:
         )  # fmt: skip
     return DeviceSpec(
         name=args.name, backing=args.backing, profile=profile, size=args.size,
-        bounce_size=args.bounce_size,
+        bounce_size=args.bounce_size, limits=limits_of(args),
     )  # fmt: skip
 
 
@@ -238,6 +277,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "create":
         record = manager.create(device_spec(args))
         print(record.block_device)
+    elif args.action == "limit":
+        if not manager.set_limits(args.name, limits_of(args)):
+            raise DeviceError("set I/O limits", f"no device {args.name}", errno.ENOENT)
     elif args.action == "resize":
         record = manager.resize(args.name, args.size)
         print(f"{record.block_device} {record.size}")

@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 
 from csi_vduse import dataplane
+from csi_vduse.dataplane import qos
 from csi_vduse.dataplane.blk.backend import FileBackend, direct_alignment
 from csi_vduse.dataplane.blk.capacity import grow
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
@@ -50,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             log.error("cannot map the in-flight log: %s", exc)
             report_ready(args.ready_fd, f"cannot map the in-flight log: {exc.strerror}")
+            return 1
+    qos_page = None
+    if args.qos_fd is not None:
+        try:
+            qos_page = qos.map_page(args.qos_fd)
+        except (OSError, qos.QosError) as exc:
+            # Serving without the limits the driver set would let a noisy neighbour loose.
+            log.error("cannot map the QoS page: %s", exc)
+            report_ready(args.ready_fd, f"cannot map the QoS page: {exc}")
             return 1
     if args.stats_fd is not None:
         try:
@@ -110,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             stats.close()
         if inflight is not None:
             inflight.close()
+        if qos_page is not None:
+            qos_page.close()
     log.info("stopped")
     return 0
 

@@ -87,6 +87,33 @@ def create(path: Path, limits: QosLimits) -> None:
     os.rename(tmp, path)
 
 
+def open_page(path: Path) -> int:
+    """The page at ``path`` open read-only for a dataplane to map (``--qos-fd``); a missing
+    one (a device made before limits existed) is created without limits."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        create(path, UNLIMITED)
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def map_page(fd: int) -> mmap.mmap:
+    """The dataplane's read-only view of the page open at ``fd`` (which this closes);
+    QosError when it is not this version's layout."""
+    try:
+        page = mmap.mmap(fd, PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+    except ValueError as exc:  # shorter than a page
+        raise QosError(f"the QoS page is too short: {exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        parse(bytes(page))
+    except QosError:
+        page.close()
+        raise
+    return page
+
+
 def parse(data: bytes) -> QosLimits:
     if len(data) < PAGE_SIZE:
         raise QosError(f"{len(data)} bytes is shorter than a QoS page")

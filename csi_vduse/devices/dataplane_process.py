@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from csi_vduse.dataplane import inflight_log, stats
+from csi_vduse.dataplane import inflight_log, qos, stats
 from csi_vduse.dataplane.interface import CHILD_COMM, DataplaneArgs, open_flags, parse_ready
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
 from csi_vduse.devices.launcher import Launcher, LauncherError
@@ -220,6 +220,8 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
         args = replace(args, stats_fd=keep(stats.create(args.stats, args.profile.queues)))
     if args.inflight_log is not None:
         args = replace(args, inflight_fd=keep(inflight_log.open_file(args.inflight_log)))
+    if args.qos is not None:
+        args = replace(args, qos_fd=keep(qos.open_page(args.qos)))
     return args
 
 

@@ -23,7 +23,7 @@ import errno
 import logging
 import os
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,6 +106,7 @@ class DeviceManager:
                 f"device {spec.name} exists but is {live.state}; delete it and create again",
                 errno.EEXIST,
             )
+        self._write_limits(spec.name, spec.limits)  # limits are not fixed at creation
         return record
 
     def _create(self, spec: DeviceSpec, undo: ExitStack) -> DeviceRecord:
@@ -152,6 +153,7 @@ class DeviceManager:
 
         # A log left by an earlier device of this name must not be taken for this one's.
         step(name, "reset in-flight log", self.store.inflight_path(name).unlink, True)
+        step(name, "write I/O limits", qos.create, self.store.qos_path(name), spec.limits)
         process = step(name, "start dataplane", self._start_dataplane, record)
         undo.callback(quietly, "stop dataplane", dataplane_process.stop, process)
         record.pid, record.pid_start_time = process.pid, process.start_time
@@ -179,6 +181,7 @@ class DeviceManager:
             serial=record.name[:20],
             stats=self.store.stats_path(record.name),
             inflight_log=self.store.inflight_path(record.name),
+            qos=self.store.qos_path(record.name),
         )
         return dataplane_process.start(
             args,
@@ -328,12 +331,19 @@ class DeviceManager:
         with self.store.locked(name):
             if self.store.load(name) is None:
                 return False
-            try:
-                qos.update(self.store.qos_path(name), limits)
-            except OSError as exc:
-                raise DeviceError("set limits", f"device {name}: {exc}", exc.errno) from exc
-            log.info("device %s: I/O limits now %s", name, limits)
+            self._write_limits(name, limits)
             return True
+
+    def _write_limits(self, name: str, limits: QosLimits) -> None:
+        path = self.store.qos_path(name)
+        with suppress(OSError, qos.QosError):  # unreadable: written afresh below
+            if qos.read(path) == limits:
+                return
+        try:
+            qos.update(path, limits)
+        except OSError as exc:
+            raise DeviceError("set I/O limits", f"device {name}: {exc}", errno.EIO) from exc
+        log.info("device %s: I/O limits now %s", name, limits)
 
     # -- list ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from csi_vduse.dataplane.blk.profile import BlkProfile, ProfileError
+from csi_vduse.dataplane.qos import UNLIMITED, QosLimits
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.vduse.control import MAX_BOUNCE_SIZE, MIN_BOUNCE_SIZE
 from csi_vduse.virtio.blk import SECTOR_SIZE
@@ -81,13 +82,14 @@ def as_device_error() -> Iterator[None]:
 @dataclass(frozen=True, kw_only=True)
 class DeviceSpec:
     """A request for a device: ``profile`` serves ``backing``, made ``size`` bytes when it
-    is missing (None: it exists, at its own size)."""
+    is missing (None: it exists, at its own size), within ``limits`` (changed live later)."""
 
     name: str
     backing: Path
     profile: BlkProfile = field(default_factory=lambda: BlkProfile(queues=default_num_queues()))
     size: int | None = None
     bounce_size: int = DEFAULT_BOUNCE_SIZE  # bytes of the kernel's bounce buffer
+    limits: QosLimits = UNLIMITED
 
     def __post_init__(self) -> None:
         validate_name(self.name)

@@ -139,7 +139,10 @@ class StateStore:
 
     def remove(self, name: str) -> None:
         with _state_access("remove the device record"):
-            paths = (self.log_path(name), self.stats_path(name), self.inflight_path(name))
+            paths = (
+                self.log_path(name), self.stats_path(name), self.inflight_path(name),
+                self.qos_path(name),
+            )  # fmt: skip
             for path in (self._path(name), *paths):
                 path.unlink(missing_ok=True)
 

@@ -9,6 +9,7 @@ import pytest
 
 from csi_vduse.cli import build_parser, device_spec
 from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.qos import UNLIMITED, QosLimits
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.spec import DEFAULT_MAX_QUEUES, DeviceSpec, parse_size, validate_name
 from csi_vduse.errors import CsiVduseError
@@ -107,6 +108,8 @@ def test_device_spec_with_good_name_keeps_its_fields() -> None:
         ({"bounce_size": 512 << 10}, "--bounce-size 524288"),
         ({"bounce_size": (2 << 20) + 512}, "whole 4 KiB pages"),
         ({"bounce_size": 2 << 30}, "to 1024 MiB"),
+        ({"max_iops": -5}, "iops must be from 0"),
+        ({"burst_ms": 3_600_001}, "burst_ms must be from 0 to 3600000"),
     ],
 )
 def test_device_spec_rejects_bad_queue_and_block_settings(
@@ -133,3 +136,9 @@ def test_default_queue_count_follows_the_cpus_up_to_a_cap(monkeypatch: pytest.Mo
     assert DeviceSpec(name="vol", backing=Path("/x")).profile.queues == 1
     assert created().profile.queues == 1
     assert created("--num-queues=3").profile.queues == 3
+
+
+def test_device_create_takes_the_limits_its_flags_ask_for() -> None:
+    assert created().limits == UNLIMITED
+    spec = created("--max-iops=500", "--max-read-bps=50M", "--max-write-bps=1G", "--burst-ms=0")
+    assert spec.limits == QosLimits(iops=500, read_bps=50 << 20, write_bps=1 << 30, burst_ms=0)

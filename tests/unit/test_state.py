@@ -116,9 +116,11 @@ def test_remove_deletes_record_and_log(tmp_path: Path) -> None:
     store.save(_record("vol-1"))
     store.save(_record("vol-2"))
     store.log_path("vol-1").write_text("dataplane output\n")
+    store.qos_path("vol-1").write_bytes(b"limits")
     store.remove("vol-1")
     assert not (tmp_path / "devices" / "vol-1.json").exists()
     assert not store.log_path("vol-1").exists()
+    assert not store.qos_path("vol-1").exists()
     assert store.load("vol-1") is None
     assert [r.name for r in store.records()] == ["vol-2"]
 
