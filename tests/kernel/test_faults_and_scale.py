@@ -15,16 +15,18 @@ import os
 import re
 import struct
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from tests.driver import block_capability, mount_capability, pb
 from tests.kernel.conftest import dataplane_pids, sh
@@ -92,6 +94,56 @@ def node_leftovers(kubelet: Kubelet, root: Path, volume_ids: list[str]) -> list[
     found += [f"record {p}" for p in sorted((state / "volumes").glob("*"))]
     found += [f"record {p}" for p in sorted((state / "devices").glob("*"))]
     return found
+
+
+# -- the liveness probe, as the chart's sidecar sends it ------------------------------------
+
+CHART_VALUES = Path(__file__).resolve().parents[2] / "charts" / "csi-vduse" / "values.yaml"
+
+
+def chart_probe_timeout() -> float:
+    """The livenessprobe sidecar's --probe-timeout the chart ships (e.g. ``10s``)."""
+    text = yaml.safe_load(CHART_VALUES.read_text())["node"]["livenessProbe"]["probeTimeout"]
+    assert str(text).endswith("s"), text
+    return float(str(text)[:-1])
+
+
+@dataclass
+class ProbeRecord:
+    answered: int = 0
+    slowest: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def probing(kubelet: Kubelet, timeout: float) -> Iterator[ProbeRecord]:
+    """Probe the plugin back to back, as the livenessprobe sidecar does, while the body runs:
+    each Probe must answer ready within the sidecar's timeout, or the kubelet would count a
+    failed liveness check."""
+    record = ProbeRecord()
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            try:
+                answer = kubelet.driver.identity.Probe(pb.ProbeRequest(), timeout=timeout)
+            except grpc.RpcError as exc:
+                record.failures.append(f"{exc.code().name} {exc.details()}")
+                continue
+            record.slowest = max(record.slowest, time.monotonic() - started)
+            if answer.HasField("ready") and not answer.ready.value:
+                record.failures.append("not ready")
+            record.answered += 1
+            done.wait(0.2)
+
+    prober = threading.Thread(target=probe, name="prober")
+    prober.start()
+    try:
+        yield record
+    finally:
+        done.set()
+        prober.join()
 
 
 def in_parallel(action: Callable[[Volume], None], volumes: list[Volume]) -> None:
@@ -195,7 +247,9 @@ def test_sixteen_volumes_concurrently_five_rounds(tmp_path: Path) -> None:
     in flight, then sixteen NodePublishVolume, ...), even rounds let each volume run its
     whole cycle on its own, so stages overlap with unstages. After every round nothing of
     the sixteen devices may be left on the node, and each round's data must still be on
-    the volumes in the next.
+    the volumes in the next. While the first sixteen stages run, Probe is asked back to
+    back, as the chart's livenessprobe sidecar asks it: every answer must come within the
+    sidecar's timeout, or a busy node would have its plugin restarted.
     """
     timings: list[str] = []
     with running_kubelet(tmp_path) as kubelet:
@@ -236,11 +290,21 @@ def test_sixteen_volumes_concurrently_five_rounds(tmp_path: Path) -> None:
                 volume.unpublish()
                 volume.unstage()
 
+            if round_ == 1:
+                # Sixteen stages at once (mkfs, devices, dataplanes) must not starve Probe.
+                with probing(kubelet, chart_probe_timeout()) as probes:
+                    timed("r1 stage", Volume.stage)
+                print(f"Probe under 16 stages: {probes.answered} answered, "
+                      f"slowest {probes.slowest:.2f}s")  # fmt: skip
+                assert probes.failures == []
+                assert probes.answered >= 2, "the prober made no progress during the stages"
             if round_ % 2:
                 steps: list[Callable[[Volume], None]] = [
                     Volume.stage, Volume.publish, use, Volume.unpublish, Volume.unstage
                 ]  # fmt: skip
                 for label, step in zip(STEPS, steps, strict=True):
+                    if round_ == 1 and step is Volume.stage:
+                        continue  # done above, under the prober
                     timed(f"r{round_} {label}", step)
             else:
                 timed(f"r{round_} cycles", cycle)
