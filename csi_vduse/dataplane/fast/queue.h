@@ -7,6 +7,7 @@
  *   chain.c    collecting a chain's buffers          iotlb.c   IOVA -> host translation
  *   inflight.c the crash-recovery log                stats.c   per-request statistics
  *   blk.c      virtio-blk requests                   backend.h where the data lives
+ *   qos.c      the device's I/O limits (token buckets)
  *   file.c     the file backend, with aio.c (io_uring or a thread pool)
  */
 #ifndef DATAPLANE_FAST_QUEUE_H
