@@ -41,9 +41,11 @@ struct dp_queue {
     uint16_t last_avail, used_idx;
     uint64_t *stats;
     struct dp_blk blk;
+    struct dp_qos *qos;
     volatile int pause_req;
     uint64_t miss_iova;
     uint64_t served, interrupts, errors, replayed;
+    uint64_t throttled, throttle_ns;
     char error[160];
     int nmaps;
     uint32_t inflight;
