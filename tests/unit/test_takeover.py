@@ -7,6 +7,7 @@ checks what the driver sees: every request completed exactly once, with its data
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -56,12 +57,13 @@ class Dataplane:
 
 def start(
     kernel: FakeKernel, *, backing: Path, log_path: Path, profile: BlkProfile | None = None,
-    io: str | None = None, target: BlkTarget | None = None,
+    io: str | None = None, target: BlkTarget | None = None, qos_page: mmap.mmap | None = None,
 ) -> Dataplane:  # fmt: skip
     """A dataplane for ``profile``'s device (split rings by default) on the fake kernel.
 
     ``io`` names an asynchronous engine to take every read and write, however small (None:
-    the environment's choice, with its policy); ``target`` replaces the backing file."""
+    the environment's choice, with its policy); ``target`` replaces the backing file;
+    ``qos_page`` limits the device's I/O."""
     profile = profile or BlkProfile()
     backend = FileBackend(backing, readonly=False)
     log = InflightLog(open_file(log_path), queues=1)
@@ -70,7 +72,7 @@ def start(
     )
     engine = FastEngine(
         kernel, target, devfd=-1, irqfd=kernel.irqfd, threaded=False, inflight=log, io=io,
-        async_min=None if io in (None, "none") else 0,
+        async_min=None if io in (None, "none") else 0, qos_page=qos_page,
     )  # fmt: skip
     session = session_for(kernel, profile, engine, log)
     server = Server(kernel, session)

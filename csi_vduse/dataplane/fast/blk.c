@@ -2,7 +2,8 @@
  * virtio-blk requests (virtio 1.x, 5.2.6): a header {type, ioprio, sector} in the
  * device-readable buffers, data, and a status byte at the end of the device-writable ones.
  * Every request is checked against the device (sector range, read-only, supported
- * commands, range counts) before anything reaches the backend. Where the ring allows it
+ * commands, range counts) before anything reaches the backend; before it is even taken off
+ * its ring, dp_blk_admit weighs it against the device's I/O limits. Where the ring allows it
  * (`head` >= 0), a request may stay in flight on the backend if the backend queues it (the
  * file backend queues reads and writes); the rest complete here.
  */
@@ -14,6 +15,7 @@
 #include "blk.h"
 #include "chain.h"
 #include "iov.h"
+#include "qos.h"
 #include "queue.h"
 
 #define SECTOR 512u
@@ -138,6 +140,45 @@ static int zero_ranges(struct dp_queue *q, struct dp_chain *c, uint32_t type, in
     return 0;
 }
 
+/* Read the request's header into `c`, once; 0 when it has none (a bad or short chain). */
+static int take_header(struct dp_chain *c)
+{
+    struct virtio_blk_outhdr header;
+    if (c->has_header)
+        return 1;
+    if (c->bad || c->rd_len < sizeof header)
+        return 0;
+    dp_iov_gather(c->rd, c->nrd, (uint8_t *)&header, sizeof header);
+    c->type = header.type;
+    c->sector = header.sector;
+    c->nrd = dp_iov_skip(c->rd, c->nrd, sizeof header);
+    c->rd_len -= sizeof header;
+    c->has_header = 1;
+    return 1;
+}
+
+/* Every chain taken costs an IOPS token, whatever it asks; reads and writes their data too. */
+int dp_blk_admit(struct dp_queue *q, struct dp_chain *c)
+{
+    if (!q->qos)
+        return 1;
+    enum dp_io_op op = DP_IO_FLUSH;
+    uint64_t bytes = 0;
+    if (c->status_ok && take_header(c)) {
+        if (c->type == VIRTIO_BLK_T_IN) {
+            op = DP_IO_READ;
+            bytes = c->wr_len - 1; /* the status byte is not data */
+        } else if (c->type == VIRTIO_BLK_T_OUT) {
+            op = DP_IO_WRITE;
+            bytes = c->rd_len;
+        }
+    }
+    if (dp_qos_admit(q->qos, op, bytes, &q->throttle_ns))
+        return 1;
+    q->throttled++;
+    return 0;
+}
+
 int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *used)
 {
     const struct dp_blk *blk = &q->blk;
@@ -145,18 +186,14 @@ int dp_blk_serve(struct dp_queue *q, struct dp_chain *c, int head, uint32_t *use
     uint8_t *status = (uint8_t *)last->iov_base + last->iov_len - 1;
     c->out.op = DP_ST_OTHER;
     *used = 1;
-    struct virtio_blk_outhdr header;
-    if (c->bad || c->rd_len < sizeof header) {
+    if (!take_header(c)) {
         c->out.status = VIRTIO_BLK_S_IOERR;
         *status = VIRTIO_BLK_S_IOERR;
         q->errors++;
         return 0;
     }
-    dp_iov_gather(c->rd, c->nrd, (uint8_t *)&header, sizeof header);
-    uint32_t type = header.type;
-    uint64_t sector = header.sector;
-    c->nrd = dp_iov_skip(c->rd, c->nrd, sizeof header);
-    c->rd_len -= sizeof header;
+    uint32_t type = c->type;
+    uint64_t sector = c->sector;
     uint64_t in_len = c->wr_len - 1;
     c->nwr = dp_iov_drop_last_byte(c->wr, c->nwr);
     uint64_t written = 0;

@@ -24,6 +24,13 @@ struct dp_chain;
 struct dp_slot;
 
 /*
+ * May the request collected in `c` be taken now, under the device's I/O limits (q->qos)?
+ * 1: yes, its tokens are taken; 0: it stays in the ring, not seen, for q->throttle_ns at
+ * least. Its header is read here once: admitted and served as the same request, however the
+ * guest rewrites its buffers meanwhile.
+ */
+int dp_blk_admit(struct dp_queue *q, struct dp_chain *c);
+/*
  * Serve the request collected in `c`, whose status byte was found (c->status_ok: the
  * ring walkers call this for no other chain). It completes here, with *used set to what its used
  * element reports (the bytes written into it, status included), and returns 0; or, with

@@ -15,6 +15,10 @@ struct dp_chain {
     int bad;       /* a buffer broke a rule: the request fails with IOERR */
     int status_ok; /* the final descriptor is mapped, device-writable and non-empty */
     int need_map;  /* an IOVA is missing from the table: retry after mapping */
+    /* The request handler's copy of its header, read once (and dropped from rd). */
+    int has_header;
+    uint32_t type;
+    uint64_t sector;
     struct dp_outcome out; /* what the request handler did, for the stats */
 };
 

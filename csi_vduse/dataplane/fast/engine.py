@@ -8,6 +8,9 @@ so the C loop never touches a mapping after the kernel invalidated it.
 With an in-flight log, each queue records its progress there (see inflight.h), and a queue
 started with ``resume`` continues from the log instead of the kernel's initial state.
 
+With a QoS page (dataplane/qos.py), the device's queues share one set of token buckets
+(qos.c) that read their limits from the page as they admit requests.
+
 Each queue's requests are served by the file backend (file.c). Its reads and writes on
 split rings go through an asynchronous engine per queue (aio.c):
 io_uring where the kernel allows it, else a thread pool (``CSI_VDUSE_DATAPLANE_IO``
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import mmap
 import os
 import select
 import threading
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 from csi_vduse.dataplane.blk.profile import MAX_ZERO_RANGES
 from csi_vduse.dataplane.fast._ring import ffi, lib
 from csi_vduse.dataplane.inflight_log import FLAGS_PER_QUEUE, InflightLog
+from csi_vduse.dataplane.qos import PAGE_SIZE, VERSION, QosError
 from csi_vduse.dataplane.stats import StatsFile
 from csi_vduse.dataplane.virtio.queues import RingError
 from csi_vduse.errors import CsiVduseError
@@ -95,6 +100,19 @@ class AioSet:
         for engine in self._engines.values():
             lib.dp_aio_close(engine)
         self._engines.clear()
+
+
+def _qos_limits(page: mmap.mmap | None) -> tuple[Any, Any]:
+    """The device's token buckets over ``page`` (cffi struct dp_qos *), and the page as the
+    C loop holds it; (None, None) without a page."""
+    if page is None:
+        return None, None
+    held = ffi.from_buffer("uint8_t[]", page)
+    limits = ffi.new("struct dp_qos *")
+    if len(page) < PAGE_SIZE or lib.dp_qos_init(limits, held):
+        ffi.release(held)
+        raise QosError(f"not a version {VERSION} QoS page: {bytes(page[:12])!r}")
+    return limits, held
 
 
 class IotlbSource(Protocol):
@@ -175,7 +193,7 @@ class FastQueue:
 
     def __init__(
         self, info: VqInfo, *, kickfd: int, features: int, target: BlkTarget, pool: MapPool,
-        devfd: int, irqfd: int, stats: Any = None, aio: Any = None,
+        devfd: int, irqfd: int, stats: Any = None, aio: Any = None, qos: Any = None,
     ) -> None:  # fmt: skip
         self.index = info.index
         self.kickfd = kickfd
@@ -199,6 +217,7 @@ class FastQueue:
             raise RingError(f"queue {self.index}: start positions {start} are not 16-bit")
         q.last_avail, q.used_idx = start
         q.stats = ffi.NULL if stats is None else stats
+        q.qos = ffi.NULL if qos is None else qos
         rc = lib.dp_queue_init(q)
         if rc:
             os.close(self.ctlfd)
@@ -321,9 +340,10 @@ class FastQueue:
             self._thread.join()
             self._thread = None
         log.info(
-            "queue %d: %d requests (%d with direct I/O), %d interrupts, %d failed, %d replayed",
+            "queue %d: %d requests (%d with direct I/O), %d interrupts, %d failed, %d replayed, "
+            "%d held back by the I/O limits",
             self.index, self.q.served, self.backend.direct, self.q.interrupts, self.q.errors,
-            self.q.replayed,
+            self.q.replayed, self.q.throttled,
         )  # fmt: skip
         lib.dp_queue_free(self.q)
         os.close(self.ctlfd)
@@ -336,14 +356,20 @@ class FastQueue:
 
 
 class FastEngine:
-    """The queues of one device; ``threaded=False`` leaves serving to ``serve_pending``."""
+    """The queues of one device; ``threaded=False`` leaves serving to ``serve_pending``.
+
+    ``qos_page`` is the device's QoS page mapped read-only (at least ``qos.PAGE_SIZE``
+    bytes), whose limits the queues obey live, or None for none; it stays exported to the C
+    loop, so it cannot be closed, until ``close``. A page of another layout is refused
+    (QosError)."""
 
     def __init__(
         self, source: IotlbSource, target: BlkTarget, *, devfd: int, irqfd: int = -1,
         threaded: bool = True, stats: StatsFile | None = None,
         inflight: InflightLog | None = None, io: str | None = None,
-        async_min: int | None = None,
+        async_min: int | None = None, qos_page: mmap.mmap | None = None,
     ) -> None:  # fmt: skip
+        self.qos, self._qos_page = _qos_limits(qos_page)
         self.pool = MapPool(source)
         self.async_min = async_min  # None: file.c's choice per backing; tests send all (0)
         self.aio = AioSet(io_setting() if io is None else io)
@@ -378,7 +404,7 @@ class FastEngine:
         )
         queue = FastQueue(
             info, kickfd=kickfd, features=features, target=self.target, pool=self.pool,
-            devfd=self.devfd, irqfd=self.irqfd, stats=block, aio=aio,
+            devfd=self.devfd, irqfd=self.irqfd, stats=block, aio=aio, qos=self.qos,
         )  # fmt: skip
         if self.async_min is not None and queue.io != "none":
             queue.backend.async_min = queue.backend.async_write_min = self.async_min
@@ -448,6 +474,11 @@ class FastEngine:
         self.pool.invalidate(0, 2**64 - 1)
 
     def close(self) -> None:
-        """Stop, and free the asynchronous engines too (the end of the process)."""
+        """Stop, and free the asynchronous engines and the limits too (the end of the
+        process); the QoS page may be closed then."""
         self.stop()
         self.aio.close()
+        if self.qos is not None:
+            lib.dp_qos_free(self.qos)
+            ffi.release(self._qos_page)
+            self.qos = self._qos_page = None

@@ -155,7 +155,10 @@ static void notify(struct dp_queue *q)
         dp_raise_interrupt(q);
 }
 
-/* Serve one chain at `at` and publish it; returns what dp_serve should (DP_IDLE: done). */
+#define HELD (-1) /* serve_one: the I/O limits leave the chain in the ring for now */
+
+/* Serve one chain at `at` and publish it; returns what dp_serve should (DP_IDLE: done), or
+ * HELD. Only a `fresh` chain is subject to the limits: a replayed one was admitted by our predecessor. */
 static int serve_one(struct dp_queue *q, uint16_t at, int fresh, uint64_t *done_bytes)
 {
     struct timespec t0;
@@ -175,6 +178,8 @@ static int serve_one(struct dp_queue *q, uint16_t at, int fresh, uint64_t *done_
         snprintf(q->error, sizeof q->error, "queue %u: buffer id %u out of range", q->index, id);
         return DP_BROKEN;
     }
+    if (fresh && !dp_blk_admit(q, &c))
+        return HELD;
     if (fresh) {
         dp_log_taken(q, id, advance(q, at, count));
         q->last_avail = advance(q, at, count);
@@ -209,6 +214,10 @@ int dp_packed_serve(struct dp_queue *q, int unsignalled)
             break;
         }
         result = serve_one(q, q->last_avail, 1, &done_bytes);
+        if (result == HELD) {
+            result = DP_IDLE;
+            break;
+        }
         if (result != DP_IDLE)
             break;
         unsignalled = 1;

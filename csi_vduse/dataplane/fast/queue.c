@@ -20,6 +20,10 @@
  * once Python added the mapping (or declared it unmappable). Python only changes the table
  * while the thread that runs this code is paused, and a queue pauses only once nothing is in
  * flight, so no transfer outlives its mapping.
+ *
+ * The device's I/O limits (qos.c) hold a request back at that same point, so it stays in the
+ * ring as if not yet seen: the pass ends there with q->throttle_ns set, and dp_run sleeps that
+ * long (woken early by a kick, a completion or control) before it looks again.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -229,6 +233,7 @@ static void drain(struct dp_queue *q)
 
 static int serve_ring(struct dp_queue *q)
 {
+    q->throttle_ns = 0;
     if (!q->backend) {
         dp_refuse(q, "no backend attached");
         return DP_BROKEN;
@@ -269,7 +274,9 @@ int dp_run(struct dp_queue *q)
             drain(q);
             return rc;
         }
-        if (poll(fds, 3, -1) < 0 && errno != EINTR) {
+        /* Held back: look again once the limits let more in (whole ms, rounded up). */
+        int timeout = q->throttle_ns ? (int)((q->throttle_ns + 999999) / 1000000) : -1;
+        if (poll(fds, 3, timeout) < 0 && errno != EINTR) {
             drain(q);
             return DP_BROKEN;
         }

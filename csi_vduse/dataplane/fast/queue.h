@@ -7,6 +7,7 @@
  *   chain.c    collecting a chain's buffers          iotlb.c   IOVA -> host translation
  *   inflight.c the crash-recovery log                stats.c   per-request statistics
  *   blk.c      virtio-blk requests                   backend.h where the data lives
+ *   qos.c      the device's I/O limits (token buckets)
  *   file.c     the file backend, with aio.c (io_uring or a thread pool)
  */
 #ifndef DATAPLANE_FAST_QUEUE_H
@@ -48,6 +49,7 @@ struct dp_slot {
 };
 
 struct dp_vqlog;
+struct dp_qos;
 
 struct dp_queue {
     /* Set by Python before dp_queue_init. */
@@ -59,10 +61,14 @@ struct dp_queue {
     uint16_t last_avail, used_idx;
     uint64_t *stats;    /* this queue's block of the shared stats file, or NULL */
     struct dp_blk blk;  /* the device its requests address */
+    struct dp_qos *qos; /* the device's I/O limits, shared by its queues; NULL: none */
     /* Control and reporting. */
     volatile int pause_req;
     uint64_t miss_iova;
     uint64_t served, interrupts, errors, replayed;
+    uint64_t throttled;   /* times a request was left in the ring by the I/O limits */
+    uint64_t throttle_ns; /* 0, or the last pass stopped at a request the limits hold back
+                           * this long at least */
     char error[160];
     int nmaps;
     uint32_t inflight; /* requests queued on the backend */
@@ -101,7 +107,8 @@ int dp_map_add(struct dp_queue *q, uint64_t start, uint64_t last, void *host, in
 int dp_map_invalidate(struct dp_queue *q, uint64_t start, uint64_t last);
 /* `block` holds flags for `capacity` heads; with `resume`, the queue starts from it. */
 int dp_log_attach(struct dp_queue *q, void *block, uint32_t capacity, int resume);
-/* Serve everything the driver posted and complete it; one interrupt for the batch. */
+/* Serve everything the driver posted, up to a request the I/O limits hold back (then
+ * q->throttle_ns is set), and complete it; one interrupt for the batch. */
 int dp_serve(struct dp_queue *q);
 /* Serve until paused or until Python is needed (see queue.c). */
 int dp_run(struct dp_queue *q);

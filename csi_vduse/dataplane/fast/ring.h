@@ -17,8 +17,9 @@ void dp_raise_interrupt(struct dp_queue *q);
 unsigned dp_queue_reap(struct dp_queue *q, int wait);
 void dp_queue_submit(struct dp_queue *q);
 
-/* Split rings (split.c). Serve: everything posted, one interrupt owed already when
- * `unsignalled`; returns DP_IDLE, DP_NEED_MAP, DP_BROKEN or DP_PAUSE. */
+/* Split rings (split.c). Serve: everything posted (up to a request the I/O limits hold
+ * back: q->throttle_ns), one interrupt owed already when `unsignalled`; returns DP_IDLE,
+ * DP_NEED_MAP, DP_BROKEN or DP_PAUSE. */
 int dp_split_serve(struct dp_queue *q, int unsignalled);
 int dp_split_recover(struct dp_queue *q);
 void dp_split_push_used(struct dp_queue *q, uint16_t head, uint32_t written);

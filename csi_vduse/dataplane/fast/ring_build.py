@@ -41,12 +41,19 @@ struct dp_queue {
     uint16_t last_avail, used_idx;
     uint64_t *stats;
     struct dp_blk blk;
+    struct dp_qos *qos;
     volatile int pause_req;
     uint64_t miss_iova;
     uint64_t served, interrupts, errors, replayed;
+    uint64_t throttled, throttle_ns;
     char error[160];
     int nmaps;
     uint32_t inflight;
+    ...;
+};
+
+struct dp_qos {
+    uint64_t fake_now_ns;
     ...;
 };
 
@@ -74,6 +81,11 @@ int dp_log_attach(struct dp_queue *q, void *block, uint32_t capacity, int resume
 int dp_serve(struct dp_queue *q);
 int dp_run(struct dp_queue *q);
 
+enum dp_io_op { DP_IO_READ, DP_IO_WRITE, DP_IO_FLUSH, DP_IO_DISCARD, DP_IO_WRITE_ZEROES };
+int dp_qos_init(struct dp_qos *qos, const void *page);
+void dp_qos_free(struct dp_qos *qos);
+int dp_qos_admit(struct dp_qos *qos, enum dp_io_op op, uint64_t bytes, uint64_t *wait_ns);
+
 void dp_file_init(struct dp_file *f, int fd, int directfd, uint32_t dio_align);
 int dp_file_use_aio(struct dp_file *f, struct dp_aio *aio);
 struct dp_backend *dp_file_backend(struct dp_file *f);
@@ -92,7 +104,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "csi_vduse.dataplane.fast._ring",
-    '#include "queue.h"\n#include "file.h"\n#include "sandbox.h"',
+    '#include "queue.h"\n#include "file.h"\n#include "qos.h"\n#include "sandbox.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
     sources=[os.path.relpath(path) for path in SOURCES],
     include_dirs=[os.path.relpath(HERE)],

@@ -186,9 +186,9 @@ int dp_split_recover(struct dp_queue *q)
     return DP_IDLE;
 }
 
-/* Serve everything the driver posted; one interrupt for the batch. An interrupt is owed
- * already when `unsignalled` is set. Reads and writes may be left in flight on the
- * backend; the next pass completes them. */
+/* Serve everything the driver posted, up to a request the I/O limits hold back; one
+ * interrupt for the batch. An interrupt is owed already when `unsignalled` is set. Reads and
+ * writes may be left in flight on the backend; the next pass completes them. */
 int dp_split_serve(struct dp_queue *q, int unsignalled)
 {
     uint64_t done_bytes = 0;
@@ -248,6 +248,8 @@ int dp_split_serve(struct dp_queue *q, int unsignalled)
                 result = DP_NEED_MAP;
                 goto done;
             }
+            if (!dp_blk_admit(q, &c))
+                goto done; /* it stays in the ring, untouched, until the limits allow it */
             dp_log_taken(q, head, (uint16_t)(q->last_avail + 1));
             uint32_t written = 0;
             if (c.status_ok) {

@@ -14,8 +14,10 @@
  *   - An invalidated mapping is made PROT_NONE, not unmapped, until the input ends: a stale
  *     host pointer kept past dp_map_invalidate then faults, and the address cannot be
  *     reused by the next mapping (where a real stale access would go unnoticed).
- *   - The in-flight log block and the stats block end at a page boundary followed by a
- *     guard page, so an index past their size faults.
+ *   - The in-flight log block, the stats block and the QoS page end at a page boundary
+ *     followed by a guard page, so an index past their size faults.
+ *   - The QoS buckets run on a fake clock that only the input moves, so an input that holds
+ *     requests back replays the same.
  *   - The aio engines are opened once per process (as AioSet does) and shared by inputs.
  *   - dp_serve is called in passes with a bounded number of DP_NEED_MAP round trips; a
  *     dp_serve call that never returns is a finding, reported by libFuzzer's -timeout.
@@ -47,11 +49,16 @@
  *     42  u32 submit faults: bit i set fails the input's i-th io_uring submission with
  *                       EAGAIN before it reaches the kernel (aio.c is built with
  *                       io_uring_submit renamed to fuzz_io_uring_submit, below)
- *     46  2 bytes reserved
+ *     46  u8  qos       bit 0 a QoS page attached: the device's I/O limits (qos.c), on a
+ *                       fake clock that starts at 1 s and moves only with CLOCK; bit 1 its
+ *                       magic broken (the engine refuses the device)
+ *     47  u8  limits    the page's limits, two bits each: 0-1 IOPS, 2-3 read bytes/s, 4-5
+ *                       write bytes/s (0 none, 1, 1000, or 2^64 - 1: beyond qos.MAX_RATE),
+ *                       6-7 burst ms (0, 1000, 3600000, or 2^64 - 1)
  *     48  32 bytes: in-flight flags of heads 0..255 for a resumed log, bit i of byte i / 8
  *
  *   Then operations, until the input ends (at most MAX_OPS; a final SERVE always runs):
- *     op byte % 7:
+ *     op byte % 9:
  *     0 WRITE      u32 offset, u16 len, len bytes: the guest writes its memory (offset into
  *                  the regions' bytes, A then B, modulo their size; len clipped to fit)
  *     1 SERVE      one pass: dp_serve until it returns something other than DP_NEED_MAP,
@@ -63,6 +70,9 @@
  *     4 CAPACITY   u16 sectors: pause, change capacity
  *     5 FILL       u32 offset, u16 len, u8 byte: like WRITE, with one byte repeated
  *     6 DISK       u32 offset, u16 len, len bytes: what the backing file holds
+ *     7 CLOCK      u32 us: the QoS clock moves on
+ *     8 LIMITS     u8 limits (as byte 47), u8 bit 0 torn: qos.update writes the page in
+ *                  place under its seqlock; torn stops half-way, the sequence left odd
  *   After DP_BROKEN the queue is never served again, as engine.py stops it.
  */
 #define _GNU_SOURCE
@@ -81,6 +91,7 @@
 #include "../aio.h"
 #include "../file.h"
 #include "../inflight.h"
+#include "../qos.h"
 #include "../queue.h"
 
 /* Fault injection into aio.c's submissions: scripts/fuzz.sh compiles every source with
@@ -118,6 +129,8 @@ _Static_assert(sizeof(struct vring_used_elem) == 8, "used element");
 #define AIO_THREADS 4 /* engine.py POOL_THREADS */
 
 static const uint32_t bad_sizes[] = {2048, 32768, 3, 1000, 1025};
+static const uint64_t qos_rates[] = {0, 1, 1000, UINT64_MAX};
+static const uint64_t qos_bursts[] = {0, 1000, 3600000, UINT64_MAX};
 
 struct region {
     uint64_t start, last;
@@ -130,7 +143,7 @@ struct region {
 static struct {
     int guestfd, backfd, irqfd;
     struct dp_aio *threads, *uring;
-    uint8_t *log_page, *stats_page;
+    uint8_t *log_page, *stats_page, *qos_page;
 } g;
 
 /*
@@ -198,6 +211,8 @@ struct run {
     const uint8_t *data;
     size_t size, at;
     struct dp_queue *q;
+    struct dp_qos *qos; /* NULL: no page */
+    uint8_t *qos_page;
     struct region regions[NREGIONS];
     uint8_t *retired[NREGIONS * (MAX_INVALIDATIONS + 1)];
     int nretired, broken;
@@ -232,6 +247,7 @@ static void setup(void)
         fprintf(stderr, "fuzz_ring: no io_uring (%s): its inputs use threads\n", strerror(-err));
     g.log_page = guarded_page();
     g.stats_page = guarded_page();
+    g.qos_page = guarded_page();
     /* Let the pool's new threads reach their wait: one still starting would pick up a
      * request queued before dp_aio_submit, and an input's result would depend on timing. */
     usleep(50 * 1000);
@@ -343,9 +359,24 @@ static void write_guest(uint64_t offset, const uint8_t *bytes, size_t n, int fil
         die("write guest memory");
 }
 
+/* qos.update: the limits coded in `code` (header byte 47), written under the seqlock; `torn`
+ * leaves the sequence odd, as a writer stopped half-way would. */
+static void write_limits(uint8_t *page, uint8_t code, int torn)
+{
+    uint64_t limits[4] = {qos_rates[code & 3], qos_rates[code >> 2 & 3],
+                          qos_rates[code >> 4 & 3], qos_bursts[code >> 6 & 3]};
+    uint32_t sequence;
+    memcpy(&sequence, page + 12, sizeof sequence);
+    sequence |= 1;
+    memcpy(page + 12, &sequence, sizeof sequence);
+    memcpy(page + 16, limits, sizeof limits);
+    sequence += !torn;
+    memcpy(page + 12, &sequence, sizeof sequence);
+}
+
 static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
 {
-    switch (kind % 7) {
+    switch (kind % 9) {
     case 0:
     case 5: {
         uint64_t offset = take_le(r, 4);
@@ -396,6 +427,18 @@ static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
             die("write backing");
         break;
     }
+    case 7: {
+        uint64_t us = take_le(r, 4);
+        if (r->qos)
+            r->qos->fake_now_ns += us * 1000;
+        break;
+    }
+    case 8: {
+        uint8_t code = (uint8_t)take_le(r, 1), torn = (uint8_t)take_le(r, 1) & 1;
+        if (r->qos)
+            write_limits(r->qos_page, code, torn);
+        break;
+    }
     }
 }
 
@@ -407,6 +450,7 @@ static void reset_files(void)
         die("reset files");
     memset(g.log_page, 0, PAGE);
     memset(g.stats_page, 0, PAGE);
+    memset(g.qos_page, 0, PAGE);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -423,7 +467,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint16_t log_num = (uint16_t)take_le(&r, 2), log_valid = (uint16_t)take_le(&r, 2);
     uint64_t sectors = take_le(&r, 2);
     submit_faults = (uint32_t)take_le(&r, 4);
-    r.at += 2;
+    uint8_t qosbits = (uint8_t)take_le(&r, 1), limits = (uint8_t)take_le(&r, 1);
     uint8_t flags[32];
     take(&r, flags, sizeof flags);
 
@@ -434,10 +478,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t b_start = layout & 1 ? 0 - (uint64_t)REGION : REGION;
     r.regions[1] = (struct region){b_start, b_start + REGION - 1, !(features & 128), NULL, NULL};
 
+    /* FastEngine.__init__: the page at the end of its guarded page, so reading past it faults. */
+    struct dp_qos qos;
+    if (qosbits & 1) {
+        r.qos_page = g.qos_page + PAGE - DP_QOS_PAGE_SIZE;
+        memcpy(r.qos_page, qosbits & 2 ? "CSIVDQX" : "CSIVDQS", 8);
+        r.qos_page[8] = 1; /* version */
+        write_limits(r.qos_page, limits, 0);
+        if (dp_qos_init(&qos, r.qos_page))
+            return 0; /* refused */
+        qos.fake_now_ns = 1000000000;
+        r.qos = &qos;
+    }
+
     /* FastQueue.__init__ */
     struct dp_queue *q = calloc(1, sizeof *q);
     if (!q)
-        return 0;
+        goto free_qos;
     r.q = q;
     q->num = num;
     q->desc_iova = desc_iova;
@@ -457,9 +514,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     q->last_avail = avail;
     q->used_idx = q->packed ? used : avail;
     q->stats = features & 64 ? (uint64_t *)(g.stats_page + PAGE - 8 * DP_ST_WORDS) : NULL;
+    q->qos = r.qos;
     if (dp_queue_init(q)) {
         free(q);
-        return 0;
+        goto free_qos;
     }
     struct dp_aio *aio = NULL;
     if (engine == 1 || (engine == 2 && !g.uring))
@@ -515,5 +573,8 @@ out:
             munmap(r.regions[i].reserve, GUARD + REGION + GUARD);
     for (int i = 0; i < r.nretired; i++)
         munmap(r.retired[i], GUARD + REGION + GUARD);
+free_qos:
+    if (r.qos)
+        dp_qos_free(r.qos);
     return 0;
 }

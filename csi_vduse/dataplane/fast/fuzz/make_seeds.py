@@ -24,7 +24,7 @@ from csi_vduse.virtio.spec import DescFlag
 HERE = Path(__file__).resolve().parent
 REGION = 128 << 10  # fuzz_ring.c REGION: region A is IOVA [0, REGION), B follows it
 HIGH_B = 2**64 - REGION  # region B's IOVA with the "B at the top" layout bit
-HEADER = struct.Struct("<BBBBHHQQQHHHHHI2s32s")
+HEADER = struct.Struct("<BBBBHHQQQHHHHHIBB32s")
 DESC = struct.Struct("<QIHH")  # split: addr, len, flags, next
 PACKED_DESC = struct.Struct("<QIHH")  # packed: addr, len, id, flags
 ZERO_RANGE = struct.Struct("<QII")  # sector, sectors, flags
@@ -32,11 +32,20 @@ PACKED_AVAIL = 1 << 7  # VRING_PACKED_DESC_F_AVAIL
 PACKED_USED = 1 << 15  # VRING_PACKED_DESC_F_USED
 UNSUPPORTED = 2  # VIRTIO_BLK_T_SCSI_CMD: a type the device does not serve
 
-WRITE, SERVE, STEP, INVALIDATE, CAPACITY, FILL, DISK = range(7)
+WRITE, SERVE, STEP, INVALIDATE, CAPACITY, FILL, DISK, CLOCK, LIMITS = range(9)
 ENGINES = {"none": 0, "threads": 1, "io_uring": 2, "queue-all": 3}
 THRESHOLDS = {"default": 0, "all": 1, "reads": 2, "writes": 3}
 BAD_SIZES = [2048, 32768, 3, 1000, 1025]
+MAX = 2**64 - 1  # a limit beyond qos.MAX_RATE or MAX_BURST_MS
+RATES = [0, 1, 1000, MAX]  # what fuzz_ring.c's QoS limits code chooses from
+BURSTS = [0, 1000, 3_600_000, MAX]
 Segment = tuple[int, int, bool]  # IOVA, length, device-writable
+
+
+def limits_code(*, iops: int = 0, read_bps: int = 0, write_bps: int = 0, burst_ms: int = 0) -> int:
+    """The byte fuzz_ring.c reads a QoS page's limits from (header byte 47, LIMITS)."""
+    return (RATES.index(iops) | RATES.index(read_bps) << 2 | RATES.index(write_bps) << 4
+            | BURSTS.index(burst_ms) << 6)  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -67,6 +76,8 @@ class Guest:
     inflight: tuple[int, ...] = ()  # heads flagged in flight in a resumed log
     sectors: int = 2048
     submit_faults: int = 0  # bit i: the i-th io_uring submission fails with EAGAIN
+    limits: int | None = None  # a QoS page with these limits (limits_code), on a fake clock
+    qos_bad_magic: bool = False
     ops: bytearray = field(default_factory=bytearray)
 
     def header(self) -> bytes:
@@ -82,10 +93,11 @@ class Guest:
         flags = bytearray(32)
         for head in self.inflight:
             flags[head // 8] |= 1 << head % 8
+        qos = (self.limits is not None) | self.qos_bad_magic << 1
         return HEADER.pack(
             features, shape, logbits, int(self.b_high), self.avail, self.used, *self.rings,
             self.log_avail, self.log_used, self.log_num or 0, self.log_valid or 0,
-            self.sectors, self.submit_faults, b"", bytes(flags),
+            self.sectors, self.submit_faults, qos, self.limits or 0, bytes(flags),
         )  # fmt: skip
 
     def offset(self, iova: int) -> int:
@@ -119,6 +131,12 @@ class Guest:
 
     def capacity(self, sectors: int) -> None:
         self.ops += struct.pack("<BH", CAPACITY, sectors)
+
+    def clock(self, us: int) -> None:
+        self.ops += struct.pack("<BI", CLOCK, us)
+
+    def set_limits(self, code: int, *, torn: bool = False) -> None:
+        self.ops += struct.pack("<BBB", LIMITS, code, torn)
 
     def memory(self, length: int) -> bytes:
         """The first `length` bytes of guest memory after this input's WRITE and FILL ops."""
@@ -528,6 +546,60 @@ def seed_packed_engine() -> Guest:
     return g
 
 
+def seed_split_qos_throttled() -> Guest:
+    """One request a second on the threads engine: the first is taken, the rest wait in the
+    ring while it is in flight; a second lets one more through, a page torn half-way
+    changes nothing, the finished write lifts the limit and the rest are served."""
+    g = Guest(size=16, engine="threads", thresholds="all", limits=limits_code(iops=1))
+    q = Split(g)
+    for sector in range(4):
+        q.request(RequestType.IN, sector=sector, in_len=4096)
+    q.request(RequestType.OUT, sector=8, out=b"t" * 4096)
+    q.request(RequestType.FLUSH)
+    g.serve()
+    g.clock(1_000_000)
+    g.serve()
+    g.set_limits(limits_code(), torn=True)
+    g.serve()
+    g.set_limits(limits_code())
+    g.serve()
+    return g
+
+
+def seed_packed_qos_bytes() -> Guest:
+    """Packed ring, reads and writes limited to 1000 bytes a second: a write larger than the
+    bucket passes into debt, the read behind it draws on its own bucket, the next write waits
+    for the clock; then limits beyond the contract's range."""
+    g = Guest(size=16, packed=True, avail=1 << 15, used=1 << 15,
+              limits=limits_code(read_bps=1000, write_bps=1000))  # fmt: skip
+    q = Packed(g)
+    q.request(RequestType.OUT, sector=0, out=b"p" * 4096)
+    q.request(RequestType.IN, sector=0, in_len=4096)
+    q.request(RequestType.OUT, sector=8, out=b"q" * 4096)
+    g.serve()
+    g.clock(5_000_000)
+    g.serve()
+    q.request(RequestType.IN, sector=8, in_len=4096)
+    q.request(RequestType.OUT, sector=16, out=b"r" * 4096)
+    g.set_limits(limits_code(iops=MAX, read_bps=MAX, write_bps=MAX, burst_ms=MAX))
+    g.serve()
+    return g
+
+
+def seed_split_qos_resume() -> Guest:
+    """Takeover under one request a second: the requests the log holds in flight are replayed
+    whatever the limits, the new ones behind them wait their turn."""
+    g = Guest(size=16, log=True, resume=True, log_avail=2, log_used=0,
+              limits=limits_code(iops=1))  # fmt: skip
+    q = Split(g)
+    heads = [q.request(RequestType.OUT, sector=s, out=bytes([s + 1]) * 512) for s in range(4)]
+    g.inflight = (heads[0], heads[1])
+    g.serve()
+    g.clock(10_000_000)
+    g.serve()
+    return g
+
+
 # ---- defects: each crashes or hangs at 51811a9 -------------------------------------------
 
 
@@ -629,6 +701,9 @@ SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-packed-event-suppression": seed_packed_events,
     "seed-packed-resume-log": seed_packed_resume,
     "seed-packed-engine-in-order": seed_packed_engine,
+    "seed-split-qos-throttled": seed_split_qos_throttled,
+    "seed-packed-qos-bytes": seed_packed_qos_bytes,
+    "seed-split-qos-resume": seed_split_qos_resume,
 }
 
 DEFECTS: dict[str, Callable[[], Guest]] = {
