@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.direct_fd is not None:
         align = direct_alignment(args.direct_fd)
         target = replace(target, direct_fd=args.direct_fd, direct_align=align)
-    engine = FastEngine(node, target, devfd=node.fd, stats=stats, inflight=inflight)
+    engine = FastEngine(
+        node, target, devfd=node.fd, stats=stats, inflight=inflight, qos_page=qos_page
+    )
     if not profile.packed:
         engine.aio.prepare(queues=profile.queues, depth=profile.queue_size)
     session = VduseSession(
