@@ -74,6 +74,8 @@ class Dataplane:
         return control.connect(self.path, timeout=PATIENCE)
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return  # stopped already
         self.server.stop()
         self.thread.join()
         self.channel.close()
