@@ -14,6 +14,7 @@ from csi_vduse.dataplane.blk.capacity import grow
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
 from csi_vduse.dataplane.inflight_log import InflightLog
 from csi_vduse.dataplane.interface import DataplaneArgs, report_ready
+from csi_vduse.dataplane.pause_channel import PauseChannel
 from csi_vduse.dataplane.sandbox import confine, limit_memory
 from csi_vduse.dataplane.server import Server
 from csi_vduse.dataplane.stats import StatsFile
@@ -83,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         node, queue_count=profile.queues, offered=profile.features, required=profile.required,
         engine=engine, status_log=inflight,
     )  # fmt: skip
+    pausing = None
+    if args.control_fd is not None:
+        try:
+            pausing = PauseChannel.inherit(args.control_fd, engine)
+        except OSError as exc:
+            # Serving without it would leave the driver's group snapshots no way to pause us.
+            log.error("cannot use the control socket: %s", exc)
+            report_ready(args.ready_fd, f"cannot use the control socket: {exc}")
+            return 1
     set_up = time.monotonic()
     try:
         resumed = session.resume()
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         report_ready(args.ready_fd, f"cannot take the device over: {exc}")
         return 1
     took_over = time.monotonic()
-    server = Server(node, session)
+    server = Server(node, session, control=pausing)
     server.on_hangup = lambda: grow(backend, engine, node)
     server.install_signal_handlers()
     limit_memory()
@@ -113,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.run()
     finally:
+        if pausing is not None:
+            pausing.close()
         session.close()
         engine.close()
         server.close()

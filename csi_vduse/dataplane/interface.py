@@ -10,7 +10,8 @@ GET_ID answers. The dataplane runs unprivileged and opens nothing:
 every file is an inherited descriptor whose number its argv names: ``--device-fd``
 (``/dev/vduse/NAME``), ``--backing-fd`` (opened as ``open_flags`` says), and optionally
 ``--direct-fd`` (the backing again, with O_DIRECT), ``--stats-fd``, ``--inflight-fd``,
-``--qos-fd`` (the device's I/O limits, ``csi_vduse.dataplane.qos``) and ``--ready-fd``.
+``--qos-fd`` (the device's I/O limits, ``csi_vduse.dataplane.qos``), ``--control-fd`` (a
+listening socket, ``csi_vduse.dataplane.control``) and ``--ready-fd``.
 
 **Readiness.** The dataplane writes one JSON line to the ready fd and closes it:
 ``{"protocol": N, "ready": true, "pid": P}`` once it holds the device and answers its
@@ -19,11 +20,13 @@ messages, or ``{"protocol": N, "ready": false, "error": "..."}`` when it cannot 
 **While it runs.** It keeps its per-queue I/O counters in the stats file
 (``csi_vduse.dataplane.stats``) and its progress in the in-flight log
 (``csi_vduse.dataplane.inflight_log``), and it admits requests within the limits the driver
-writes, live, in the QoS page (``csi_vduse.dataplane.qos``); a dataplane started on a
-device whose log shows a driver at work takes the device over from there instead of waiting
-to be started. SIGHUP means "the backing may have grown": it re-reads the size and, if
-larger, publishes the new capacity in the config space and raises the config interrupt (it
-never shrinks a device). SIGTERM stops it; its exit closes the device node.
+writes, live, in the QoS page (``csi_vduse.dataplane.qos``). On the control socket it pauses
+and resumes every queue when the driver asks, within a deadline the driver sets
+(``csi_vduse.dataplane.control``). A dataplane started on a device whose log shows a driver
+at work takes the device over from there instead of waiting to be started. SIGHUP means
+"the backing may have grown": it re-reads the size and, if larger, publishes the new
+capacity in the config space and raises the config interrupt (it never shrinks a device).
+SIGTERM stops it; its exit closes the device node.
 
 **The launcher** (``csi_vduse.dataplane.launcher``) forks dataplanes with their imports done:
 ``python -m csi_vduse.dataplane.launcher --protocol N --control-fd C``, C a SOCK_SEQPACKET
@@ -46,7 +49,8 @@ The launcher exits when the driver closes the socket; its children run on. They 
 it with any change to the arguments, the messages or the signals that an older or newer
 peer would misread or refuse; the stats file and the in-flight log carry their own layout
 versions. (History: 1 readiness, 2 SIGHUP growth, 3 stats, 4 in-flight log, 5 descriptors
-only, 6 O_DIRECT, 7 the launcher, 8 the block size, and no ``--engine``, 9 the QoS page.)
+only, 6 O_DIRECT, 7 the launcher, 8 the block size, and no ``--engine``, 9 the QoS page and
+the control socket.)
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ from csi_vduse.virtio.blk import SECTOR_SIZE
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 9
-MAX_LAUNCH_FDS = 8  # the log and DataplaneArgs.fds(), with room to spare
+MAX_LAUNCH_FDS = 12  # the log and DataplaneArgs.fds(), with room to spare
 CHILD_COMM = "dataplane"
 
 
@@ -82,24 +86,27 @@ class DataplaneArgs:
     stats: Path | None = None  # the shared counters file; None keeps no counters
     inflight_log: Path | None = None  # None: a dataplane that dies cannot be replaced
     qos: Path | None = None  # the I/O limits page; None: no limits
+    control: Path | None = None  # where the control socket listens; None: no pausing
     device_fd: int = -1  # /dev/vduse/NAME, O_RDWR | O_NONBLOCK
     backing_fd: int = -1
     stats_fd: int | None = None
     inflight_fd: int | None = None
     direct_fd: int | None = None  # the backing with O_DIRECT, where the kernel allows it
     qos_fd: int | None = None
+    control_fd: int | None = None  # listening, AF_UNIX SOCK_SEQPACKET
 
     def fds(self) -> tuple[int, ...]:
         """Every descriptor the process must inherit."""
         fds = (
             self.device_fd, self.backing_fd, self.stats_fd, self.inflight_fd, self.ready_fd,
-            self.direct_fd, self.qos_fd,
+            self.direct_fd, self.qos_fd, self.control_fd,
         )  # fmt: skip
         return tuple(fd for fd in fds if fd is not None and fd >= 0)
 
     def argv(self) -> list[str]:
         """The command line that ``parse`` reads back into these arguments (less the paths
-        of the stats, in-flight and QoS files, which the dataplane gets as fds only)."""
+        of the stats, in-flight, QoS and control files, which the dataplane gets as fds
+        only)."""
         if self.device_fd < 0 or self.backing_fd < 0:
             raise ValueError("the device and backing fds are not open")
         profile = self.profile
@@ -122,6 +129,8 @@ class DataplaneArgs:
             argv += ["--direct-fd", str(self.direct_fd)]
         if self.qos_fd is not None:
             argv += ["--qos-fd", str(self.qos_fd)]
+        if self.control_fd is not None:
+            argv += ["--control-fd", str(self.control_fd)]
         if profile.readonly:
             argv.append("--readonly")
         if profile.packed:
@@ -151,6 +160,9 @@ class DataplaneArgs:
         )
         parser.add_argument("--direct-fd", type=int, default=None, help="the backing, O_DIRECT")
         parser.add_argument("--qos-fd", type=int, default=None, help="the I/O limits page")
+        parser.add_argument(
+            "--control-fd", type=int, default=None, help="the control socket, listening"
+        )
         ns = parser.parse_args(argv)
         if ns.protocol != PROTOCOL_VERSION:
             parser.error(f"protocol {ns.protocol} is not {PROTOCOL_VERSION}")
@@ -165,7 +177,7 @@ class DataplaneArgs:
             name=ns.name, backing=ns.backing, profile=profile, serial=ns.serial,
             ready_fd=ns.ready_fd, device_fd=ns.device_fd,
             backing_fd=ns.backing_fd, stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
-            direct_fd=ns.direct_fd, qos_fd=ns.qos_fd,
+            direct_fd=ns.direct_fd, qos_fd=ns.qos_fd, control_fd=ns.control_fd,
         )  # fmt: skip
 
 

@@ -1,8 +1,10 @@
-"""The dataplane's control loop: VDUSE control messages and signals.
+"""The dataplane's control loop: VDUSE control messages, the driver's control socket and
+signals.
 
-One thread, one epoll set: the device node and a self-pipe that signal handlers write
-to. Requests never come here: the session's queue engine serves each enabled queue
-on its own thread, from its kick fd to its interrupts.
+One thread, one epoll set: the device node, the control socket's connections (a
+``PauseChannel``, whose pause deadline is the loop's timeout) and a self-pipe that signal
+handlers write to. Requests never come here: the session's queue engine serves each
+enabled queue on its own thread, from its kick fd to its interrupts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from csi_vduse.dataplane.pause_channel import PauseChannel
 from csi_vduse.dataplane.virtio.session import VduseSession
 from csi_vduse.vduse.messages import Request, Response
 
@@ -25,11 +28,17 @@ class MessageChannel(Protocol):
 
 
 class Server:
-    def __init__(self, channel: MessageChannel, session: VduseSession) -> None:
+    def __init__(
+        self, channel: MessageChannel, session: VduseSession, *,
+        control: PauseChannel | None = None,
+    ) -> None:  # fmt: skip
         self.channel = channel
         self.session = session
+        self.control = control
         self.epoll = select.epoll()
         self.epoll.register(channel.fileno(), select.EPOLLIN)
+        if control is not None:
+            self.epoll.register(control.fileno(), select.EPOLLIN)
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(self._stop_r, select.EPOLLIN)
         self.stopping = False
@@ -53,7 +62,7 @@ class Server:
     def run(self) -> None:
         while not self.stopping:
             try:
-                events = self.epoll.poll()
+                events = self.epoll.poll(None if self.control is None else self.control.timeout())
             except InterruptedError:
                 continue
             for fd, _mask in events:
@@ -65,6 +74,10 @@ class Server:
                         self.on_hangup()
                 elif fd == self.channel.fileno():
                     self.drain_messages()
+                elif self.control is not None and fd == self.control.fileno():
+                    self.control.handle()
+            if self.control is not None:
+                self.control.expire()
 
     def drain_messages(self) -> None:
         while (request := self.channel.read_request()) is not None:

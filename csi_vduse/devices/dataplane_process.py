@@ -4,11 +4,12 @@ The dataplane runs in its own session so it outlives the command that created
 it; it is identified by pid plus start time, so a recycled pid is never signalled.
 
 It runs unprivileged: this module opens the files it needs (the device node, the
-backing, its counters and its in-flight log), and util-linux's ``setpriv`` execs it as
-``dataplane_user()`` with no supplementary groups, no capabilities (none inheritable,
-an empty bounding set) and no-new-privileges, holding those descriptors and nothing
-else it could not open as that user. (Not Popen's own ``user=``: that makes Python
-fork instead of vfork, and gRPC's fork handlers crash the child of a serving driver.)
+backing, its counters, its in-flight log, its I/O limits) and binds its control socket,
+and util-linux's ``setpriv`` execs it as ``dataplane_user()`` with no supplementary
+groups, no capabilities (none inheritable, an empty bounding set) and no-new-privileges,
+holding those descriptors and nothing else it could not open as that user. (Not Popen's
+own ``user=``: that makes Python fork instead of vfork, and gRPC's fork handlers crash the
+child of a serving driver.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from csi_vduse.dataplane import inflight_log, qos, stats
+from csi_vduse.dataplane import control, inflight_log, qos, stats
 from csi_vduse.dataplane.interface import CHILD_COMM, DataplaneArgs, open_flags, parse_ready
 from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
 from csi_vduse.devices.launcher import Launcher, LauncherError
@@ -222,6 +223,8 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
         args = replace(args, inflight_fd=keep(inflight_log.open_file(args.inflight_log)))
     if args.qos is not None:
         args = replace(args, qos_fd=keep(qos.open_page(args.qos)))
+    if args.control is not None:  # a fresh socket: a successor listens at the same path
+        args = replace(args, control_fd=keep(control.listen(args.control).detach()))
     return args
 
 

@@ -182,6 +182,7 @@ class DeviceManager:
             stats=self.store.stats_path(record.name),
             inflight_log=self.store.inflight_path(record.name),
             qos=self.store.qos_path(record.name),
+            control=self.store.control_path(record.name),
         )
         return dataplane_process.start(
             args,

@@ -120,6 +120,10 @@ class StateStore:
         """The device's live I/O limits, which its dataplane maps (dataplane.qos)."""
         return self.devices / f"{name}.qos"
 
+    def control_path(self, name: str) -> Path:
+        """Where the device's dataplane listens for pause and resume (dataplane.control)."""
+        return self.devices / f"{name}.ctl"
+
     def load(self, name: str) -> DeviceRecord | None:
         path = self._path(name)
         with _state_access("read the device record"):
@@ -141,7 +145,7 @@ class StateStore:
         with _state_access("remove the device record"):
             paths = (
                 self.log_path(name), self.stats_path(name), self.inflight_path(name),
-                self.qos_path(name),
+                self.qos_path(name), self.control_path(name),
             )  # fmt: skip
             for path in (self._path(name), *paths):
                 path.unlink(missing_ok=True)

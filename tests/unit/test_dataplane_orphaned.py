@@ -53,7 +53,7 @@ class FakeSession:
 class FakeServer:
     served = False
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.on_hangup: object = None
 
     def install_signal_handlers(self) -> None:

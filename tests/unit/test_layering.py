@@ -2,9 +2,10 @@
 
 The control plane (``csi_vduse`` outside ``csi_vduse/dataplane``) may import only the
 dataplane's contract modules: its arguments and readiness (``interface``), the layouts of the
-files both sides map (``stats``, ``inflight_log``, ``qos``) and the device both agree on
-(``blk.profile``). The dataplane may import only the layers below both (``vduse``, the uAPI;
-``virtio``, the spec's numbers; ``errors``, the one error root), never the control plane.
+files both sides map (``stats``, ``inflight_log``, ``qos``), the control socket's messages
+(``control``) and the device both agree on (``blk.profile``). The dataplane may import only
+the layers below both (``vduse``, the uAPI; ``virtio``, the spec's numbers; ``errors``, the
+one error root), never the control plane.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ CONTRACT = {
     "csi_vduse.dataplane.stats",
     "csi_vduse.dataplane.inflight_log",
     "csi_vduse.dataplane.qos",
+    "csi_vduse.dataplane.control",
     "csi_vduse.dataplane.blk.profile",
 }
 SHARED = ("csi_vduse.vduse", "csi_vduse.virtio", "csi_vduse.errors")

@@ -42,6 +42,7 @@ def test_the_dataplane_reads_back_the_profile_it_was_started_with() -> None:
     args = DataplaneArgs(
         name="vol", backing=Path("/pool/vol.img"), profile=ODD, serial="vol", ready_fd=9,
         device_fd=5, backing_fd=6, stats_fd=7, inflight_fd=8, direct_fd=10, qos_fd=11,
+        control_fd=12,
     )  # fmt: skip
     assert DataplaneArgs.parse(args.argv()) == args
     assert DataplaneArgs.parse(args.argv()).profile.block_size == 4096

@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+from csi_vduse.dataplane import control
 
 PROBE = textwrap.dedent(
     """
@@ -85,3 +88,68 @@ def test_a_confined_process_with_a_running_thread_exits_cleanly() -> None:
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert (done.returncode, "libgcc_s" in done.stderr) == (0, False), done.stderr
+
+
+SERVE_THE_CONTROL_SOCKET = textwrap.dedent(
+    """
+    import errno, json, select, socket, sys
+    from csi_vduse.dataplane.pause_channel import PauseChannel
+    from csi_vduse.dataplane.sandbox import confine
+
+    class Engine:
+        calls = []
+        def hold(self, timeout=None):
+            self.calls.append("hold")
+            return True
+        def release(self):
+            self.calls.append("release")
+
+    channel = PauseChannel.inherit(int(sys.argv[1]), Engine())
+    assert confine()
+    connected = False
+    while not (connected and not channel._connections):  # until the driver hangs up
+        if not select.select([channel.fileno()], [], [], 60)[0]:
+            sys.exit("nothing came")
+        channel.handle()
+        connected = connected or bool(channel._connections)
+    results = {"calls": Engine.calls}
+    for name, call in [
+        ("socket", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)),
+        ("getsockname", channel.listener.getsockname),
+    ]:
+        try:
+            call()
+            results[name] = "ok"
+        except OSError as exc:
+            results[name] = errno.errorcode[exc.errno]
+    print(json.dumps(results))
+    """
+)
+
+
+def test_the_confined_dataplane_accepts_on_its_control_socket_and_nothing_more(
+    tmp_path: Path,
+) -> None:
+    """The filter's one socket call: accept4 on the listening socket the driver passed;
+    messages go by read and write. It still cannot make a socket, nor ask one its name."""
+    listener = control.listen(tmp_path / "vol.ctl")
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", SERVE_THE_CONTROL_SOCKET, str(listener.fileno())],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            pass_fds=(listener.fileno(),),
+        )  # fmt: skip
+    finally:
+        listener.close()
+    with control.connect(tmp_path / "vol.ctl", timeout=60) as driver:
+        driver.send(control.encode(control.Pause(timeout_ms=60_000)))
+        assert control.parse_reply(driver.recv(control.MAX_MESSAGE)) == control.Paused(drain_ms=0)
+        driver.send(control.encode(control.Resume()))
+        assert isinstance(control.parse_reply(driver.recv(control.MAX_MESSAGE)), control.Resumed)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert json.loads(out) == {
+        "calls": ["hold", "release"],
+        "socket": "EPERM",
+        "getsockname": "EPERM",
+    }

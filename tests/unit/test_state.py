@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.dataplane import control
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.state import DeviceRecord, DeviceState, StateStore, default_state_dir
@@ -117,10 +118,12 @@ def test_remove_deletes_record_and_log(tmp_path: Path) -> None:
     store.save(_record("vol-2"))
     store.log_path("vol-1").write_text("dataplane output\n")
     store.qos_path("vol-1").write_bytes(b"limits")
+    control.listen(store.control_path("vol-1")).close()
     store.remove("vol-1")
     assert not (tmp_path / "devices" / "vol-1.json").exists()
     assert not store.log_path("vol-1").exists()
     assert not store.qos_path("vol-1").exists()
+    assert not store.control_path("vol-1").exists()
     assert store.load("vol-1") is None
     assert [r.name for r in store.records()] == ["vol-2"]
 

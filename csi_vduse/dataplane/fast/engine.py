@@ -3,7 +3,9 @@
 Python keeps the control side: it maps IOTLB regions when the C loop asks for an
 IOVA it has not seen (DP_NEED_MAP), and on UPDATE_IOTLB it pauses every queue
 thread, drops the stale ranges from each queue's table, unmaps them and resumes,
-so the C loop never touches a mapping after the kernel invalidated it.
+so the C loop never touches a mapping after the kernel invalidated it. ``hold`` pauses
+every queue for the driver (a group snapshot, see ``csi_vduse.dataplane.control``) until
+``release``; the engine's own pauses leave a held queue paused.
 
 With an in-flight log, each queue records its progress there (see inflight.h), and a queue
 started with ``resume`` continues from the log instead of the kernel's initial state.
@@ -27,6 +29,7 @@ import mmap
 import os
 import select
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -239,8 +242,11 @@ class FastQueue:
         self.broken = False
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._paused = threading.Event()
-        self._resume = threading.Event()
+        # The thread is parked: out of the C loop, nothing in flight, waiting for pause_req
+        # to clear (or for close). pause_req changes under this condition's lock.
+        self._state = threading.Condition()
+        self._parked = False
+        self.held = False  # by FastEngine.hold: only release() resumes the queue
 
     def describe_io(self) -> str:
         """Where reads and writes are served, for the log."""
@@ -291,7 +297,9 @@ class FastQueue:
             # Not expected; the queue stops, the device and the other queues go on.
             log.exception("queue %d thread failed", self.index)
             self.broken = True
-            self._paused.set()  # nobody may wait on a dead thread
+            with self._state:  # nobody may wait on a dead thread
+                self._parked = True
+                self._state.notify_all()
 
     def _loop(self) -> None:
         while True:
@@ -308,25 +316,43 @@ class FastQueue:
                 os.eventfd_read(self.ctlfd)
             if self._stopping:
                 return
-            if self.q.pause_req:
-                self._paused.set()
-                self._resume.wait()
-                self._resume.clear()
+            with self._state:
+                if self.q.pause_req and not self._stopping:
+                    self._parked = True
+                    self._state.notify_all()
+                    while self.q.pause_req and not self._stopping:
+                        self._state.wait()
+                    self._parked = False
 
-    def pause(self) -> None:
-        """Return once the queue's thread is outside the C loop and waiting."""
+    def pause(self, timeout: float | None = None) -> bool:
+        """True once the queue's thread is outside the C loop with nothing in flight, and
+        waiting; False if it was not within ``timeout`` seconds (it still pauses later)."""
+        self.request_pause()
+        return self.wait_paused(timeout)
+
+    def request_pause(self) -> None:
+        """Ask the thread to leave the C loop once nothing is in flight."""
         if self._thread is None or not self._thread.is_alive():
             return
-        self.q.pause_req = 1
+        with self._state:
+            if self.q.pause_req:
+                return  # asked already: the thread is parked or on its way
+            self.q.pause_req = 1
         os.eventfd_write(self.ctlfd, 1)
-        self._paused.wait()
+
+    def wait_paused(self, timeout: float | None = None) -> bool:
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        with self._state:
+            return self._state.wait_for(lambda: self._parked, timeout)
 
     def resume(self) -> None:
-        if self._thread is None:
+        """Let the thread serve again, unless the queue is held (see FastEngine.hold)."""
+        if self._thread is None or self.held:
             return
-        self.q.pause_req = 0
-        self._paused.clear()
-        self._resume.set()
+        with self._state:
+            self.q.pause_req = 0
+            self._state.notify_all()
 
     def invalidate(self, start: int, last: int) -> None:
         lib.dp_map_invalidate(self.q, start, last)
@@ -334,8 +360,10 @@ class FastQueue:
     def close(self) -> None:
         """Stop the thread, then free the queue; the kick fd is closed too."""
         if self._thread is not None:
-            self._stopping = True
-            self.q.pause_req = 1  # a pass in progress stops at its next request
+            with self._state:  # a parked thread wakes up to stop
+                self._stopping = True
+                self.q.pause_req = 1  # a pass in progress stops at its next request
+                self._state.notify_all()
             os.eventfd_write(self.ctlfd, 1)
             self._thread.join()
             self._thread = None
@@ -362,6 +390,8 @@ class FastEngine:
     bytes), whose limits the queues obey live, or None for none; it stays exported to the C
     loop, so it cannot be closed, until ``close``. A page of another layout is refused
     (QosError)."""
+
+    held = False  # see hold()
 
     def __init__(
         self, source: IotlbSource, target: BlkTarget, *, devfd: int, irqfd: int = -1,
@@ -424,6 +454,9 @@ class FastEngine:
             queue.discard()
             raise RingError(f"queue {info.index}: nothing to resume from without a log")
         self.queues[info.index] = queue
+        if self.held:  # starts paused, until release()
+            queue.held = True
+            queue.q.pause_req = 1
         if self.threaded:
             queue.start()
 
@@ -466,6 +499,33 @@ class FastEngine:
             queue.q.blk.capacity = capacity
             queue.resume()
         self.target = replace(self.target, capacity=capacity)
+
+    def hold(self, timeout: float | None = None) -> bool:
+        """Pause every queue until ``release``: True once each one's thread has completed
+        what it had in flight and waits; new requests wait in the ring. False if they did
+        not within ``timeout`` seconds, and then nothing stays held.
+
+        The pauses the engine makes itself (``invalidate``, ``set_capacity``) leave a held
+        queue paused, a queue started while held starts paused, and a reset (``stop``)
+        keeps the engine held for the queues the driver enables next."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.held = True
+        for queue in self.queues.values():
+            queue.held = True
+            queue.request_pause()  # all drain at once
+        for queue in self.queues.values():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not queue.wait_paused(left):
+                self.release()
+                return False
+        return True
+
+    def release(self) -> None:
+        """End ``hold``: the queues running now serve again (the stopped ones are gone)."""
+        self.held = False
+        for queue in self.queues.values():
+            queue.held = False
+            queue.resume()
 
     def stop(self) -> None:
         for queue in self.queues.values():

@@ -6,7 +6,9 @@
  * ioctl type, clone to new threads. clone3 answers ENOSYS, so glibc falls back to clone,
  * whose flags a filter can check. io_uring_enter serves the queues' rings, made before the
  * filter and restricted to readv/writev (aio.c); io_uring_setup is refused, so no new,
- * unrestricted ring can be made.
+ * unrestricted ring can be made. accept4 takes the driver's connections on the control
+ * socket it passed listening (dataplane/control.py); read and write carry their messages.
+ * No socket can be made, bound or connected, and no other socket call is allowed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,6 +44,7 @@ static const int allowed[] = {
     SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_sigaltstack, SYS_tgkill,
     SYS_restart_syscall, SYS_getrandom, SYS_membarrier, SYS_prlimit64, SYS_exit, SYS_exit_group,
     SYS_io_uring_enter, /* on the rings made before confinement; io_uring_setup is denied */
+    SYS_accept4,        /* on the inherited control socket; socket, bind, connect are denied */
 #ifdef SYS_statx
     SYS_statx,
 #endif
