@@ -45,6 +45,9 @@ class VolumeRecord:
     source_snapshot_id: str | None = None
     source_volume_id: str | None = None
     created_ns: int = 0
+    # The VolumeAttributesClass's parameters as last set (csi.mutable reads them); records
+    # written before them have none and keep that form when saved back (see ``_dump``).
+    mutable_parameters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -104,6 +107,7 @@ class Pool:
         *,
         source_snapshot_id: str | None = None,
         source_volume_id: str | None = None,
+        mutable_parameters: dict[str, str] | None = None,
     ) -> VolumeRecord:
         """Make a new volume of ``capacity`` bytes, filled from a source when given."""
         volume_id = ids.volume_id_for(name)
@@ -128,6 +132,7 @@ class Pool:
             source_snapshot_id=source_snapshot_id,
             source_volume_id=source_volume_id,
             created_ns=time.time_ns(),
+            mutable_parameters=dict(mutable_parameters or {}),
         )
         data = self.backing_path(volume_id)
         self._build_data(data, size=capacity, source=source, step="create volume")
@@ -153,6 +158,17 @@ class Pool:
                 os.truncate(path, capacity)
             if capacity > record.capacity:
                 record.capacity = capacity
+                write_atomic(self.volumes / f"{volume_id}.json", _dump(record))
+        return record
+
+    def set_mutable_parameters(self, volume_id: str, mutable: dict[str, str]) -> VolumeRecord:
+        """Replace a volume's mutable parameters, atomically; unchanged ones write nothing."""
+        record = self.volume(volume_id)
+        if record is None:
+            raise PoolError("modify volume", f"volume {volume_id} not found", errno.ENOENT)
+        if record.mutable_parameters != mutable:
+            record.mutable_parameters = dict(mutable)
+            with _io("modify volume"):
                 write_atomic(self.volumes / f"{volume_id}.json", _dump(record))
         return record
 
@@ -293,5 +309,11 @@ def path_key(record: VolumeRecord | SnapshotRecord) -> str:
     return record.volume_id if isinstance(record, VolumeRecord) else record.snapshot_id
 
 
+# Fields later versions added: left out of a record while empty, so a record written before
+# them is saved back (by an expansion, say) exactly as it was.
+_OMITTED_WHEN_EMPTY = frozenset({"mutable_parameters"})
+
+
 def _dump(record: VolumeRecord | SnapshotRecord) -> str:
-    return json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
+    fields = {k: v for k, v in asdict(record).items() if v or k not in _OMITTED_WHEN_EMPTY}
+    return json.dumps(fields, indent=2, sort_keys=True) + "\n"

@@ -95,12 +95,13 @@ def test_a_source_larger_than_the_new_volume_is_refused_without_leftovers(pool: 
 
 
 def test_missing_sources_are_not_found(pool: Pool) -> None:
-    for kwargs in (
+    sources: list[dict[str, str | None]] = [
         {"source_snapshot_id": ids.snapshot_id_for("nope")},
         {"source_volume_id": ids.volume_id_for("nope")},
-    ):
+    ]
+    for kwargs in sources:
         with pytest.raises(PoolError) as refused:
-            pool.create_volume("x", MiB, {}, **kwargs)
+            pool.create_volume("x", MiB, {}, **kwargs)  # type: ignore[arg-type]
         assert refused.value.errno == errno.ENOENT
     with pytest.raises(PoolError) as refused:
         pool.create_snapshot("s", source_volume_id=ids.volume_id_for("nope"))
@@ -209,3 +210,53 @@ def test_records_of_an_earlier_version_load_and_save_back_in_the_same_form(pool:
     pool.expand_volume(volume_id, 2 * MiB)
     volume["capacity"] = 2 * MiB
     assert record_path.read_text() == json.dumps(volume, indent=2, sort_keys=True) + "\n"
+
+
+def test_a_volume_record_without_mutable_parameters_loads_and_saves_back_byte_identical(
+    pool: Pool,
+) -> None:
+    """Records written before mutable parameters existed have none, and a save that leaves
+    them empty (an expansion, a modify to nothing) writes the record in its old form."""
+    volume_id = ids.volume_id_for("before-vac")
+    earlier = {
+        "capacity": MiB,
+        "created_ns": 7,
+        "name": "before-vac",
+        "parameters": {},
+        "source_snapshot_id": None,
+        "source_volume_id": None,
+        "volume_id": volume_id,
+    }
+    record_path = pool.volumes / f"{volume_id}.json"
+    text = json.dumps(earlier, indent=2, sort_keys=True) + "\n"
+    record_path.write_text(text)
+    pool.backing_path(volume_id).write_bytes(b"")
+    os.truncate(pool.backing_path(volume_id), MiB)
+    loaded = pool.volume(volume_id)
+    assert loaded is not None and loaded.mutable_parameters == {}
+    pool.set_mutable_parameters(volume_id, {})
+    pool.expand_volume(volume_id, MiB)
+    assert record_path.read_text() == text
+    # Given some, the record gains the field and keeps everything else as it was.
+    pool.set_mutable_parameters(volume_id, {"maxIops": "10"})
+    assert json.loads(record_path.read_text()) == {
+        **earlier,
+        "mutable_parameters": {"maxIops": "10"},
+    }
+    reloaded = pool.volume(volume_id)
+    assert reloaded is not None and reloaded.mutable_parameters == {"maxIops": "10"}
+
+
+def test_mutable_parameters_are_set_atomically_and_only_when_changed(pool: Pool) -> None:
+    record = pool.create_volume("vac", MiB, {}, mutable_parameters={"maxIops": "5"})
+    path = pool.volumes / f"{record.volume_id}.json"
+    written = path.stat().st_mtime_ns, path.stat().st_ino
+    pool.set_mutable_parameters(record.volume_id, {"maxIops": "5"})
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == written
+    changed = pool.set_mutable_parameters(record.volume_id, {"maxIops": "6"})
+    assert changed.mutable_parameters == {"maxIops": "6"}
+    assert path.stat().st_ino != written[1]  # replaced by rename, never rewritten in place
+    assert not list(pool.volumes.glob(".*"))
+    with pytest.raises(PoolError) as missing:
+        pool.set_mutable_parameters(ids.volume_id_for("nobody"), {})
+    assert missing.value.errno == errno.ENOENT
