@@ -32,6 +32,7 @@ CONTROLLER = (
     _Controller.LIST_SNAPSHOTS,
     _Controller.CLONE_VOLUME,
     _Controller.EXPAND_VOLUME,
+    _Controller.MODIFY_VOLUME,
     _Controller.SINGLE_NODE_MULTI_WRITER,
 )
 

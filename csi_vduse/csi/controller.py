@@ -8,13 +8,14 @@ expansion and hand the work to NodeExpandVolume.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import Int64Value
 
-from csi_vduse.csi import capabilities, parameters, validate
+from csi_vduse.csi import capabilities, mutable, parameters, validate
 from csi_vduse.csi.edge import rpc
 from csi_vduse.csi.errors import Code, RpcError, already_exists, invalid, not_found, unimplemented
 from csi_vduse.csi.locks import OperationLocks
@@ -23,6 +24,8 @@ from csi_vduse.csi.proto import pb
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, SnapshotRecord, VolumeRecord
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 1 << 30
 
@@ -102,6 +105,20 @@ class ControllerService:
         return volume
 
     @staticmethod
+    def _other_limits(given: dict[str, str], record: VolumeRecord) -> str | None:
+        """Why a volume does not have the limits ``given`` asks for, or None when it does."""
+        try:
+            wanted = mutable.limits(given)
+        except RpcError as exc:
+            return exc.message
+        if wanted != mutable.limits(record.mutable_parameters):
+            return (
+                f"mutable parameters {mutable.check(given)} differ from the volume's "
+                f"{record.mutable_parameters}"
+            )
+        return None
+
+    @staticmethod
     def _snapshot(record: SnapshotRecord) -> pb.Snapshot:
         created = Timestamp()
         created.FromNanoseconds(record.created_ns)
@@ -125,6 +142,8 @@ class ControllerService:
         capacity_for(capacity_range)  # range checks before any lookup
         own = parameters.own(dict(request.parameters))
         parameters.parse(own)  # refuses bad ones; the record keeps the caller's own text
+        own_mutable = mutable.check(dict(request.mutable_parameters))
+        limits = mutable.limits(own_mutable)
         source_snapshot = source_volume = None
         if request.HasField("volume_content_source"):
             source = request.volume_content_source
@@ -151,16 +170,24 @@ class ControllerService:
         with self.locks.hold(volume_id):
             existing = pool.volume(volume_id)
             if existing is not None:
+                # Mutable parameters "take precedence over the parameters field" (the
+                # spec), so they are part of what the volume is: another set names another
+                # volume, and ALREADY_EXISTS tells the caller so rather than answering OK for
+                # limits the volume does not have (changing them is ControllerModifyVolume's
+                # job). They compare by meaning, so {"maxIops": "0"} matches {}. A retry of
+                # the original CreateVolume after a modify is refused the same way.
                 same = (
                     _fits(existing.capacity, capacity_range)
                     and existing.parameters == own
+                    and mutable.limits(existing.mutable_parameters) == limits
                     and existing.source_snapshot_id == source_snapshot
                     and existing.source_volume_id == source_volume
                 )
                 if not same:
                     raise already_exists(
                         f"volume {name!r} exists with other settings "
-                        f"({existing.capacity} bytes, parameters {existing.parameters})"
+                        f"({existing.capacity} bytes, parameters {existing.parameters}, "
+                        f"mutable parameters {existing.mutable_parameters})"
                     )
                 return pb.CreateVolumeResponse(volume=self._volume(existing))
             source_size = 0
@@ -181,6 +208,7 @@ class ControllerService:
                 own,
                 source_snapshot_id=source_snapshot,
                 source_volume_id=source_volume,
+                mutable_parameters=own_mutable,
             )
             return pb.CreateVolumeResponse(volume=self._volume(record))
 
@@ -216,10 +244,15 @@ class ControllerService:
             return pb.ValidateVolumeCapabilitiesResponse(
                 message=f"parameters {own} differ from the volume's {record.parameters}"
             )
+        if request.mutable_parameters:
+            reason = self._other_limits(dict(request.mutable_parameters), record)
+            if reason is not None:
+                return pb.ValidateVolumeCapabilitiesResponse(message=reason)
         confirmed = pb.ValidateVolumeCapabilitiesResponse.Confirmed(
             volume_context=request.volume_context,
             volume_capabilities=request.volume_capabilities,
             parameters=request.parameters,
+            mutable_parameters=request.mutable_parameters,
         )
         return pb.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
 
@@ -289,6 +322,34 @@ class ControllerService:
         return pb.ControllerExpandVolumeResponse(
             capacity_bytes=record.capacity, node_expansion_required=True
         )
+
+    @rpc
+    def ControllerModifyVolume(
+        self, request: pb.ControllerModifyVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerModifyVolumeResponse:
+        """Change a volume's I/O limits: in its pool record first, then live on its device
+        when it is staged here (a node that stages it later reads the record)."""
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        changes = mutable.check(dict(request.mutable_parameters))
+        pool = self._pool()
+        with self.locks.hold(volume_id):
+            record = pool.volume(volume_id)
+            if record is None:
+                raise not_found(f"volume {volume_id} does not exist")
+            if not changes:  # keys left out change nothing, so none changes nothing
+                return pb.ControllerModifyVolumeResponse()
+            wanted = mutable.merged(record.mutable_parameters, changes=changes)
+            limits = mutable.limits(wanted)
+            pool.set_mutable_parameters(volume_id, wanted)
+            # Applied again on a retry, so a failure here (after the record) converges.
+            live = self.devices.set_limits(volume_id, limits)
+        log.info(
+            "volume %s: mutable parameters now %s%s",
+            volume_id,
+            wanted,
+            " (applied to its device)" if live else "",
+        )
+        return pb.ControllerModifyVolumeResponse()
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -360,12 +421,6 @@ class ControllerService:
         self, request: pb.ControllerGetVolumeRequest, context: grpc.ServicerContext
     ) -> pb.ControllerGetVolumeResponse:
         raise unimplemented("ControllerGetVolume is not offered")
-
-    @rpc
-    def ControllerModifyVolume(
-        self, request: pb.ControllerModifyVolumeRequest, context: grpc.ServicerContext
-    ) -> pb.ControllerModifyVolumeResponse:
-        raise unimplemented("ControllerModifyVolume is not offered")
 
     @rpc
     def GetSnapshot(

@@ -38,6 +38,8 @@ MiB = 1 << 20
 TEST_VOLUME_SIZE = 64 * MiB  # --csi.testvolumesize
 TEST_VOLUME_EXPAND_SIZE = 128 * MiB  # --csi.testvolumeexpandsize (default: size + 1 GiB)
 TEST_VOLUME_PARAMETERS: dict[str, str] = {}  # --csi.testvolumeparameters
+# --csi.testvolumemutableparameters (upstream's default is none; ours sets real limits)
+TEST_VOLUME_MUTABLE_PARAMETERS = {"maxIops": "5000", "maxWriteBytesPerSecond": "104857600"}
 TEST_SNAPSHOT_PARAMETERS: dict[str, str] = {}  # --csi.testsnapshotparameters
 TEST_VOLUME_ACCESS_TYPE = "mount"  # --csi.testvolumeaccesstype
 IDEMPOTENT_COUNT = 10  # --csi.idempotentcount (csi-sanity's default)
@@ -110,6 +112,12 @@ def make_create_volume_req(
 def make_create_snapshot_req(name: str, source_volume_id: str) -> pb.CreateSnapshotRequest:
     return pb.CreateSnapshotRequest(
         name=name, source_volume_id=source_volume_id, parameters=TEST_SNAPSHOT_PARAMETERS
+    )
+
+
+def make_modify_volume_req(volume_id: str) -> pb.ControllerModifyVolumeRequest:
+    return pb.ControllerModifyVolumeRequest(
+        volume_id=volume_id, mutable_parameters=TEST_VOLUME_MUTABLE_PARAMETERS
     )
 
 

@@ -14,6 +14,7 @@ from csi_vduse.csi.proto import pb
 from tests.csi.conftest import (
     INVALID_VOLUME_ID,
     MAX_NAME_LENGTH,
+    TEST_VOLUME_MUTABLE_PARAMETERS,
     TEST_VOLUME_PARAMETERS,
     TEST_VOLUME_SIZE,
     ControllerCap,
@@ -81,6 +82,7 @@ class TestControllerGetCapabilities:
             ControllerCap.LIST_SNAPSHOTS,
             ControllerCap.CLONE_VOLUME,
             ControllerCap.EXPAND_VOLUME,
+            ControllerCap.MODIFY_VOLUME,
             ControllerCap.SINGLE_NODE_MULTI_WRITER,
         }
 
@@ -319,6 +321,26 @@ class TestCreateVolume:
         req = make_create_volume_req(unique_string("sanity-controller-vol-from-snap"))
         req.volume_content_source.volume.volume_id = unique_valid_volume_id()
         expect_error_code(lambda: r.create_volume(req), grpc.StatusCode.NOT_FOUND)
+
+    # Controller Service [Controller Server] CreateVolume should create volume with a volume
+    # attribute class
+    def test_should_create_volume_with_a_volume_attribute_class(
+        self, sc: SanityContext, r: Resources
+    ) -> None:
+        require_controller(sc, ControllerCap.MODIFY_VOLUME, "Modify volume not supported")
+        req = make_create_volume_req(unique_string("sanity-controller-vol-with-mutable-parameters"))
+        req.mutable_parameters.update(TEST_VOLUME_MUTABLE_PARAMETERS)
+        r.create_volume(req)
+
+    # Controller Service [Controller Server] CreateVolume should not create volume with an
+    # invalid volume attribute class
+    def test_should_not_create_volume_with_an_invalid_volume_attribute_class(
+        self, sc: SanityContext, r: Resources
+    ) -> None:
+        require_controller(sc, ControllerCap.MODIFY_VOLUME, "Modify Volume not supported")
+        req = make_create_volume_req(unique_string("sanity-controller-vol-with-mutable-parameters"))
+        req.mutable_parameters.update({"XXX_FakeKey": "XXX_FakeValue"})
+        expect_error_code(lambda: r.create_volume(req), grpc.StatusCode.INVALID_ARGUMENT)
 
 
 class TestDeleteVolume:

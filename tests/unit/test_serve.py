@@ -84,6 +84,26 @@ def test_central_controller_without_pool_only_records_expansions(tmp_path: Path)
                 pb.CreateVolumeRequest(name="x", volume_capabilities=[mount_capability()])
             )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # It does not advertise MODIFY_VOLUME: bad input is still refused as such, the
+        # rest is the nodes' (routing a modify to its node comes later).
+        modify = central.controller_stub.ControllerModifyVolume
+        for request, code in (
+            (
+                pb.ControllerModifyVolumeRequest(
+                    volume_id="vol-" + "0" * 32, mutable_parameters={"bogus": "1"}
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            (
+                pb.ControllerModifyVolumeRequest(
+                    volume_id="vol-" + "0" * 32, mutable_parameters={"maxIops": "1"}
+                ),
+                grpc.StatusCode.UNAVAILABLE,
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                modify(request)
+            assert refused.value.code() == code
         with pytest.raises(grpc.RpcError) as missing:
             central.node_stub.NodeGetInfo(pb.NodeGetInfoRequest())
         assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
