@@ -33,6 +33,8 @@ CONTROLLER = (
     _Controller.CLONE_VOLUME,
     _Controller.EXPAND_VOLUME,
     _Controller.MODIFY_VOLUME,
+    _Controller.GET_VOLUME,
+    _Controller.VOLUME_CONDITION,
     _Controller.SINGLE_NODE_MULTI_WRITER,
 )
 

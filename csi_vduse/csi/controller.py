@@ -104,6 +104,23 @@ class ControllerService:
             volume.content_source.volume.volume_id = record.source_volume_id
         return volume
 
+    def _condition(self, record: VolumeRecord) -> pb.VolumeCondition:
+        """The volume's condition as the pool sees it: its backing file and filesystem.
+
+        The spec has controller and node report from different perspectives; the node's
+        NodeGetVolumeStats reports the device and the mount (NodeVolumes.health)."""
+        problem = self._pool().problem(record)
+        if problem is not None:
+            return pb.VolumeCondition(abnormal=True, message=problem)
+        return pb.VolumeCondition(
+            abnormal=False, message="the backing file is present and readable in the pool"
+        )
+
+    def _status(self, record: VolumeRecord) -> pb.ListVolumesResponse.VolumeStatus:
+        # published_node_ids stays empty: without LIST_VOLUMES_PUBLISHED_NODES (and
+        # PUBLISH_UNPUBLISH_VOLUME, which it needs) the CO must not interpret it.
+        return pb.ListVolumesResponse.VolumeStatus(volume_condition=self._condition(record))
+
     @staticmethod
     def _other_limits(given: dict[str, str], record: VolumeRecord) -> str | None:
         """Why a volume does not have the limits ``given`` asks for, or None when it does."""
@@ -266,8 +283,26 @@ class ControllerService:
             records, keys=keys, token=request.starting_token, max_entries=request.max_entries
         )
         return pb.ListVolumesResponse(
-            entries=[pb.ListVolumesResponse.Entry(volume=self._volume(r)) for r in chosen],
+            entries=[
+                pb.ListVolumesResponse.Entry(volume=self._volume(r), status=self._status(r))
+                for r in chosen
+            ],
             next_token=token,
+        )
+
+    @rpc
+    def ControllerGetVolume(
+        self, request: pb.ControllerGetVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerGetVolumeResponse:
+        volume_id = validate.require_id(request.volume_id, "volume_id")
+        record = self._pool().volume(volume_id)
+        if record is None:
+            raise not_found(f"volume {volume_id} does not exist")
+        return pb.ControllerGetVolumeResponse(
+            volume=self._volume(record),
+            status=pb.ControllerGetVolumeResponse.VolumeStatus(
+                volume_condition=self._condition(record)
+            ),
         )
 
     @rpc
@@ -415,12 +450,6 @@ class ControllerService:
         self, request: pb.ControllerUnpublishVolumeRequest, context: grpc.ServicerContext
     ) -> pb.ControllerUnpublishVolumeResponse:
         raise unimplemented("volumes are node-local: there is nothing to detach")
-
-    @rpc
-    def ControllerGetVolume(
-        self, request: pb.ControllerGetVolumeRequest, context: grpc.ServicerContext
-    ) -> pb.ControllerGetVolumeResponse:
-        raise unimplemented("ControllerGetVolume is not offered")
 
     @rpc
     def GetSnapshot(

@@ -19,6 +19,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -171,6 +172,41 @@ class Pool:
             with _io("modify volume"):
                 write_atomic(self.volumes / f"{volume_id}.json", _dump(record))
         return record
+
+    def problem(self, record: VolumeRecord) -> str | None:
+        """Why the pool cannot serve a volume's data as it should, or None: its filesystem
+        gone, read-only or full, or the backing file missing, unreadable or short."""
+        try:
+            stats = os.statvfs(self.root)
+        except OSError as exc:
+            return f"the pool {self.root} is unreachable: {exc.strerror}"
+        path = self.backing_path(record.volume_id)
+        try:
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):
+                return f"the backing file {path} is not a regular file"
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.pread(fd, 1, 0)  # an I/O error of the pool's disk shows here
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return f"the backing file {path} is missing"
+        except OSError as exc:
+            return f"the backing file {path} cannot be read: {exc.strerror}"
+        if info.st_size < record.capacity:
+            return (
+                f"the backing file {path} holds {info.st_size} bytes, "
+                f"less than the volume's {record.capacity}"
+            )
+        if stats.f_flag & os.ST_RDONLY:
+            return f"the pool's filesystem ({self.root}) is read-only"
+        if stats.f_bfree == 0:
+            return (
+                f"the pool's filesystem ({self.root}) is full: writes to blocks "
+                "the volume has not used yet fail"
+            )
+        return None
 
     # -- snapshots ----------------------------------------------------------------------
 

@@ -113,6 +113,20 @@ def test_hostile_volume_ids_find_nothing_anywhere(unchanged: SanityContext, volu
         ),
         *lookup,
     )
+    refused(
+        lambda: sc.controller.ControllerGetVolume(
+            pb.ControllerGetVolumeRequest(volume_id=volume_id)
+        ),
+        *lookup,
+    )
+    refused(
+        lambda: sc.controller.ControllerModifyVolume(
+            pb.ControllerModifyVolumeRequest(
+                volume_id=volume_id, mutable_parameters={"maxIops": "1"}
+            )
+        ),
+        *lookup,
+    )
     # Deleting what does not exist is OK by the spec, unless the id itself is malformed.
     try:
         sc.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id=volume_id))

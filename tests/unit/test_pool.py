@@ -15,6 +15,8 @@ from csi_vduse.pool.errors import PoolError
 from csi_vduse.pool.store import Pool
 
 MiB = 1 << 20
+STATVFS_FIELDS = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                  "f_ffree", "f_favail", "f_flag", "f_namemax")  # fmt: skip
 
 
 @pytest.fixture
@@ -260,3 +262,31 @@ def test_mutable_parameters_are_set_atomically_and_only_when_changed(pool: Pool)
     with pytest.raises(PoolError) as missing:
         pool.set_mutable_parameters(ids.volume_id_for("nobody"), {})
     assert missing.value.errno == errno.ENOENT
+
+
+def test_a_healthy_volume_has_no_problem_and_each_fault_is_named(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = pool.create_volume("health", 2 * MiB, {})
+    path = pool.backing_path(record.volume_id)
+    assert pool.problem(record) is None
+    real = os.statvfs(pool.root)
+
+    def statvfs_with(**changes: int) -> os.statvfs_result:
+        fields = {name: getattr(real, name) for name in STATVFS_FIELDS} | changes
+        return os.statvfs_result(tuple(fields.values()))
+
+    monkeypatch.setattr(os, "statvfs", lambda _: statvfs_with(f_flag=os.ST_RDONLY))
+    assert "read-only" in (pool.problem(record) or "")
+    monkeypatch.setattr(os, "statvfs", lambda _: statvfs_with(f_bfree=0, f_bavail=0))
+    assert "full" in (pool.problem(record) or "")
+    monkeypatch.undo()
+    os.truncate(path, MiB)
+    assert f"{MiB} bytes, less than the volume's {2 * MiB}" in (pool.problem(record) or "")
+    path.unlink()
+    assert "missing" in (pool.problem(record) or "")
+    gone = Pool(pool.root / "elsewhere")
+    (pool.root / "elsewhere" / "volumes").rmdir()
+    (pool.root / "elsewhere" / "snapshots").rmdir()
+    (pool.root / "elsewhere").rmdir()
+    assert "unreachable" in (gone.problem(record) or "")
