@@ -437,6 +437,17 @@ class ControllerService:
             next_token=token,
         )
 
+    @rpc
+    def GetSnapshot(
+        self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.GetSnapshotResponse:
+        """Served, not advertised: csi-sanity v5.4.0 fails GET_SNAPSHOT as unknown."""
+        snapshot_id = validate.require_id(request.snapshot_id, "snapshot_id")
+        record = self._pool().snapshot(snapshot_id)
+        if record is None:
+            raise not_found(f"snapshot {snapshot_id} does not exist")
+        return pb.GetSnapshotResponse(snapshot=self._snapshot(record))
+
     # -- not offered --------------------------------------------------------------------
 
     @rpc
@@ -450,12 +461,6 @@ class ControllerService:
         self, request: pb.ControllerUnpublishVolumeRequest, context: grpc.ServicerContext
     ) -> pb.ControllerUnpublishVolumeResponse:
         raise unimplemented("volumes are node-local: there is nothing to detach")
-
-    @rpc
-    def GetSnapshot(
-        self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
-    ) -> pb.GetSnapshotResponse:
-        raise unimplemented("GetSnapshot is not offered")
 
 
 __all__ = ["ControllerService", "Path"]
