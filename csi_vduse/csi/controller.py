@@ -159,8 +159,6 @@ class ControllerService:
         capacity_for(capacity_range)  # range checks before any lookup
         own = parameters.own(dict(request.parameters))
         parameters.parse(own)  # refuses bad ones; the record keeps the caller's own text
-        own_mutable = mutable.check(dict(request.mutable_parameters))
-        limits = mutable.limits(own_mutable)
         source_snapshot = source_volume = None
         if request.HasField("volume_content_source"):
             source = request.volume_content_source
@@ -175,6 +173,8 @@ class ControllerService:
                 )
             else:
                 raise invalid("volume_content_source needs a snapshot or a volume")
+        own_mutable = mutable.check(dict(request.mutable_parameters))
+        limits = mutable.limits(own_mutable)
         requirement = request.accessibility_requirements
         wanted = [*requirement.requisite, *requirement.preferred]
         if wanted and not self._reachable(wanted):

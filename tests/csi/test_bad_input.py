@@ -144,6 +144,9 @@ def test_hostile_volume_ids_find_nothing_anywhere(unchanged: SanityContext, volu
         {"parameters": {"numQueues": "1" * 100}},
         {"capacity_range": pb.CapacityRange(required_bytes=-1)},
         {"capacity_range": pb.CapacityRange(required_bytes=10, limit_bytes=5)},
+        {"mutable_parameters": {"XXX_FakeKey": "XXX_FakeValue"}},
+        {"mutable_parameters": {"maxIops": "1e9"}},
+        {"mutable_parameters": {"burstSeconds": "86400"}},
     ],
     ids=[
         "oversized-name",
@@ -153,6 +156,9 @@ def test_hostile_volume_ids_find_nothing_anywhere(unchanged: SanityContext, volu
         "huge-number",
         "negative-size",
         "inverted-range",
+        "unknown-mutable",
+        "malformed-mutable",
+        "burst-out-of-range",
     ],
 )
 def test_bad_create_requests_are_invalid(
