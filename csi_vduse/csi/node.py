@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from csi_vduse.csi import capabilities, parameters, validate
+from csi_vduse.csi import capabilities, mutable, parameters, validate
 from csi_vduse.csi.edge import rpc
 from csi_vduse.csi.errors import invalid
 from csi_vduse.csi.locks import OperationLocks
@@ -43,6 +43,7 @@ class NodeService:
                     profile=shape.profile(
                         readonly=access.readonly_mode, default_queues=default_num_queues()
                     ),
+                    limits=lambda: mutable.current_limits(self.volumes.pool, volume_id),
                 )
             )
         return pb.NodeStageVolumeResponse()

@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -333,6 +334,17 @@ class DeviceManager:
             if self.store.load(name) is None:
                 return False
             self._write_limits(name, limits)
+            return True
+
+    def apply_limits(self, name: str, read: Callable[[], QosLimits]) -> bool:
+        """Write the limits ``read`` returns, read under the device's lock: a stage that
+        made the device applies the volume's limits as they are now, and a change
+        ``set_limits`` wrote meanwhile (from a newer record) is never overwritten by an
+        older read. False when this node has no device of that name."""
+        with self.store.locked(name):
+            if self.store.load(name) is None:
+                return False
+            self._write_limits(name, read())
             return True
 
     def _write_limits(self, name: str, limits: QosLimits) -> None:

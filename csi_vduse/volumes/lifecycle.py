@@ -12,11 +12,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from csi_vduse.dataplane.blk.profile import BlkProfile
+from csi_vduse.dataplane.qos import UNLIMITED, QosLimits
 from csi_vduse.devices.backing import block_device_size
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
@@ -45,6 +47,9 @@ class StageRequest:
     mount_flags: tuple[str, ...]
     mode: int
     profile: BlkProfile  # the device to serve the volume; read-only for a read-only stage
+    # The volume's I/O limits as they stand, read again once its device exists, so a change
+    # made while the stage ran is not lost.
+    limits: Callable[[], QosLimits] = lambda: UNLIMITED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,8 +177,10 @@ class NodeVolumes:
             name=record.volume_id,
             backing=self.pool.backing_path(record.volume_id),
             profile=request.profile,
+            limits=request.limits(),
         )
         device = self.devices.create(spec)
+        self.devices.apply_limits(record.volume_id, request.limits)
         record.device = device.block_device
         self.store.save(record)
         if record.block:
