@@ -25,6 +25,11 @@ RPC_SECONDS = Histogram(
     ["rpc", "code"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+GROUP_PAUSE_SECONDS = Histogram(
+    "csi_vduse_group_snapshot_pause_seconds",
+    "How long a group snapshot held the I/O of its volumes on this node",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 _BUCKET_LABELS = [repr(ns / 1e9) for ns in dpstats.BUCKET_BOUNDS_NS] + ["+Inf"]
 
 

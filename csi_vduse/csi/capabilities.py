@@ -12,8 +12,10 @@ _Controller = pb.ControllerServiceCapability.RPC.Type
 _Node = pb.NodeServiceCapability.RPC.Type
 
 
-def plugin(controller: bool) -> list[pb.PluginCapability]:
+def plugin(controller: bool, *, group_controller: bool = False) -> list[pb.PluginCapability]:
     services = [_PluginService.VOLUME_ACCESSIBILITY_CONSTRAINTS]
+    if group_controller:
+        services.insert(0, _PluginService.GROUP_CONTROLLER_SERVICE)
     if controller:
         services.insert(0, _PluginService.CONTROLLER_SERVICE)
     return [

@@ -17,7 +17,15 @@ from google.protobuf.wrappers_pb2 import Int64Value
 
 from csi_vduse.csi import capabilities, mutable, parameters, validate
 from csi_vduse.csi.edge import rpc
-from csi_vduse.csi.errors import Code, RpcError, already_exists, invalid, not_found, unimplemented
+from csi_vduse.csi.errors import (
+    Code,
+    RpcError,
+    already_exists,
+    failed_precondition,
+    invalid,
+    not_found,
+    unimplemented,
+)
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
@@ -55,6 +63,24 @@ def capacity_for(capacity_range: pb.CapacityRange | None, at_least: int = 0) -> 
             + (f" and the source's {at_least} bytes" if at_least else ""),
         )
     return size
+
+
+def timestamp(ns: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
+
+
+def snapshot_of(record: SnapshotRecord) -> pb.Snapshot:
+    """A snapshot as CSI describes it."""
+    return pb.Snapshot(
+        size_bytes=record.size,
+        snapshot_id=record.snapshot_id,
+        source_volume_id=record.source_volume_id,
+        creation_time=timestamp(record.created_ns),
+        ready_to_use=True,
+        group_snapshot_id=record.group_snapshot_id or "",
+    )
 
 
 def _fits(capacity: int, capacity_range: pb.CapacityRange | None) -> bool:
@@ -134,18 +160,6 @@ class ControllerService:
                 f"{record.mutable_parameters}"
             )
         return None
-
-    @staticmethod
-    def _snapshot(record: SnapshotRecord) -> pb.Snapshot:
-        created = Timestamp()
-        created.FromNanoseconds(record.created_ns)
-        return pb.Snapshot(
-            size_bytes=record.size,
-            snapshot_id=record.snapshot_id,
-            source_volume_id=record.source_volume_id,
-            creation_time=created,
-            ready_to_use=True,
-        )
 
     # -- volumes ------------------------------------------------------------------------
 
@@ -403,11 +417,11 @@ class ControllerService:
                     raise already_exists(
                         f"snapshot {name!r} exists for another volume ({existing.source_volume_id})"
                     )
-                return pb.CreateSnapshotResponse(snapshot=self._snapshot(existing))
+                return pb.CreateSnapshotResponse(snapshot=snapshot_of(existing))
             if pool.volume(source) is None:
                 raise not_found(f"source volume {source} does not exist")
             record = pool.create_snapshot(name, source_volume_id=source)
-        return pb.CreateSnapshotResponse(snapshot=self._snapshot(record))
+        return pb.CreateSnapshotResponse(snapshot=snapshot_of(record))
 
     @rpc
     def DeleteSnapshot(
@@ -416,6 +430,12 @@ class ControllerService:
         snapshot_id = validate.require_id(request.snapshot_id, "snapshot_id")
         pool = self._pool()
         with self.locks.hold(snapshot_id):
+            record = pool.snapshot(snapshot_id)
+            if record is not None and record.group_snapshot_id is not None:
+                raise failed_precondition(
+                    f"snapshot {snapshot_id} belongs to group snapshot "
+                    f"{record.group_snapshot_id}: delete the group"
+                )
             pool.delete_snapshot(snapshot_id)
         return pb.DeleteSnapshotResponse()
 
@@ -433,7 +453,7 @@ class ControllerService:
             records, keys=keys, token=request.starting_token, max_entries=request.max_entries
         )
         return pb.ListSnapshotsResponse(
-            entries=[pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(r)) for r in chosen],
+            entries=[pb.ListSnapshotsResponse.Entry(snapshot=snapshot_of(r)) for r in chosen],
             next_token=token,
         )
 
@@ -446,7 +466,7 @@ class ControllerService:
         record = self._pool().snapshot(snapshot_id)
         if record is None:
             raise not_found(f"snapshot {snapshot_id} does not exist")
-        return pb.GetSnapshotResponse(snapshot=self._snapshot(record))
+        return pb.GetSnapshotResponse(snapshot=snapshot_of(record))
 
     # -- not offered --------------------------------------------------------------------
 

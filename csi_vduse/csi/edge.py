@@ -17,7 +17,7 @@ log = logging.getLogger("csi_vduse.rpc")
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
-_SUBJECT_FIELDS = ("volume_id", "source_volume_id", "snapshot_id", "name")
+_SUBJECT_FIELDS = ("volume_id", "source_volume_id", "snapshot_id", "group_snapshot_id", "name")
 
 
 def subject_of(request: Any) -> str:

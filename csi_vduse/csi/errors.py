@@ -7,6 +7,7 @@ import errno
 import grpc
 
 from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.pausing import PauseError
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.mounts.errors import MountError
 from csi_vduse.pool.errors import PoolError
@@ -74,6 +75,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a failed RPC answers with."""
     if isinstance(exc, RpcError):
         return exc.code, exc.message
+    if isinstance(exc, PauseError):
+        # The volumes could not be paused together, or not for as long as their copies
+        # took; nothing was kept, and another try may fare better.
+        return Code.UNAVAILABLE, f"{exc.step}: {exc.message}"
     if isinstance(exc, PoolError):
         table = _POOL_CODES
     elif isinstance(exc, DeviceError):

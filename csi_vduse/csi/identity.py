@@ -18,10 +18,12 @@ log = logging.getLogger(__name__)
 
 class IdentityService:
     def __init__(
-        self, driver_name: str, controller: bool, readiness: Callable[[], str | None]
-    ) -> None:
+        self, driver_name: str, controller: bool, readiness: Callable[[], str | None], *,
+        group_controller: bool = False,
+    ) -> None:  # fmt: skip
         self.driver_name = driver_name
         self.controller = controller
+        self.group_controller = group_controller  # only where there is a pool to snapshot
         self.readiness = readiness  # returns why the plugin is not ready, or None
 
     @rpc
@@ -34,7 +36,11 @@ class IdentityService:
     def GetPluginCapabilities(
         self, request: pb.GetPluginCapabilitiesRequest, context: grpc.ServicerContext
     ) -> pb.GetPluginCapabilitiesResponse:
-        return pb.GetPluginCapabilitiesResponse(capabilities=capabilities.plugin(self.controller))
+        return pb.GetPluginCapabilitiesResponse(
+            capabilities=capabilities.plugin(
+                self.controller, group_controller=self.group_controller
+            )
+        )
 
     @rpc
     def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeResponse:

@@ -21,6 +21,7 @@ import grpc
 
 from csi_vduse import metrics
 from csi_vduse.csi.controller import ControllerService
+from csi_vduse.csi.group_controller import GroupControllerService
 from csi_vduse.csi.identity import IdentityService
 from csi_vduse.csi.node import NodeService
 from csi_vduse.csi.proto import register
@@ -30,6 +31,7 @@ from csi_vduse.devices.manager import DeviceManager, vdpa_problem
 from csi_vduse.devices.state import StateStore
 from csi_vduse.devices.supervisor import Supervisor
 from csi_vduse.errors import CsiVduseError
+from csi_vduse.pool.groups import GroupSnapshots
 from csi_vduse.pool.store import Pool
 from csi_vduse.volumes.lifecycle import NodeVolumes
 from csi_vduse.volumes.records import NodeVolumeStore
@@ -105,11 +107,15 @@ def build(options: ServeOptions, launcher: Launcher | None = None) -> Plugin:
         options.driver_name,
         controller=options.controller,
         readiness=node_readiness if pool is not None else (lambda: None),
+        group_controller=options.controller and pool is not None,
     )
     register(server, "Identity", identity)
     if options.controller:
         controller = ControllerService(pool, devices, options.node_id)
         register(server, "Controller", controller)
+        if pool is not None:
+            groups = GroupControllerService(GroupSnapshots(pool), devices, locks=controller.locks)
+            register(server, "GroupController", groups)
     volumes = None
     if pool is not None:
         volumes = NodeVolumes(

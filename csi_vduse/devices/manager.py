@@ -23,8 +23,8 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
-from contextlib import ExitStack, nullcontext, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,10 +32,11 @@ from csi_vduse.dataplane import qos
 from csi_vduse.dataplane.blk.profile import ProfileError
 from csi_vduse.dataplane.interface import DataplaneArgs
 from csi_vduse.dataplane.qos import QosLimits
-from csi_vduse.devices import backing, dataplane_process
+from csi_vduse.devices import backing, dataplane_process, pausing
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.launcher import Launcher
+from csi_vduse.devices.pausing import PauseReport
 from csi_vduse.devices.spec import DeviceSpec, validate_name
 from csi_vduse.devices.state import DeviceRecord, DeviceState, StateStore
 from csi_vduse.devices.status import (
@@ -324,6 +325,19 @@ class DeviceManager:
                             "destroy VDUSE device", f"{name}: {exc.message}", exc.errno
                         ) from exc
                     time.sleep(0.05)
+
+    # -- pause --------------------------------------------------------------------------
+
+    @contextmanager
+    def paused(self, names: Sequence[str], *, timeout_ms: int) -> Iterator[PauseReport]:
+        """Pause the I/O of the running devices ``names`` together, for at most
+        ``timeout_ms`` (see ``devices.pausing``); each is held under its lock meanwhile, so
+        none is deleted, resized or replaced under the caller."""
+        with ExitStack() as locks:
+            for name in sorted(names):
+                locks.enter_context(self.store.locked(name))
+            with pausing.paused(self.store, names, timeout_ms=timeout_ms) as report:
+                yield report
 
     # -- limits -------------------------------------------------------------------------
 

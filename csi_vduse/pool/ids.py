@@ -1,4 +1,5 @@
-"""Volume and snapshot ids: derived from the CO's names, safe as file and device names.
+"""Volume, snapshot and group snapshot ids: derived from the CO's names, safe as file and
+device names.
 
 An id is a prefix and 32 hex digits of the SHA-256 of the name the CO chose, so a
 repeated CreateVolume finds the same volume, and every id is a valid VDUSE device name
@@ -12,9 +13,11 @@ import re
 
 VOLUME_PREFIX = "vol-"
 SNAPSHOT_PREFIX = "snap-"
+GROUP_PREFIX = "group-"
 _DIGEST_CHARS = 32
 _VOLUME_ID = re.compile(rf"{VOLUME_PREFIX}[0-9a-f]{{{_DIGEST_CHARS}}}")
 _SNAPSHOT_ID = re.compile(rf"{SNAPSHOT_PREFIX}[0-9a-f]{{{_DIGEST_CHARS}}}")
+_GROUP_ID = re.compile(rf"{GROUP_PREFIX}[0-9a-f]{{{_DIGEST_CHARS}}}")
 
 
 def _digest(name: str) -> str:
@@ -29,9 +32,22 @@ def snapshot_id_for(name: str) -> str:
     return SNAPSHOT_PREFIX + _digest(name)
 
 
+def group_snapshot_id_for(name: str) -> str:
+    return GROUP_PREFIX + _digest(name)
+
+
+def member_snapshot_id(group_snapshot_id: str, *, volume_id: str) -> str:
+    """The snapshot of ``volume_id`` in a group: the same on every retry of its create."""
+    return snapshot_id_for(f"{group_snapshot_id}/{volume_id}")
+
+
 def is_volume_id(text: str) -> bool:
     return _VOLUME_ID.fullmatch(text) is not None
 
 
 def is_snapshot_id(text: str) -> bool:
     return _SNAPSHOT_ID.fullmatch(text) is not None
+
+
+def is_group_snapshot_id(text: str) -> bool:
+    return _GROUP_ID.fullmatch(text) is not None

@@ -6,6 +6,7 @@ Layout under the pool root::
     volumes/vol-<hex>.json    the record; a volume exists exactly when this file does
     snapshots/snap-<hex>.img  a point-in-time copy (reflink or sparse copy) of a volume
     snapshots/snap-<hex>.json
+    groups/group-<hex>.json   a group snapshot (see ``groups``)
 
 Data files are built under a temporary name and renamed into place before the record
 is written, so a crash leaves either a whole volume or an orphan file the next create
@@ -59,13 +60,15 @@ class SnapshotRecord:
     size: int
     created_ns: int
     method: str  # how the data was captured: "reflink" or "sparse-copy"
+    group_snapshot_id: str | None = None  # taken with others, at one instant (``groups``)
 
 
 R = TypeVar("R", VolumeRecord, SnapshotRecord)
 
 
 @contextmanager
-def _io(step: str) -> Iterator[None]:
+def as_pool_error(step: str) -> Iterator[None]:
+    """An OSError of the pool's filesystem as the pool layer reports it, naming ``step``."""
     try:
         yield
     except OSError as exc:
@@ -78,7 +81,7 @@ class Pool:
         self.root = root
         self.volumes = root / "volumes"
         self.snapshots = root / "snapshots"
-        with _io("open pool"):
+        with as_pool_error("open pool"):
             self.volumes.mkdir(parents=True, exist_ok=True)
             self.snapshots.mkdir(parents=True, exist_ok=True)
             # Copies a crash interrupted: never valid data, never referenced by a record.
@@ -154,7 +157,7 @@ class Pool:
         if record is None:
             raise PoolError("expand volume", f"volume {volume_id} not found", errno.ENOENT)
         path = self.backing_path(volume_id)
-        with _io("expand volume"):
+        with as_pool_error("expand volume"):
             if os.stat(path).st_size < capacity:
                 os.truncate(path, capacity)
             if capacity > record.capacity:
@@ -169,7 +172,7 @@ class Pool:
             raise PoolError("modify volume", f"volume {volume_id} not found", errno.ENOENT)
         if record.mutable_parameters != mutable:
             record.mutable_parameters = dict(mutable)
-            with _io("modify volume"):
+            with as_pool_error("modify volume"):
                 write_atomic(self.volumes / f"{volume_id}.json", _dump(record))
         return record
 
@@ -218,6 +221,16 @@ class Pool:
     def snapshot_records(self) -> list[SnapshotRecord]:
         return self._records(self.snapshots, SnapshotRecord, ids.is_snapshot_id)
 
+    def snapshot_data_path(self, snapshot_id: str) -> Path:
+        return self.snapshots / f"{snapshot_id}.img"
+
+    def record_snapshot(self, record: SnapshotRecord, *, step: str) -> None:
+        """Record a snapshot whose data is in place; if that fails, its data goes too."""
+        data = self.snapshot_data_path(record.snapshot_id)
+        self._write_record(
+            self.snapshots / f"{record.snapshot_id}.json", record, data=data, step=step
+        )
+
     def create_snapshot(self, name: str, *, source_volume_id: str) -> SnapshotRecord:
         source = self.volume(source_volume_id)
         if source is None:
@@ -229,7 +242,7 @@ class Pool:
         method = self._build_data(
             path, size=None, source=self.backing_path(source_volume_id), step="create snapshot"
         )
-        with _io("create snapshot"):
+        with as_pool_error("create snapshot"):
             size = os.stat(path).st_size
         record = SnapshotRecord(
             snapshot_id=snapshot_id,
@@ -254,7 +267,7 @@ class Pool:
 
     def space(self) -> tuple[int, int]:
         """(free, total) bytes of the pool's filesystem. Volumes are thin: holes take none."""
-        with _io("read pool capacity"):
+        with as_pool_error("read pool capacity"):
             stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
@@ -264,7 +277,7 @@ class Pool:
         """Create ``path`` from ``source`` (or empty) at ``size``, atomically."""
         partial = path.with_name(f".{path.name}.partial")
         method = "empty"
-        with _io(step):
+        with as_pool_error(step):
             partial.unlink(missing_ok=True)
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
@@ -300,7 +313,7 @@ class Pool:
 
         Without its record the data is nobody's, yet it may hold pool space (a copy).
         """
-        with _io(step):
+        with as_pool_error(step):
             try:
                 write_atomic(path, _dump(record))
             except BaseException:
@@ -311,7 +324,7 @@ class Pool:
     def _delete(self, directory: Path, item_id: str, *, step: str) -> bool:
         record = directory / f"{item_id}.json"
         data = directory / f"{item_id}.img"
-        with _io(step):
+        with as_pool_error(step):
             existed = record.exists()
             record.unlink(missing_ok=True)
             sync_directory(directory)
@@ -319,7 +332,7 @@ class Pool:
         return existed
 
     def _load(self, path: Path, kind: type[R]) -> R | None:
-        with _io("read pool record"):
+        with as_pool_error("read pool record"):
             try:
                 text = path.read_text()
             except FileNotFoundError:
@@ -332,7 +345,7 @@ class Pool:
 
     def _records(self, directory: Path, kind: type[R], valid: Any) -> list[R]:
         found: list[R] = []
-        with _io("list pool"):
+        with as_pool_error("list pool"):
             paths = sorted(directory.glob("*.json"))
         for path in paths:
             if valid(path.stem) and (record := self._load(path, kind)) is not None:
@@ -347,7 +360,7 @@ def path_key(record: VolumeRecord | SnapshotRecord) -> str:
 
 # Fields later versions added: left out of a record while empty, so a record written before
 # them is saved back (by an expansion, say) exactly as it was.
-_OMITTED_WHEN_EMPTY = frozenset({"mutable_parameters"})
+_OMITTED_WHEN_EMPTY = frozenset({"mutable_parameters", "group_snapshot_id"})
 
 
 def _dump(record: VolumeRecord | SnapshotRecord) -> str:

@@ -253,11 +253,13 @@ class SanityContext:
     identity: Any = field(init=False)
     controller: Any = field(init=False)
     node: Any = field(init=False)
+    group_controller: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self.identity = stub(self.channel, "Identity")
         self.controller = stub(self.channel, "Controller")
         self.node = stub(self.channel, "Node")
+        self.group_controller = stub(self.channel, "GroupController")
 
     @property
     def target(self) -> str:
@@ -269,7 +271,7 @@ class Resources:
 
     def __init__(self, sc: SanityContext) -> None:
         self.sc = sc
-        self.managed: list[tuple[str, str]] = []  # ("volume" | "snapshot", id), in order
+        self.managed: list[tuple[str, str]] = []  # ("volume" | "snapshot" | "group", id)
 
     def _register(self, kind: str, ident: str) -> None:
         self.managed.append((kind, ident))
@@ -296,6 +298,16 @@ class Resources:
         done: pb.DeleteVolumeResponse = self.sc.controller.DeleteVolume(req)
         self._unregister(req.volume_id)
         return done
+
+    def create_group_snapshot(
+        self, req: pb.CreateVolumeGroupSnapshotRequest
+    ) -> pb.CreateVolumeGroupSnapshotResponse:
+        made: pb.CreateVolumeGroupSnapshotResponse = (
+            self.sc.group_controller.CreateVolumeGroupSnapshot(req)
+        )
+        if made.group_snapshot.group_snapshot_id:
+            self._register("group", made.group_snapshot.group_snapshot_id)
+        return made
 
     def create_snapshot(self, req: pb.CreateSnapshotRequest) -> pb.CreateSnapshotResponse:
         snap: pb.CreateSnapshotResponse = self.sc.controller.CreateSnapshot(req)
@@ -328,6 +340,13 @@ class Resources:
         errors: list[str] = []
         stage = node_supports(self.sc, NodeCap.STAGE_UNSTAGE_VOLUME)
         for kind, ident in reversed(self.managed):
+            if kind == "group":
+                errors += self._attempt(
+                    f"DeleteVolumeGroupSnapshot {ident}",
+                    self.sc.group_controller.DeleteVolumeGroupSnapshot,
+                    pb.DeleteVolumeGroupSnapshotRequest(group_snapshot_id=ident),
+                )
+                continue
             if kind == "snapshot":
                 errors += self._attempt(
                     f"DeleteSnapshot {ident}",

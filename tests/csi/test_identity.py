@@ -20,6 +20,7 @@ class TestGetPluginCapabilities:
                 assert cap.service.type in (
                     PluginService.CONTROLLER_SERVICE,
                     PluginService.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+                    PluginService.GROUP_CONTROLLER_SERVICE,
                 ), f"Unknown service: {cap.service.type}"
             elif kind == "volume_expansion":
                 assert cap.volume_expansion.type in (Expansion.ONLINE, Expansion.OFFLINE), (
@@ -30,7 +31,7 @@ class TestGetPluginCapabilities:
 
     # Not in csi-sanity: the suite skips whatever is not advertised, so pin what we advertise
     # (issue 4) to keep every capability-gated test from silently turning into a skip.
-    def test_advertises_controller_topology_and_online_expansion(self, sc: SanityContext) -> None:
+    def test_advertises_controllers_topology_and_online_expansion(self, sc: SanityContext) -> None:
         res = sc.identity.GetPluginCapabilities(pb.GetPluginCapabilitiesRequest())
         services = {c.service.type for c in res.capabilities if c.HasField("service")}
         expansion = {
@@ -38,6 +39,7 @@ class TestGetPluginCapabilities:
         }
         assert services == {
             PluginService.CONTROLLER_SERVICE,
+            PluginService.GROUP_CONTROLLER_SERVICE,
             PluginService.VOLUME_ACCESSIBILITY_CONSTRAINTS,
         }
         assert expansion == {Expansion.ONLINE}
