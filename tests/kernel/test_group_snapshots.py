@@ -105,6 +105,7 @@ def writing(a: Path, b: Path) -> Iterator[Writer]:
 
 @contextmanager
 def xfs_pool(root: Path, size: int) -> Iterator[Path]:
+    sh("modprobe", "loop")
     image = root / "pool.img"
     with open(image, "wb") as out:
         out.truncate(size)
