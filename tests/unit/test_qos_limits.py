@@ -319,6 +319,27 @@ def test_a_page_without_limits_serves_as_no_page_does(
         device.close()
 
 
+def test_a_limit_set_on_a_page_that_had_none_holds_from_the_next_pass(
+    tmp_path: Path, driver: FakeDriver
+) -> None:
+    """Requests pass an unlimited page without counting; a limit written later is seen."""
+    device = start(tmp_path, [driver], qos.UNLIMITED)
+    try:
+        post_reads(driver, 4)
+        device.serve()
+        assert len(driver.completions()) == 4
+        device.limit(QosLimits(iops=1, burst_ms=0))  # a bucket of one request
+        post_reads(driver, 3)
+        device.serve()
+        assert len(driver.completions()) == 1
+        assert device.queue().throttled == 1
+        device.limit(qos.UNLIMITED)
+        device.serve()
+        assert len(driver.completions()) == 2
+    finally:
+        device.close()
+
+
 @pytest.mark.parametrize(
     "page",
     [

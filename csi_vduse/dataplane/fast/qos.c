@@ -31,7 +31,7 @@ int dp_qos_init(struct dp_qos *qos, const void *page)
             le32toh(version) != VERSION)
             return -EINVAL;
     }
-    *qos = (struct dp_qos){.page = p};
+    *qos = (struct dp_qos){.page = p, .unlimited_at = DP_QOS_LIMITED};
     return -pthread_mutex_init(&qos->lock, NULL);
 }
 
@@ -98,6 +98,10 @@ static void refresh(struct dp_qos *qos)
     apply(qos, limits);
     qos->sequence = seq;
     qos->have_limits = 1;
+    int limited = 0;
+    for (int i = 0; i < DP_QOS_BUCKETS; i++)
+        limited |= qos->buckets[i].rate != 0;
+    __atomic_store_n(&qos->unlimited_at, limited ? DP_QOS_LIMITED : seq, __ATOMIC_RELEASE);
 }
 
 static uint64_t now_ns(const struct dp_qos *qos)
@@ -136,6 +140,10 @@ static int draws_on(enum dp_io_op op, int bucket)
 int dp_qos_admit(struct dp_qos *qos, enum dp_io_op op, uint64_t bytes, uint64_t *wait_ns)
 {
     if (!qos->page)
+        return 1;
+    /* A page without limits, unchanged since it was read: no bucket to count in, so the
+     * device's queues need not take turns at the lock for every request. */
+    if (__atomic_load_n(&qos->unlimited_at, __ATOMIC_ACQUIRE) == sequence(qos))
         return 1;
     pthread_mutex_lock(&qos->lock);
     refill(qos, now_ns(qos));

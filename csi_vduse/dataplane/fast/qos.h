@@ -14,6 +14,8 @@
 #define DP_QOS_MAX_BURST_MS 3600000u  /* qos.MAX_BURST_MS */
 #define DP_QOS_MAX_WAIT_NS 100000000u /* a throttled queue looks at the page again this often */
 
+#define DP_QOS_LIMITED UINT64_MAX
+
 enum { DP_QOS_IOPS, DP_QOS_READ, DP_QOS_WRITE, DP_QOS_BUCKETS };
 
 struct dp_qos_bucket {
@@ -28,6 +30,9 @@ struct dp_qos {
     uint64_t fake_now_ns; /* tests and the fuzzer: when nonzero, the clock */
     pthread_mutex_t lock; /* the queues' threads admit requests concurrently */
     uint32_t sequence;    /* the page's sequence the limits below were read at */
+    /* That sequence while it set no limit at all (requests then pass without the lock);
+     * DP_QOS_LIMITED otherwise. */
+    uint64_t unlimited_at;
     int have_limits;      /* they were read once at least */
     uint64_t last_ns;     /* the buckets were refilled up to this time */
     struct dp_qos_bucket buckets[DP_QOS_BUCKETS];
