@@ -122,4 +122,5 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
     },
     "no-classes": {"storageClasses": [], "volumeSnapshotClass": {"enabled": False}},
+    "attributes-classes": {"volumeAttributesClasses": {"enabled": True}},
 }

@@ -146,6 +146,8 @@ def test_a_value_outside_the_schema_is_refused() -> None:
         {"metrics": {"port": 70000}},
         {"sidecars": {"provisioner": {"timeout": "soon"}}},
         {"nodeSelector": {"a": "b"}},
+        {"volumeAttributesClasses": {"enabled": "true"}},
+        {"volumeAttributesClasses": {"enable": True}},
     ):
         with pytest.raises(helm_python.HelmValuesError, match=re.escape(next(iter(bad)))):
             render(bad)

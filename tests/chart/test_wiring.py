@@ -22,6 +22,7 @@ from tests.chart.chart import (
     containers,
     env_field_refs,
     env_references,
+    feature_gates,
     flags,
     host_path_at,
     mounts,
@@ -63,6 +64,7 @@ def values(scenario: str) -> dict[str, Any]:
         "kubeletDir": given.get("kubeletDir", "/var/lib/kubelet").rstrip("/"),
         "stateDir": given.get("stateDir", "/var/lib/csi-vduse/state"),
         "poolDir": given.get("poolDir", "/var/lib/csi-vduse/pool"),
+        "attributesClasses": given.get("volumeAttributesClasses", {}).get("enabled", False),
     }
 
 
@@ -166,12 +168,12 @@ def check_state_and_pool(workload: Obj, state_dir: str, pool_dir: str) -> None:
 def check_node_mode_sidecars(workload: Obj) -> None:
     provisioner = container(workload, "csi-provisioner")
     given = flags(provisioner)
+    assert "Topology=true" in feature_gates(provisioner), given.get("feature-gates")
     for name, value in {
         "node-deployment": "true",
         "node-deployment-immediate-binding": "false",
         "leader-election": "false",
         "strict-topology": "true",
-        "feature-gates": "Topology=true",
         "enable-capacity": "true",
         "capacity-ownerref-level": "1",
     }.items():
@@ -187,6 +189,18 @@ def check_node_mode_sidecars(workload: Obj) -> None:
         assert flags(snapshotter).get("node-deployment") == "true"
         assert flags(snapshotter).get("leader-election") == "false"
         assert env_field_refs(snapshotter) == {"NODE_NAME": "spec.nodeName"}
+
+
+def check_feature_gates(workload: Obj, attributes_classes: bool) -> None:
+    """Each sidecar gets one --feature-gates (flags() refuses a second) naming exactly the
+    gates the values turned on."""
+    provisioner = feature_gates(container(workload, "csi-provisioner"))
+    expected = ["Topology=true"] + (["VolumeAttributesClass=true"] if attributes_classes else [])
+    assert provisioner == expected, f"csi-provisioner --feature-gates={','.join(provisioner)}"
+    sidecars = containers(workload)
+    if "csi-snapshotter" in sidecars:
+        snapshotter = feature_gates(sidecars["csi-snapshotter"])
+        assert snapshotter == [], f"csi-snapshotter --feature-gates={','.join(snapshotter)}"
 
 
 def seconds(duration: str) -> float:
@@ -258,6 +272,7 @@ def check_all(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
     check_propagation(manifest, kubelet_dir)
     check_state_and_pool(node, scenario_values["stateDir"], scenario_values["poolDir"])
     check_node_mode_sidecars(node)
+    check_feature_gates(node, scenario_values["attributesClasses"])
     check_health_and_metrics(node, manifest)
     check_controller(controller)
     check_driver_name(manifest, scenario_values["driverName"])
@@ -305,6 +320,23 @@ def test_storage_classes_bind_on_first_consumer() -> None:
     assert ext4["parameters"] == {"csi.storage.k8s.io/fstype": "ext4", "blockSize": "512"}
     assert all(sc["volumeBindingMode"] == "WaitForFirstConsumer" for sc in (xfs, ext4))
     assert rendered("no-classes").of_kind("StorageClass") == []
+
+
+def test_opt_in_features_add_nothing_by_default() -> None:
+    manifest = rendered("defaults")
+    assert flags(container(manifest.node, "csi-provisioner"))["feature-gates"] == "Topology=true"
+    assert "feature-gates" not in flags(container(manifest.node, "csi-snapshotter"))
+    # The central resizer is not pointed at ModifyVolume: its controller cannot serve it.
+    assert "feature-gates" not in flags(container(manifest.controller, "csi-resizer"))
+
+
+def test_attributes_classes_join_the_provisioners_one_feature_gates_flag() -> None:
+    provisioner = container(rendered("attributes-classes").node, "csi-provisioner")
+    gates = [arg for arg in provisioner["args"] if arg.startswith("--feature-gates")]
+    assert gates == ["--feature-gates=Topology=true,VolumeAttributesClass=true"]
+    assert "feature-gates" not in flags(
+        container(rendered("attributes-classes").controller, "csi-resizer")
+    )
 
 
 def test_plugin_args_parse_with_the_driver_cli() -> None:
@@ -368,6 +400,16 @@ def test_a_node_plugin_without_host_network_is_caught() -> None:
     pod_spec(manifest.node)["hostNetwork"] = False
     with pytest.raises(AssertionError, match="host network"):
         check_node_privileges(manifest.node, "/var/lib/kubelet")
+
+
+def test_a_second_feature_gates_flag_is_caught() -> None:
+    manifest = rendered("attributes-classes").copy()
+    provisioner = container(manifest.node, "csi-provisioner")
+    provisioner["args"] = [
+        arg.replace(",VolumeAttributesClass=true", "") for arg in provisioner["args"]
+    ] + ["--feature-gates=VolumeAttributesClass=true"]
+    with pytest.raises(AssertionError, match="--feature-gates given twice"):
+        check_feature_gates(manifest.node, attributes_classes=True)
 
 
 def test_a_kubelet_probe_shorter_than_the_sidecars_is_caught() -> None:
