@@ -95,6 +95,12 @@ def flags(container_: Obj) -> dict[str, str]:
     return parsed
 
 
+def feature_gates(container_: Obj) -> list[str]:
+    """The ``Gate=bool`` entries of a sidecar's ``--feature-gates`` (none without one)."""
+    value = flags(container_).get("feature-gates")
+    return value.split(",") if value else []
+
+
 def env_field_refs(container_: Obj) -> dict[str, str]:
     """Environment variables set from the downward API: name -> fieldPath."""
     return {

@@ -122,4 +122,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
     },
     "no-classes": {"storageClasses": [], "volumeSnapshotClass": {"enabled": False}},
+    "attributes-classes": {"volumeAttributesClasses": {"enabled": True}},
+    "group-snapshots": {
+        "snapshots": {"groupSnapshots": {"enabled": True}},
+        "volumeGroupSnapshotClass": {
+            "enabled": True,
+            "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2",
+            "name": "vduse-groups",
+            "deletionPolicy": "Retain",
+            "maxPauseMilliseconds": 250,
+        },
+    },
 }

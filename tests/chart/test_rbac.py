@@ -8,7 +8,16 @@ from functools import cache
 
 import pytest
 
-from tests.chart.chart import NAMESPACE, Manifest, Obj, containers, pod_spec, render, workloads
+from tests.chart.chart import (
+    NAMESPACE,
+    Manifest,
+    Obj,
+    containers,
+    feature_gates,
+    pod_spec,
+    render,
+    workloads,
+)
 from tests.chart.scenarios import SCENARIOS
 
 # (scope, apiGroup, resource, verb); scope is "cluster" or the namespace of a Role.
@@ -66,6 +75,23 @@ SNAPSHOTTER = (
         "cluster",
         "snapshot.storage.k8s.io",
         ("volumesnapshotcontents/status",),
+        ("update", "patch"),
+    )
+)
+# csi-snapshotter with CSIVolumeGroupSnapshot on: the group contents the snapshot-controller
+# hands it (upstream's rbac-csi-snapshotter.yaml).
+GROUP_SNAPSHOTTER = (
+    grant("cluster", "groupsnapshot.storage.k8s.io", ("volumegroupsnapshotclasses",), READ)
+    | grant(
+        "cluster",
+        "groupsnapshot.storage.k8s.io",
+        ("volumegroupsnapshotcontents",),
+        ("get", "list", "watch", "update", "patch"),
+    )
+    | grant(
+        "cluster",
+        "groupsnapshot.storage.k8s.io",
+        ("volumegroupsnapshotcontents/status",),
         ("update", "patch"),
     )
 )
@@ -131,6 +157,17 @@ def granted(manifest: Manifest, service_account: str, namespace: str) -> set[Per
     return permissions
 
 
+def needs(name: str, container_: Obj) -> set[Permission]:
+    """What one container uses, given the features its arguments turn on."""
+    needed = set(NEEDS[name])
+    # csi-snapshotter v8.7 watches group snapshots unless its gate is turned off.
+    if name == "csi-snapshotter" and "CSIVolumeGroupSnapshot=false" not in feature_gates(
+        container_
+    ):
+        needed |= GROUP_SNAPSHOTTER
+    return needed
+
+
 def check_least_privilege(manifest: Manifest) -> None:
     accounts = {sa["metadata"]["name"] for sa in manifest.of_kind("ServiceAccount")}
     used = set()
@@ -139,7 +176,7 @@ def check_least_privilege(manifest: Manifest) -> None:
         assert account in accounts, f"{workload['metadata']['name']} runs as missing {account}"
         assert account not in used, f"{account} is shared between workloads"
         used.add(account)
-        needed = set().union(*(NEEDS[name] for name in containers(workload)))
+        needed = set().union(*(needs(name, item) for name, item in containers(workload).items()))
         given = granted(manifest, account, NAMESPACE)
         assert given - needed == set(), (
             f"{account} may do more than it uses: {sorted(given - needed)}"
@@ -155,6 +192,18 @@ def test_each_pod_has_exactly_the_permissions_its_sidecars_use(scenario: str) ->
 
 def test_snapshotter_permissions_go_with_the_snapshotter() -> None:
     manifest = rendered("no-snapshots")
+    account = pod_spec(manifest.node)["serviceAccountName"]
+    assert granted(manifest, account, NAMESPACE) == PROVISIONER
+
+
+def test_group_snapshot_permissions_go_with_the_snapshotter() -> None:
+    for scenario in ("defaults", "group-snapshots"):
+        manifest = rendered(scenario)
+        account = pod_spec(manifest.node)["serviceAccountName"]
+        expected = PROVISIONER | SNAPSHOTTER | GROUP_SNAPSHOTTER
+        assert granted(manifest, account, NAMESPACE) == expected, scenario
+    # Without a snapshotter, asking for group snapshots grants nothing.
+    manifest = render({"snapshots": {"enabled": False, "groupSnapshots": {"enabled": True}}})
     account = pod_spec(manifest.node)["serviceAccountName"]
     assert granted(manifest, account, NAMESPACE) == PROVISIONER
 

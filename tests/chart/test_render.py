@@ -40,6 +40,27 @@ VOLUME_SNAPSHOT_CLASS_SCHEMA: dict[str, Any] = {
 }
 
 
+# VolumeGroupSnapshotClass is a CRD too (groupsnapshot.storage.k8s.io, external-snapshotter's
+# volumegroupsnapshotclasses CRD); the same structural rules in its v1beta1, v1beta2 and v1.
+VOLUME_GROUP_SNAPSHOT_CLASS_SCHEMA: dict[str, Any] = {
+    **VOLUME_SNAPSHOT_CLASS_SCHEMA,
+    "properties": {
+        **VOLUME_SNAPSHOT_CLASS_SCHEMA["properties"],
+        "apiVersion": {
+            "enum": [
+                f"groupsnapshot.storage.k8s.io/{version}"
+                for version in ("v1", "v1beta2", "v1beta1")
+            ]
+        },
+        "kind": {"const": "VolumeGroupSnapshotClass"},
+    },
+}
+CRD_SCHEMAS = {
+    "VolumeSnapshotClass": VOLUME_SNAPSHOT_CLASS_SCHEMA,
+    "VolumeGroupSnapshotClass": VOLUME_GROUP_SNAPSHOT_CLASS_SCHEMA,
+}
+
+
 @cache
 def rendered(scenario: str) -> Manifest:
     return render(SCENARIOS[scenario])
@@ -48,8 +69,8 @@ def rendered(scenario: str) -> Manifest:
 @cache
 def _validate(version: str, obj_json: str) -> None:
     obj = json.loads(obj_json)
-    if obj["kind"] == "VolumeSnapshotClass":
-        jsonschema.validate(obj, VOLUME_SNAPSHOT_CLASS_SCHEMA)
+    if obj["kind"] in CRD_SCHEMAS:
+        jsonschema.validate(obj, CRD_SCHEMAS[obj["kind"]])
     else:
         kubernetes_validate.validate(obj, f"{version}.0", strict=True)
 
@@ -90,7 +111,12 @@ def test_every_object_is_valid(scenario: str, version: str) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_objects_are_named_once_and_namespaced_in_the_release(scenario: str) -> None:
     manifest = rendered(scenario)
-    cluster_scoped = {"CSIDriver", "StorageClass", "VolumeSnapshotClass"}
+    cluster_scoped = {
+        "CSIDriver",
+        "StorageClass",
+        "VolumeSnapshotClass",
+        "VolumeGroupSnapshotClass",
+    }
     cluster_scoped |= {"ClusterRole", "ClusterRoleBinding"}
     seen: set[tuple[str, str]] = set()
     for obj in manifest.objects:
@@ -117,6 +143,10 @@ def test_an_invalid_object_is_caught() -> None:
         validate(broken, OLDEST)
     snapshot_class = rendered("defaults").one("VolumeSnapshotClass")
     broken = {**snapshot_class, "deletionPolicy": "Keep"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken, NEWEST)
+    group_class = rendered("group-snapshots").one("VolumeGroupSnapshotClass")
+    broken = {**group_class, "apiVersion": "snapshot.storage.k8s.io/v1"}
     with pytest.raises(jsonschema.ValidationError):
         validate(broken, NEWEST)
 
@@ -146,6 +176,15 @@ def test_a_value_outside_the_schema_is_refused() -> None:
         {"metrics": {"port": 70000}},
         {"sidecars": {"provisioner": {"timeout": "soon"}}},
         {"nodeSelector": {"a": "b"}},
+        {"volumeAttributesClasses": {"enabled": "true"}},
+        {"volumeAttributesClasses": {"enable": True}},
+        {"snapshots": {"groupSnapshots": {"enabled": 1}}},
+        {"volumeGroupSnapshotClass": {"enabled": "yes"}},
+        {"volumeGroupSnapshotClass": {"maxPauseMilliseconds": 0}},
+        {"volumeGroupSnapshotClass": {"maxPauseMilliseconds": 60001}},
+        {"volumeGroupSnapshotClass": {"maxPauseMilliseconds": "5000"}},
+        {"volumeGroupSnapshotClass": {"apiVersion": "groupsnapshot.storage.k8s.io/v2"}},
+        {"volumeGroupSnapshotClass": {"deletionPolicy": "Keep"}},
     ):
         with pytest.raises(helm_python.HelmValuesError, match=re.escape(next(iter(bad)))):
             render(bad)

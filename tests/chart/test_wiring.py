@@ -22,6 +22,7 @@ from tests.chart.chart import (
     containers,
     env_field_refs,
     env_references,
+    feature_gates,
     flags,
     host_path_at,
     mounts,
@@ -63,6 +64,9 @@ def values(scenario: str) -> dict[str, Any]:
         "kubeletDir": given.get("kubeletDir", "/var/lib/kubelet").rstrip("/"),
         "stateDir": given.get("stateDir", "/var/lib/csi-vduse/state"),
         "poolDir": given.get("poolDir", "/var/lib/csi-vduse/pool"),
+        "attributesClasses": given.get("volumeAttributesClasses", {}).get("enabled", False),
+        "groupSnapshots": given.get("snapshots", {}).get("enabled", True)
+        and given.get("snapshots", {}).get("groupSnapshots", {}).get("enabled", False),
     }
 
 
@@ -166,12 +170,12 @@ def check_state_and_pool(workload: Obj, state_dir: str, pool_dir: str) -> None:
 def check_node_mode_sidecars(workload: Obj) -> None:
     provisioner = container(workload, "csi-provisioner")
     given = flags(provisioner)
+    assert "Topology=true" in feature_gates(provisioner), given.get("feature-gates")
     for name, value in {
         "node-deployment": "true",
         "node-deployment-immediate-binding": "false",
         "leader-election": "false",
         "strict-topology": "true",
-        "feature-gates": "Topology=true",
         "enable-capacity": "true",
         "capacity-ownerref-level": "1",
     }.items():
@@ -187,6 +191,19 @@ def check_node_mode_sidecars(workload: Obj) -> None:
         assert flags(snapshotter).get("node-deployment") == "true"
         assert flags(snapshotter).get("leader-election") == "false"
         assert env_field_refs(snapshotter) == {"NODE_NAME": "spec.nodeName"}
+
+
+def check_feature_gates(workload: Obj, attributes_classes: bool, group_snapshots: bool) -> None:
+    """Each sidecar gets one --feature-gates (flags() refuses a second) naming exactly the
+    gates the values turned on."""
+    provisioner = feature_gates(container(workload, "csi-provisioner"))
+    expected = ["Topology=true"] + (["VolumeAttributesClass=true"] if attributes_classes else [])
+    assert provisioner == expected, f"csi-provisioner --feature-gates={','.join(provisioner)}"
+    sidecars = containers(workload)
+    if "csi-snapshotter" in sidecars:
+        snapshotter = feature_gates(sidecars["csi-snapshotter"])
+        expected = ["CSIVolumeGroupSnapshot=true"] if group_snapshots else []
+        assert snapshotter == expected, f"csi-snapshotter --feature-gates={','.join(snapshotter)}"
 
 
 def seconds(duration: str) -> float:
@@ -241,8 +258,9 @@ def check_driver_name(manifest: Manifest, driver: str) -> None:
         assert flags(container(workload, "csi-vduse"))["driver-name"] == driver
     for storage_class in manifest.of_kind("StorageClass"):
         assert storage_class["provisioner"] == driver
-    for snapshot_class in manifest.of_kind("VolumeSnapshotClass"):
-        assert snapshot_class["driver"] == driver
+    for kind in ("VolumeSnapshotClass", "VolumeGroupSnapshotClass"):
+        for snapshot_class in manifest.of_kind(kind):
+            assert snapshot_class["driver"] == driver
 
 
 def check_all(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
@@ -258,6 +276,9 @@ def check_all(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
     check_propagation(manifest, kubelet_dir)
     check_state_and_pool(node, scenario_values["stateDir"], scenario_values["poolDir"])
     check_node_mode_sidecars(node)
+    check_feature_gates(
+        node, scenario_values["attributesClasses"], scenario_values["groupSnapshots"]
+    )
     check_health_and_metrics(node, manifest)
     check_controller(controller)
     check_driver_name(manifest, scenario_values["driverName"])
@@ -305,6 +326,66 @@ def test_storage_classes_bind_on_first_consumer() -> None:
     assert ext4["parameters"] == {"csi.storage.k8s.io/fstype": "ext4", "blockSize": "512"}
     assert all(sc["volumeBindingMode"] == "WaitForFirstConsumer" for sc in (xfs, ext4))
     assert rendered("no-classes").of_kind("StorageClass") == []
+
+
+def test_opt_in_features_add_nothing_by_default() -> None:
+    manifest = rendered("defaults")
+    assert flags(container(manifest.node, "csi-provisioner"))["feature-gates"] == "Topology=true"
+    assert "feature-gates" not in flags(container(manifest.node, "csi-snapshotter"))
+    assert manifest.of_kind("VolumeGroupSnapshotClass") == []
+    # The central resizer is not pointed at ModifyVolume: its controller cannot serve it.
+    assert "feature-gates" not in flags(container(manifest.controller, "csi-resizer"))
+
+
+def test_attributes_classes_join_the_provisioners_one_feature_gates_flag() -> None:
+    provisioner = container(rendered("attributes-classes").node, "csi-provisioner")
+    gates = [arg for arg in provisioner["args"] if arg.startswith("--feature-gates")]
+    assert gates == ["--feature-gates=Topology=true,VolumeAttributesClass=true"]
+    assert "feature-gates" not in flags(
+        container(rendered("attributes-classes").controller, "csi-resizer")
+    )
+
+
+def test_group_snapshots_gate_the_snapshotter_and_make_the_class() -> None:
+    manifest = rendered("group-snapshots")
+    snapshotter = container(manifest.node, "csi-snapshotter")
+    gates = [arg for arg in snapshotter["args"] if arg.startswith("--feature-gates")]
+    assert gates == ["--feature-gates=CSIVolumeGroupSnapshot=true"]
+    assert manifest.one("VolumeGroupSnapshotClass") == {
+        "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2",
+        "kind": "VolumeGroupSnapshotClass",
+        "metadata": {
+            "name": "vduse-groups",
+            "labels": manifest.one("VolumeGroupSnapshotClass")["metadata"]["labels"],
+        },
+        "driver": "csi.vduse.dev",
+        "deletionPolicy": "Retain",
+        "parameters": {"maxPauseMilliseconds": "250"},
+    }
+
+
+def test_group_snapshot_class_defaults_and_what_it_needs() -> None:
+    on = {"snapshots": {"groupSnapshots": {"enabled": True}}}
+    (made,) = render({**on, "volumeGroupSnapshotClass": {"enabled": True}}).of_kind(
+        "VolumeGroupSnapshotClass"
+    )
+    assert made["apiVersion"] == "groupsnapshot.storage.k8s.io/v1"
+    assert made["metadata"]["name"] == "csi-vduse-group"
+    assert made["deletionPolicy"] == "Delete"
+    assert made["parameters"] == {"maxPauseMilliseconds": "5000"}
+    assert render(on).of_kind("VolumeGroupSnapshotClass") == []
+    # A class without a snapshotter that serves it is not made.
+    for values_ in (
+        {"volumeGroupSnapshotClass": {"enabled": True}},
+        {
+            "snapshots": {"enabled": False, "groupSnapshots": {"enabled": True}},
+            "volumeGroupSnapshotClass": {"enabled": True},
+        },
+    ):
+        manifest = render(values_)
+        assert manifest.of_kind("VolumeGroupSnapshotClass") == []
+        for item in containers(manifest.node).values():
+            assert "CSIVolumeGroupSnapshot=true" not in feature_gates(item)
 
 
 def test_plugin_args_parse_with_the_driver_cli() -> None:
@@ -368,6 +449,25 @@ def test_a_node_plugin_without_host_network_is_caught() -> None:
     pod_spec(manifest.node)["hostNetwork"] = False
     with pytest.raises(AssertionError, match="host network"):
         check_node_privileges(manifest.node, "/var/lib/kubelet")
+
+
+def test_a_second_feature_gates_flag_is_caught() -> None:
+    manifest = rendered("attributes-classes").copy()
+    provisioner = container(manifest.node, "csi-provisioner")
+    provisioner["args"] = [
+        arg.replace(",VolumeAttributesClass=true", "") for arg in provisioner["args"]
+    ] + ["--feature-gates=VolumeAttributesClass=true"]
+    with pytest.raises(AssertionError, match="--feature-gates given twice"):
+        check_feature_gates(manifest.node, attributes_classes=True, group_snapshots=False)
+
+
+def test_a_gate_the_values_did_not_ask_for_is_caught() -> None:
+    manifest = rendered("defaults").copy()
+    container(manifest.node, "csi-snapshotter")["args"].append(
+        "--feature-gates=CSIVolumeGroupSnapshot=true"
+    )
+    with pytest.raises(AssertionError, match="csi-snapshotter --feature-gates"):
+        check_feature_gates(manifest.node, attributes_classes=False, group_snapshots=False)
 
 
 def test_a_kubelet_probe_shorter_than_the_sidecars_is_caught() -> None:
