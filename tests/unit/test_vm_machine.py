@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.machine import TestVm
+from tests.vm.machine import STARTED, TestVm
 
 pytestmark = pytest.mark.skipif(
     shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86_64"
@@ -45,4 +45,17 @@ def test_timeout_kills_the_guest_and_leaves_no_qemu(tmp_path: Path) -> None:
     assert result.timed_out
     assert result.exit_status is None
     assert result.seconds < 30
+    assert qemu_processes_for(tmp_path / "results") == []
+
+
+def test_a_guest_that_dies_once_its_command_started_is_not_booted_again(tmp_path: Path) -> None:
+    """Only a guest that died before its command started gets another boot: a command
+    must never run twice."""
+    result = TestVm().run(
+        ["sh", "-c", "echo crashing the guest now; echo c > /proc/sysrq-trigger"],
+        timeout=120, results_dir=tmp_path / "results",
+    )  # fmt: skip
+    assert result.exit_status is None and not result.timed_out
+    assert result.output.count("crashing the guest now") == 1
+    assert (tmp_path / "results" / STARTED).exists()
     assert qemu_processes_for(tmp_path / "results") == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import shlex
 import shutil
@@ -29,6 +30,8 @@ from tests.vm.kernel import GuestKernel, KernelCache
 GUEST_MODULES = ("vduse", "virtio_vdpa", "virtio_blk", "ext4")
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger(__name__)
 
 
 class VmError(RuntimeError):
@@ -54,6 +57,10 @@ class VmResult:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+STARTED = "command-started"  # written by the guest just before it runs the command
+BOOT_ATTEMPTS = 2  # a guest that dies before the command starts is booted once more
+
+
 def stage2_script(
     kernel: GuestKernel, argv: Sequence[str], cwd: Path, env: Mapping[str, str]
 ) -> str:
@@ -77,6 +84,7 @@ hostname csi-vduse-vm
 mkdir -p {modules_dir}
 mount --bind {shlex.quote(str(kernel.modules_dir))} {modules_dir}
 modprobe -a {" ".join(GUEST_MODULES)} || echo "vm: modprobe failed"
+: > {results}/{STARTED}
 cd {shlex.quote(str(cwd))} && {shlex.join(argv)}
 echo $? > {results}/exit-status
 dmesg > {results}/dmesg.txt 2>&1
@@ -144,6 +152,30 @@ class TestVm:
         script = stage2_script(self.kernel, argv, (cwd or Path.cwd()).resolve(), env or {})
         (results / "stage2.sh").write_text(script)
         started = time.monotonic()
+        lines: list[str] = []
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            remaining = max(1.0, timeout - (time.monotonic() - started))
+            timed_out = self._boot(initrd, results, lines, echo, remaining)
+            # Under emulation the guest kernel has, rarely, died in its own early boot (an
+            # oops while patching its code); the command never ran, so it may run now.
+            if timed_out or (results / STARTED).exists() or attempt == BOOT_ATTEMPTS:
+                break
+            log.warning("the guest died before the command started; booting it again")
+        status_file = results / "exit-status"
+        status = int(status_file.read_text()) if status_file.exists() else None
+        return VmResult(
+            exit_status=status,
+            output="\n".join(lines),
+            timed_out=timed_out,
+            seconds=time.monotonic() - started,
+            results_dir=results,
+        )
+
+    def _boot(
+        self, initrd: Path, results: Path, lines: list[str],
+        echo: Callable[[str], None] | None, timeout: float,
+    ) -> bool:  # fmt: skip
+        """Run the guest once, its console appended to ``lines``; True if it timed out."""
         proc = subprocess.Popen(
             self.qemu_argv(initrd, results),
             stdin=subprocess.DEVNULL,
@@ -152,7 +184,6 @@ class TestVm:
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 -- only async-signal-safe prctl runs
         )
-        lines: list[str] = []
         reader = threading.Thread(target=_pump, args=(proc, lines, echo), daemon=True)
         reader.start()
         timed_out = False
@@ -163,15 +194,7 @@ class TestVm:
         finally:
             _kill(proc)
             reader.join(timeout=5)
-        status_file = results / "exit-status"
-        status = int(status_file.read_text()) if status_file.exists() else None
-        return VmResult(
-            exit_status=status,
-            output="\n".join(lines),
-            timed_out=timed_out,
-            seconds=time.monotonic() - started,
-            results_dir=results,
-        )
+        return timed_out
 
 
 def _pump(
