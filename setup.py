@@ -70,6 +70,8 @@ setup(
     cffi_modules=[
         "csi_vduse/vduse/uapi_build.py:ffibuilder",
         "csi_vduse/dataplane/fast/ring_build.py:ffibuilder",
+        "csi_vduse/ceph/librbd_build.py:ffibuilder",
+        "csi_vduse/dataplane/rbd/rbd_build.py:ffibuilder",
     ],
     cmdclass={"build_py": BuildPyWithProto},
 )

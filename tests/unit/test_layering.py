@@ -5,7 +5,7 @@ dataplane's contract modules: its arguments and readiness (``interface``), the l
 files both sides map (``stats``, ``inflight_log``, ``qos``), the control socket's messages
 (``control``) and the device both agree on (``blk.profile``). The dataplane may import only
 the layers below both (``vduse``, the uAPI; ``virtio``, the spec's numbers; ``errors``, the
-one error root), never the control plane.
+one error root; ``ceph``, RBD images through librbd), never the control plane.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CONTRACT = {
     "csi_vduse.dataplane.control",
     "csi_vduse.dataplane.blk.profile",
 }
-SHARED = ("csi_vduse.vduse", "csi_vduse.virtio", "csi_vduse.errors")
+SHARED = ("csi_vduse.vduse", "csi_vduse.virtio", "csi_vduse.ceph", "csi_vduse.errors")
 
 
 def imports(path: Path) -> set[str]:

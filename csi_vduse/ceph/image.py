@@ -1,0 +1,108 @@
+"""An RBD image, open: the RADOS connection and the image (``image.c``), for the driver to
+measure and grow images and for a dataplane to serve one.
+
+librbd reads no file but the configuration the target carries, which it reads here from a
+memfd; it never sees a path of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from csi_vduse.ceph._librbd import ffi, lib
+from csi_vduse.ceph.target import RbdTarget
+from csi_vduse.errors import CsiVduseError
+
+log = logging.getLogger(__name__)
+
+ERROR_BYTES = 512
+
+
+class RbdError(CsiVduseError):
+    """The image could not be reached, opened, measured, grown or locked."""
+
+
+class RbdImage:
+    """``target``'s image, open (read-only when ``readonly``: no exclusive lock is taken)."""
+
+    def __init__(self, target: RbdTarget, *, readonly: bool) -> None:
+        self.target = target
+        self.readonly = readonly
+        self.path = f"rbd:{target.spec}"  # for messages, as a file backing's path is
+        conf_fd = -1
+        if target.conf:
+            conf_fd = os.memfd_create("ceph.conf", os.MFD_CLOEXEC)
+            os.write(conf_fd, target.conf.encode())
+        keep = [ffi.new("char[]", value.encode()) for value in self._strings(conf_fd)]
+        spec = ffi.new("struct cv_image_target *")
+        (spec.conf_path, spec.mon_host, spec.user, spec.key, spec.pool, spec.pool_namespace,
+         spec.image) = keep  # fmt: skip
+        spec.connect_timeout = target.connect_timeout
+        spec.readonly = int(readonly)
+        out = ffi.new("struct cv_image **")
+        err = ffi.new("char[]", ERROR_BYTES)
+        try:
+            rc = lib.cv_image_open(out, spec, err, ERROR_BYTES)
+        finally:
+            if conf_fd >= 0:
+                os.close(conf_fd)
+        if rc:
+            raise RbdError("open RBD image", ffi.string(err).decode(errors="replace"), -rc)
+        self._image: Any = out[0]
+        self.size = self.current_size()
+
+    def _strings(self, conf_fd: int) -> list[str]:
+        t = self.target
+        conf = f"/proc/self/fd/{conf_fd}" if conf_fd >= 0 else ""
+        return [conf, t.mon_host, t.user, t.key, t.pool, t.namespace, t.image]
+
+    def current_size(self) -> int:
+        """The image's size now (``rbd resize`` may have grown it since it was opened)."""
+        size = ffi.new("uint64_t *")
+        rc = lib.cv_image_size(self._image, size)
+        if rc:
+            raise RbdError("size of RBD image", os.strerror(-rc), -rc)
+        return int(size[0])
+
+    def resize(self, size: int) -> None:
+        """Grow the image to ``size`` bytes."""
+        rc = lib.cv_image_resize(self._image, size)
+        if rc:
+            raise RbdError("resize RBD image", os.strerror(-rc), -rc)
+
+    def watch_growth(self) -> None:
+        """Raise SIGHUP in this process whenever the image grows (see rbd.h)."""
+        rc = lib.cv_image_watch_growth(self._image)
+        if rc:
+            raise RbdError("watch RBD image", os.strerror(-rc), -rc)
+
+    def client_address(self) -> str:
+        """Our RADOS client's address: how the image's lock names its owner, and what a
+        successor may break should we die."""
+        buf = ffi.new("char[]", 256)
+        rc = lib.cv_image_client_address(self._image, buf, 256)
+        if rc:
+            raise RbdError("RADOS client address", os.strerror(-rc), -rc)
+        return str(ffi.string(buf).decode())
+
+    def lock(self, dead_owner: str = "") -> None:
+        """Hold the image's exclusive lock from now on (see rbd.h); ``dead_owner``'s lock is
+        broken first."""
+        err = ffi.new("char[]", ERROR_BYTES)
+        rc = lib.cv_image_lock(self._image, dead_owner.encode(), err, ERROR_BYTES)
+        if rc:
+            raise RbdError("lock RBD image", ffi.string(err).decode(errors="replace"), -rc)
+
+    @property
+    def handle(self) -> int:
+        """librbd's rbd_image_t, as an address: what the dataplane's backends serve I/O on
+        (valid until ``close``)."""
+        return int(ffi.cast("uintptr_t", lib.cv_image_handle(self._image)))
+
+    def close(self) -> None:
+        """Close the image and the connection; nothing may use ``handle`` any more."""
+        if self._image is not None:
+            lib.cv_image_close(self._image)
+            self._image = None
