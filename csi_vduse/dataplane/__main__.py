@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from csi_vduse import dataplane
 from csi_vduse.dataplane import qos
 from csi_vduse.dataplane.blk.backend import FileBackend, direct_alignment
 from csi_vduse.dataplane.blk.capacity import grow
-from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine
+from csi_vduse.dataplane.errors import DataplaneError
+from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine, QueueBackends
 from csi_vduse.dataplane.inflight_log import InflightLog
 from csi_vduse.dataplane.interface import DataplaneArgs, report_ready
 from csi_vduse.dataplane.pause_channel import PauseChannel
@@ -22,6 +25,9 @@ from csi_vduse.dataplane.virtio.session import ResumeError, VduseSession
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.vduse.node import DeviceNode
 from csi_vduse.virtio.blk import SECTOR_SIZE
+
+if TYPE_CHECKING:
+    from csi_vduse.ceph.image import RbdImage
 
 log = logging.getLogger("dataplane")
 
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        backend = FileBackend(args.backing, args.profile.readonly, fd=args.backing_fd)
+        backend = open_backing(args)
         node = DeviceNode(args.name, nonblocking=True, fd=args.device_fd)
     except (CsiVduseError, OSError) as exc:
         log.error("cannot start: %s", exc)
@@ -69,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("no I/O counters: cannot map their file: %s", exc)
     capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
     target = BlkTarget(
-        backing_fd=backend.fd, capacity=capacity, readonly=profile.readonly, serial=serial,
-        can_flush=writable, can_discard=writable,
+        backing_fd=backend.fd if isinstance(backend, FileBackend) else -1,
+        backends=None if isinstance(backend, FileBackend) else rbd_queues(backend),
+        capacity=capacity, readonly=profile.readonly, serial=serial, can_flush=writable,
+        can_discard=writable,
     )  # fmt: skip
     if args.direct_fd is not None:
         align = direct_alignment(args.direct_fd)
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = FastEngine(
         node, target, devfd=node.fd, stats=stats, inflight=inflight, qos_page=qos_page
     )
-    if not profile.packed:
+    if not profile.packed and target.backends is None:
         engine.aio.prepare(queues=profile.queues, depth=profile.queue_size)
     session = VduseSession(
         node, queue_count=profile.queues, offered=profile.features, required=profile.required,
@@ -104,10 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(node, session, control=pausing)
     server.on_hangup = lambda: grow(backend, engine, node)
     server.install_signal_handlers()
+    if not isinstance(backend, FileBackend):
+        try:  # growth by `rbd resize` from anywhere, not only by the driver's SIGHUP
+            backend.watch_growth()
+        except CsiVduseError as exc:
+            log.warning("growth of the image is noticed only when the driver says: %s", exc)
     limit_memory()
-    confine()
+    confine(network=not isinstance(backend, FileBackend))
     ready = time.monotonic()
-    report_ready(args.ready_fd)
+    report_ready(
+        args.ready_fd,
+        rbd_client="" if isinstance(backend, FileBackend) else backend.client_address(),
+    )
     log_start_up(
         started=dataplane.STARTED, imported=imported, set_up=set_up, resumed=took_over,
         ready=ready,
@@ -138,6 +154,36 @@ def main(argv: list[str] | None = None) -> int:
             qos_page.close()
     log.info("stopped")
     return 0
+
+
+def open_backing(args: DataplaneArgs) -> FileBackend | RbdImage:
+    """The file, or the RBD image (whose module, and librbd, only an RBD dataplane loads)."""
+    if args.rbd_fd is None:
+        return FileBackend(args.backing, args.profile.readonly, fd=args.backing_fd)
+    from csi_vduse.ceph.image import RbdImage  # noqa: PLC0415
+    from csi_vduse.ceph.target import RbdTarget, TargetError  # noqa: PLC0415
+
+    try:
+        target = RbdTarget.read_fd(args.rbd_fd)
+    except (OSError, TargetError) as exc:
+        raise DataplaneError("read the RBD target", str(exc)) from None
+    finally:
+        os.close(args.rbd_fd)
+    image = RbdImage(target, readonly=args.profile.readonly)
+    if not args.profile.readonly:
+        try:
+            image.lock(target.dead_owner)
+        except CsiVduseError:
+            image.close()
+            raise
+    return image
+
+
+def rbd_queues(image: RbdImage) -> QueueBackends:
+    """What makes the queues' librbd backends (only an RBD dataplane loads their module)."""
+    from csi_vduse.dataplane.rbd.queues import RbdQueues  # noqa: PLC0415
+
+    return RbdQueues(image)
 
 
 def log_start_up(

@@ -8,14 +8,18 @@ version number catches a driver and a dataplane from different releases.
 ``--queue-size``, ``--block-size``, ``--readonly``, ``--packed``) and the ``--serial`` that
 GET_ID answers. The dataplane runs unprivileged and opens nothing:
 every file is an inherited descriptor whose number its argv names: ``--device-fd``
-(``/dev/vduse/NAME``), ``--backing-fd`` (opened as ``open_flags`` says), and optionally
+(``/dev/vduse/NAME``), the backing (``--backing-fd``, opened as ``open_flags`` says; or
+``--rbd-fd``, a memfd holding the RBD image to serve and how to reach its cluster, key
+included: ``csi_vduse.ceph.target``), and optionally
 ``--direct-fd`` (the backing again, with O_DIRECT), ``--stats-fd``, ``--inflight-fd``,
 ``--qos-fd`` (the device's I/O limits, ``csi_vduse.dataplane.qos``), ``--control-fd`` (a
 listening socket, ``csi_vduse.dataplane.control``) and ``--ready-fd``.
 
 **Readiness.** The dataplane writes one JSON line to the ready fd and closes it:
 ``{"protocol": N, "ready": true, "pid": P}`` once it holds the device and answers its
-messages, or ``{"protocol": N, "ready": false, "error": "..."}`` when it cannot start.
+messages (serving an RBD image, with ``"rbd_client"``: the address of its RADOS client,
+which holds the image's exclusive lock), or
+``{"protocol": N, "ready": false, "error": "..."}`` when it cannot start.
 
 **While it runs.** It keeps its per-queue I/O counters in the stats file
 (``csi_vduse.dataplane.stats``) and its progress in the in-flight log
@@ -50,7 +54,7 @@ it with any change to the arguments, the messages or the signals that an older o
 peer would misread or refuse; the stats file and the in-flight log carry their own layout
 versions. (History: 1 readiness, 2 SIGHUP growth, 3 stats, 4 in-flight log, 5 descriptors
 only, 6 O_DIRECT, 7 the launcher, 8 the block size, and no ``--engine``, 9 the QoS page and
-the control socket.)
+the control socket, 10 RBD images.)
 """
 
 from __future__ import annotations
@@ -63,12 +67,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from csi_vduse.ceph.target import RbdTarget
 from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE, BlkProfile, ProfileError
 from csi_vduse.virtio.blk import SECTOR_SIZE
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 9
+PROTOCOL_VERSION = 10
 MAX_LAUNCH_FDS = 12  # the log and DataplaneArgs.fds(), with room to spare
 CHILD_COMM = "dataplane"
 
@@ -87,6 +92,7 @@ class DataplaneArgs:
     inflight_log: Path | None = None  # None: a dataplane that dies cannot be replaced
     qos: Path | None = None  # the I/O limits page; None: no limits
     control: Path | None = None  # where the control socket listens; None: no pausing
+    rbd: RbdTarget | None = None  # the RBD image served instead of a file (passed as rbd_fd)
     device_fd: int = -1  # /dev/vduse/NAME, O_RDWR | O_NONBLOCK
     backing_fd: int = -1
     stats_fd: int | None = None
@@ -94,12 +100,13 @@ class DataplaneArgs:
     direct_fd: int | None = None  # the backing with O_DIRECT, where the kernel allows it
     qos_fd: int | None = None
     control_fd: int | None = None  # listening, AF_UNIX SOCK_SEQPACKET
+    rbd_fd: int | None = None  # instead of backing_fd: the RBD target (a memfd)
 
     def fds(self) -> tuple[int, ...]:
         """Every descriptor the process must inherit."""
         fds = (
             self.device_fd, self.backing_fd, self.stats_fd, self.inflight_fd, self.ready_fd,
-            self.direct_fd, self.qos_fd, self.control_fd,
+            self.direct_fd, self.qos_fd, self.control_fd, self.rbd_fd,
         )  # fmt: skip
         return tuple(fd for fd in fds if fd is not None and fd >= 0)
 
@@ -107,15 +114,16 @@ class DataplaneArgs:
         """The command line that ``parse`` reads back into these arguments (less the paths
         of the stats, in-flight, QoS and control files, which the dataplane gets as fds
         only)."""
-        if self.device_fd < 0 or self.backing_fd < 0:
-            raise ValueError("the device and backing fds are not open")
+        if self.device_fd < 0 or (self.backing_fd < 0) == (self.rbd_fd is None):
+            raise ValueError("the device fd and one backing fd (file or RBD) must be open")
         profile = self.profile
+        backing = ["--rbd-fd", str(self.rbd_fd)] if self.rbd_fd is not None else []
         argv = [
             "--protocol", str(PROTOCOL_VERSION),
             "--name", self.name,
             "--backing", str(self.backing),
             "--device-fd", str(self.device_fd),
-            "--backing-fd", str(self.backing_fd),
+            *(backing or ["--backing-fd", str(self.backing_fd)]),
             "--queues", str(profile.queues),
             "--queue-size", str(profile.queue_size),
             "--block-size", str(profile.block_size),
@@ -146,7 +154,9 @@ class DataplaneArgs:
         parser.add_argument("--name", required=True, help="VDUSE device name")
         parser.add_argument("--backing", type=Path, required=True, help="the backing's name")
         parser.add_argument("--device-fd", type=int, required=True, help="the device node")
-        parser.add_argument("--backing-fd", type=int, required=True, help="the backing, open")
+        backing = parser.add_mutually_exclusive_group(required=True)
+        backing.add_argument("--backing-fd", type=int, help="the backing file, open")
+        backing.add_argument("--rbd-fd", type=int, help="the RBD image to serve (a memfd)")
         parser.add_argument("--readonly", action="store_true")
         parser.add_argument("--packed", action="store_true", help="offer packed virtqueues")
         parser.add_argument("--queues", type=int, default=1)
@@ -176,7 +186,8 @@ class DataplaneArgs:
         return cls(
             name=ns.name, backing=ns.backing, profile=profile, serial=ns.serial,
             ready_fd=ns.ready_fd, device_fd=ns.device_fd,
-            backing_fd=ns.backing_fd, stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
+            backing_fd=-1 if ns.backing_fd is None else ns.backing_fd, rbd_fd=ns.rbd_fd,
+            stats_fd=ns.stats_fd, inflight_fd=ns.inflight_fd,
             direct_fd=ns.direct_fd, qos_fd=ns.qos_fd, control_fd=ns.control_fd,
         )  # fmt: skip
 
@@ -186,7 +197,7 @@ def open_flags(readonly: bool) -> int:
     return (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
 
 
-def report_ready(fd: int | None, error: str | None = None) -> None:
+def report_ready(fd: int | None, error: str | None = None, *, rbd_client: str = "") -> None:
     """Send the one readiness line and close the pipe.
 
     A closed pipe means the process that started us died before it read the line. That is
@@ -198,6 +209,8 @@ def report_ready(fd: int | None, error: str | None = None) -> None:
     message: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "ready": error is None}
     if error is None:
         message["pid"] = os.getpid()
+        if rbd_client:
+            message["rbd_client"] = rbd_client
     else:
         message["error"] = error
     try:

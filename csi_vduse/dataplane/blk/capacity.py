@@ -10,7 +10,6 @@ import logging
 import struct
 from typing import Protocol
 
-from csi_vduse.dataplane.blk.backend import FileBackend
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.virtio.blk import SECTOR_SIZE, BlkConfig
 
@@ -22,6 +21,12 @@ class ConfigChannel(Protocol):
     def inject_config_irq(self) -> None: ...
 
 
+class Backing(Protocol):
+    """Where the data is: a file, an RBD image."""
+
+    def current_size(self) -> int: ...
+
+
 class Served(Protocol):
     """What serves the device's requests, and so owns the capacity they are checked against."""
 
@@ -30,7 +35,7 @@ class Served(Protocol):
     def set_capacity(self, capacity: int) -> None: ...
 
 
-def grow(backend: FileBackend, served: Served, node: ConfigChannel) -> int:
+def grow(backend: Backing, served: Served, node: ConfigChannel) -> int:
     """Serve what the backing holds now, if more than before; returns the capacity."""
     capacity = backend.current_size() // SECTOR_SIZE * SECTOR_SIZE
     if capacity <= served.capacity:

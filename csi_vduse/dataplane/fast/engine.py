@@ -13,8 +13,9 @@ started with ``resume`` continues from the log instead of the kernel's initial s
 With a QoS page (dataplane/qos.py), the device's queues share one set of token buckets
 (qos.c) that read their limits from the page as they admit requests.
 
-Each queue's requests are served by the file backend (file.c). Its reads and writes on
-split rings go through an asynchronous engine per queue (aio.c):
+Each queue's requests are served by the file backend (file.c), or by a backend the target
+brings (``BlkTarget.backends``: an RBD image's, for one). The file backend's reads and
+writes on split rings go through an asynchronous engine per queue (aio.c):
 io_uring where the kernel allows it, else a thread pool (``CSI_VDUSE_DATAPLANE_IO``
 chooses: auto, io_uring, threads or none). The engines are made once per queue index,
 before the process is confined, and outlive device resets.
@@ -122,9 +123,25 @@ class IotlbSource(Protocol):
     def iotlb_get_fd(self, iova: int, last: int | None = None) -> tuple[int, IotlbEntry]: ...
 
 
+class QueueBackend(Protocol):
+    """A backend (fast/backend.h) made outside this module for one queue."""
+
+    address: int  # its struct dp_backend *, as an integer
+
+    def describe(self) -> str: ...
+    def free(self) -> None: ...
+
+
+class QueueBackends(Protocol):
+    """A backing that is not a file descriptor: it makes each queue's backend."""
+
+    def queue_backend(self, depth: int) -> QueueBackend: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class BlkTarget:
-    """What the C loop serves requests against."""
+    """What the C loop serves requests against: ``backends``, or else the file backend on
+    ``backing_fd``."""
 
     backing_fd: int
     capacity: int  # bytes, a multiple of 512
@@ -136,6 +153,7 @@ class BlkTarget:
     # lengths and buffers; transfers not aligned so go through backing_fd.
     direct_fd: int = -1
     direct_align: int = 4096
+    backends: QueueBackends | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,18 +245,31 @@ class FastQueue:
             if rc == -errno.ENOMEM:
                 raise MemoryError(f"queue {self.index}: no memory for its iovecs")
             raise RingError(ffi.string(q.error).decode())
-        backend = ffi.new("struct dp_file *")
-        lib.dp_file_init(backend, target.backing_fd, target.direct_fd, target.direct_align)
-        backend.stats = q.stats
-        kind = lib.dp_file_use_aio(backend, ffi.NULL if aio is None else aio)
-        queued = lib.dp_queue_attach(q, lib.dp_file_backend(backend))
+        self.backend: Any = None  # the file backend; the queue points into it
+        self.foreign: QueueBackend | None = None  # or the target's
+        if target.backends is not None:
+            try:
+                self.foreign = target.backends.queue_backend(info.num)
+            except BaseException:
+                lib.dp_queue_free(q)
+                os.close(self.ctlfd)
+                raise
+            pointer = ffi.cast("struct dp_backend *", self.foreign.address)
+            kind = lib.DP_AIO_NONE
+        else:
+            self.backend = ffi.new("struct dp_file *")
+            lib.dp_file_init(self.backend, target.backing_fd, target.direct_fd, target.direct_align)
+            self.backend.stats = q.stats
+            kind = lib.dp_file_use_aio(self.backend, ffi.NULL if aio is None else aio)
+            pointer = lib.dp_file_backend(self.backend)
+        queued = lib.dp_queue_attach(q, pointer)
         if queued < 0:
             lib.dp_queue_free(q)
+            self._free_foreign()
             os.close(self.ctlfd)
             raise MemoryError(f"queue {self.index}: no memory for its request slots")
         self.io = IO_NAMES[kind] if queued else "none"
         self.q = q
-        self.backend = backend  # the queue points into it: kept as long as the queue
         self.broken = False
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -250,6 +281,8 @@ class FastQueue:
 
     def describe_io(self) -> str:
         """Where reads and writes are served, for the log."""
+        if self.foreign is not None:
+            return self.foreign.describe()
         if self.io == "none":
             return "reads and writes via none (on the queue's thread)"
         reads, writes = int(self.backend.async_min), int(self.backend.async_write_min)
@@ -370,17 +403,24 @@ class FastQueue:
         log.info(
             "queue %d: %d requests (%d with direct I/O), %d interrupts, %d failed, %d replayed, "
             "%d held back by the I/O limits",
-            self.index, self.q.served, self.backend.direct, self.q.interrupts, self.q.errors,
-            self.q.replayed, self.q.throttled,
+            self.index, self.q.served, 0 if self.backend is None else self.backend.direct,
+            self.q.interrupts, self.q.errors, self.q.replayed, self.q.throttled,
         )  # fmt: skip
         lib.dp_queue_free(self.q)
+        self._free_foreign()
         os.close(self.ctlfd)
         os.close(self.kickfd)
 
     def discard(self) -> None:
         """Free a queue that never started; its kick fd stays the caller's."""
         lib.dp_queue_free(self.q)
+        self._free_foreign()
         os.close(self.ctlfd)
+
+    def _free_foreign(self) -> None:
+        if self.foreign is not None:
+            self.foreign.free()
+            self.foreign = None
 
 
 class FastEngine:
@@ -427,16 +467,13 @@ class FastEngine:
         block = None
         if self._stats_base is not None and self.stats and info.index < self.stats.queues:
             block = self._stats_base + StatsFile.block_offset(info.index) // 8
-        aio = (
-            None
-            if features & bit(Feature.RING_PACKED)
-            else self.aio.get(info.index, depth=info.num)
-        )
+        file_aio = self.target.backends is None and not features & bit(Feature.RING_PACKED)
+        aio = self.aio.get(info.index, depth=info.num) if file_aio else None
         queue = FastQueue(
             info, kickfd=kickfd, features=features, target=self.target, pool=self.pool,
             devfd=self.devfd, irqfd=self.irqfd, stats=block, aio=aio, qos=self.qos,
         )  # fmt: skip
-        if self.async_min is not None and queue.io != "none":
+        if self.async_min is not None and queue.backend is not None and queue.io != "none":
             queue.backend.async_min = queue.backend.async_write_min = self.async_min
         log.info("queue %d: %d entries, %s", info.index, info.num, queue.describe_io())
         if self.inflight is not None:
