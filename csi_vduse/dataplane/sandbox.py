@@ -40,17 +40,21 @@ def limit_memory(limit: int = DATA_LIMIT) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def confine() -> bool:
-    """True once confined; False (and a warning) where the kernel cannot do it."""
+def confine(*, network: bool = False) -> bool:
+    """True once confined; False (and a warning) where the kernel cannot do it. ``network``
+    lets librbd keep talking to Ceph (see fast/sandbox.c)."""
     if os.environ.get(SWITCH) == "off":
         log.warning("%s=off: running without the seccomp filter", SWITCH)
         return False
     load_unwinder()
-    rc = lib.dp_sandbox()
+    rc = lib.dp_sandbox(int(network))
     if rc:
         log.warning("running without the seccomp filter: %s", os.strerror(-rc))
         return False
-    log.info("confined: seccomp filter installed, no new privileges, not dumpable")
+    log.info(
+        "confined: seccomp filter%s installed, no new privileges, not dumpable",
+        " (with IPv4/IPv6 sockets for Ceph)" if network else "",
+    )
     return True
 
 

@@ -63,6 +63,75 @@ def test_the_confined_dataplane_can_serve_but_not_open_exec_fork_or_connect() ->
     }
 
 
+NETWORK_PROBE = textwrap.dedent(
+    """
+    import ctypes, errno, json, os, socket
+    from csi_vduse.dataplane.sandbox import confine
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert confine(network=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    results = {}
+
+    def attempt(name, fn):
+        try:
+            fn()
+            results[name] = "ok"
+        except OSError as exc:
+            results[name] = errno.errorcode[exc.errno]
+
+    def prctl(option, arg):
+        if libc.prctl(option, arg, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+
+    def talk():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.connect(("127.0.0.1", port))
+            client.sendall(b"ping")
+
+    attempt("open", lambda: os.open("/etc/hostname", os.O_RDONLY))
+    attempt("fork", os.fork)
+    attempt("exec", lambda: os.execv("/bin/true", ["true"]))
+    attempt("unix socket", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    attempt("netlink socket", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW))
+    attempt("connect and send", talk)
+    attempt("ipv6 socket", lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close())
+    attempt("bind", lambda: socket.socket().bind(("127.0.0.1", 0)))
+    attempt("listen", lambda: socket.socket().listen())
+    attempt("name a thread", lambda: prctl(15, ctypes.c_char_p(b"msgr-worker")))  # PR_SET_NAME
+    attempt("make dumpable", lambda: prctl(4, 1))  # PR_SET_DUMPABLE
+    attempt("uname", os.uname)
+    print(json.dumps(results))
+    """
+)
+
+
+def test_an_rbd_dataplane_may_also_talk_to_ceph_over_ip_and_nothing_more() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", NETWORK_PROBE], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "open": "EPERM",
+        "fork": "EPERM",
+        "exec": "EPERM",
+        "unix socket": "EPERM",
+        "netlink socket": "EPERM",
+        "connect and send": "ok",
+        "ipv6 socket": "ok",
+        "bind": "EPERM",
+        "listen": "EPERM",
+        "name a thread": "ok",
+        "make dumpable": "EPERM",
+        "uname": "ok",
+    }
+
+
 EXIT_WITH_A_THREAD = textwrap.dedent(
     """
     import threading, time

@@ -94,7 +94,7 @@ struct dp_aio *dp_aio_open(int kind, unsigned depth, unsigned threads, int *err)
 void dp_aio_close(struct dp_aio *a);
 int dp_aio_nowait(int fd);
 
-int dp_sandbox(void);
+int dp_sandbox(int network);
 """
 
 # The fast path is every C file here; _ring.c is cffi's output.

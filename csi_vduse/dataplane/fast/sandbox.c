@@ -9,6 +9,13 @@
  * unrestricted ring can be made. accept4 takes the driver's connections on the control
  * socket it passed listening (dataplane/control.py); read and write carry their messages.
  * No socket can be made, bound or connected, and no other socket call is allowed.
+ *
+ * A dataplane serving an RBD image (dp_sandbox(1)) talks to Ceph from librbd's threads, and
+ * they open connections to OSDs as they need them. It may also make IPv4 and IPv6 sockets
+ * (no other family), connect them, send and receive on them, set and read their options
+ * and addresses and shut them down; make pipes and timerfds (the messenger's wake-ups and
+ * timers); name its threads (prctl PR_SET_NAME, no other prctl); and read uname (its
+ * hostname goes into its Ceph client metadata). Still no open, exec, fork, bind or listen.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +25,7 @@
 #include <sched.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -30,7 +38,7 @@
 #endif
 
 #define VDUSE_IOCTL_TYPE 0x81 /* VDUSE_BASE in linux/vduse.h */
-#define MAX_PROGRAM 256
+#define MAX_PROGRAM 320
 
 static const int allowed[] = {
     SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_pread64, SYS_pwrite64, SYS_preadv,
@@ -56,12 +64,22 @@ static const int allowed[] = {
 #endif
 };
 
+/* For librbd's messenger, with dp_sandbox(1) only. */
+static const int networked[] = {
+    SYS_connect, SYS_sendmsg, SYS_recvmsg, SYS_sendto, SYS_recvfrom, SYS_setsockopt,
+    SYS_getsockopt, SYS_getsockname, SYS_getpeername, SYS_shutdown, SYS_pipe2,
+    SYS_timerfd_create, SYS_timerfd_settime, SYS_timerfd_gettime, SYS_uname,
+#ifdef SYS_epoll_create
+    SYS_epoll_create,
+#endif
+};
+
 #define STMT(code, k) ((struct sock_filter)BPF_STMT(code, k))
 #define JUMP(code, k, jt, jf) ((struct sock_filter)BPF_JUMP(code, k, jt, jf))
 #define RET(value) STMT(BPF_RET | BPF_K, value)
 #define ARG_LOW(n) (offsetof(struct seccomp_data, args) + 8 * (n)) /* little-endian */
 
-int dp_sandbox(void)
+int dp_sandbox(int network)
 {
 #ifndef ARCH
     return -ENOSYS;
@@ -79,6 +97,25 @@ int dp_sandbox(void)
     for (unsigned i = 0; i < sizeof allowed / sizeof allowed[0]; i++) {
         p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)allowed[i], 0, 1);
         p[n++] = RET(SECCOMP_RET_ALLOW);
+    }
+    if (network) {
+        for (unsigned i = 0; i < sizeof networked / sizeof networked[0]; i++) {
+            p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)networked[i], 0, 1);
+            p[n++] = RET(SECCOMP_RET_ALLOW);
+        }
+        /* socket: IPv4 and IPv6 only. */
+        p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 0, 5);
+        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0));
+        p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET, 2, 0);
+        p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, 1, 0);
+        p[n++] = RET(SECCOMP_RET_ERRNO | EPERM);
+        p[n++] = RET(SECCOMP_RET_ALLOW);
+        /* prctl: naming threads only. */
+        p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, 4);
+        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0));
+        p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_NAME, 0, 1);
+        p[n++] = RET(SECCOMP_RET_ALLOW);
+        p[n++] = RET(SECCOMP_RET_ERRNO | EPERM);
     }
     /* ioctl: the VDUSE type only. */
     p[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 5);
