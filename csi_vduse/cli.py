@@ -17,6 +17,7 @@ from csi_vduse.dataplane.blk.profile import DEFAULT_QUEUE_SIZE, BlkProfile
 from csi_vduse.dataplane.qos import DEFAULT_BURST_MS, QosError, QosLimits
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.rbd_source import RbdSource
 from csi_vduse.devices.spec import (
     DEFAULT_BOUNCE_SIZE,
     DEFAULT_MAX_QUEUES,
@@ -59,11 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = actions.add_parser("create", help="create a device and print its /dev/vdX path")
     create.add_argument("name")
-    create.add_argument(
-        "--backing",
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--backing", type=Path, help="raw image file or block device holding the data"
+    )
+    source.add_argument(
+        "--rbd", metavar="POOL/IMAGE", help="a Ceph RBD image holding the data (POOL/NS/IMAGE too)"
+    )
+    ceph = create.add_argument_group("Ceph (with --rbd)")
+    ceph.add_argument(
+        "--ceph-conf", type=Path, default=None, help="ceph.conf (default /etc/ceph/ceph.conf)"
+    )
+    ceph.add_argument("--ceph-user", default="admin", help="cephx id, without client.")
+    ceph.add_argument(
+        "--ceph-keyfile",
         type=Path,
-        required=True,
-        help="raw image file or block device holding the data",
+        default=None,
+        help="the user's key alone, or a keyring holding it; read at each dataplane start, "
+        "never recorded",
+    )
+    ceph.add_argument("--ceph-mon-host", default="", help="monitor addresses, overriding the conf")
+    ceph.add_argument(
+        "--ceph-timeout", type=int, default=30, help="seconds to reach the monitors (default 30)"
     )
     create.add_argument(
         "--size",
@@ -242,8 +260,16 @@ def device_spec(args: argparse.Namespace) -> DeviceSpec:
             readonly=args.readonly, queues=queues, queue_size=args.queue_size,
             block_size=args.block_size, packed=args.packed,
         )  # fmt: skip
+    rbd = None
+    if args.rbd is not None:
+        rbd = RbdSource.parse(
+            args.rbd, user=args.ceph_user, mon_host=args.ceph_mon_host,
+            connect_timeout=args.ceph_timeout,
+            conf=str(args.ceph_conf.absolute()) if args.ceph_conf else None,
+            keyfile=str(args.ceph_keyfile.absolute()) if args.ceph_keyfile else None,
+        )  # fmt: skip
     return DeviceSpec(
-        name=args.name, backing=args.backing, profile=profile, size=args.size,
+        name=args.name, backing=args.backing, rbd=rbd, profile=profile, size=args.size,
         bounce_size=args.bounce_size, limits=limits_of(args),
     )  # fmt: skip
 

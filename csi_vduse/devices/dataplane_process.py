@@ -25,8 +25,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -81,6 +82,8 @@ def direct_io_wanted() -> bool:
 class ProcessId:
     pid: int
     start_time: int
+    # What its readiness report said of an RBD image's lock: not part of its identity.
+    rbd_client: str | None = field(default=None, compare=False)
 
 
 class Child(Protocol):
@@ -208,6 +211,8 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
 
     node = DeviceNode(args.name, nonblocking=True)
     args = replace(args, device_fd=keep(node.fd))
+    if args.rbd is not None:
+        return _open_state_files(replace(args, rbd_fd=keep(args.rbd.to_fd())), keep)
     try:
         backing_fd = keep(os.open(args.backing, open_flags(args.profile.readonly)))
     except OSError as exc:
@@ -217,6 +222,11 @@ def _open_files(args: DataplaneArgs, opened: ExitStack) -> DataplaneArgs:
         with contextlib.suppress(OSError):  # a filesystem without O_DIRECT: buffered only
             flags = open_flags(args.profile.readonly) | os.O_DIRECT
             args = replace(args, direct_fd=keep(os.open(args.backing, flags)))
+    return _open_state_files(args, keep)
+
+
+def _open_state_files(args: DataplaneArgs, keep: Callable[[int], int]) -> DataplaneArgs:
+    """The files every dataplane gets beside its device and backing."""
     if args.stats is not None:
         args = replace(args, stats_fd=keep(stats.create(args.stats, args.profile.queues)))
     if args.inflight_log is not None:
@@ -307,8 +317,12 @@ def _start(
         line = _read_line(ready_r, READY_TIMEOUT)
     finally:
         os.close(ready_r)
-    identity = ProcessId(pid=proc.pid, start_time=start_time(proc.pid) or 0)
     report = parse_ready(line) if line else None
+    client = report.get("rbd_client") if report else None
+    identity = ProcessId(
+        pid=proc.pid, start_time=start_time(proc.pid) or 0,
+        rbd_client=client if isinstance(client, str) else None,
+    )  # fmt: skip
     if report is None or not report.get("ready"):
         # The pipe closes as the process exits, a moment before it can be waited for.
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -32,7 +32,7 @@ from csi_vduse.dataplane import qos
 from csi_vduse.dataplane.blk.profile import ProfileError
 from csi_vduse.dataplane.interface import DataplaneArgs
 from csi_vduse.dataplane.qos import QosLimits
-from csi_vduse.devices import backing, dataplane_process, pausing
+from csi_vduse.devices import backing, dataplane_process, pausing, rbd_source
 from csi_vduse.devices.dataplane_process import ProcessId
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.launcher import Launcher
@@ -89,7 +89,7 @@ class DeviceManager:
     def _existing(self, spec: DeviceSpec, record: DeviceRecord) -> DeviceRecord:
         """Create is idempotent for an identical request on a healthy device."""
         same = (
-            Path(record.backing) == spec.backing.absolute()
+            record.backing == spec.backing_name
             and spec.size in (None, record.size)
             and spec.profile == record.profile
         )
@@ -114,22 +114,20 @@ class DeviceManager:
     def _create(self, spec: DeviceSpec, undo: ExitStack) -> DeviceRecord:
         name = spec.name
         self._preflight()
-        path = spec.backing.absolute()
-        created_backing, size = step(name, "prepare backing file", backing.prepare, path, spec.size)
-        if created_backing:
-            undo.callback(quietly, f"remove {path}", path.unlink, missing_ok=True)
+        created_backing, size = self._prepare_backing(spec, undo)
         profile = spec.profile
         try:
             profile.check_capacity(size)
         except ProfileError as exc:
             raise DeviceError(
                 "validate",
-                f"backing {path} holds {size} bytes, not whole {profile.block_size}-byte blocks",
+                f"backing {spec.backing_name} holds {size} bytes, not whole "
+                f"{profile.block_size}-byte blocks",
                 errno.EINVAL,
             ) from exc
         record = DeviceRecord(
-            name=name, backing=str(path), size=size, profile=profile,
-            created_backing=created_backing,
+            name=name, backing=spec.backing_name, size=size, profile=profile,
+            created_backing=created_backing, rbd=spec.rbd.to_json() if spec.rbd else None,
         )  # fmt: skip
 
         with as_step(name, "open /dev/vduse/control"), VduseControl() as control:
@@ -159,6 +157,7 @@ class DeviceManager:
         process = step(name, "start dataplane", self._start_dataplane, record)
         undo.callback(quietly, "stop dataplane", dataplane_process.stop, process)
         record.pid, record.pid_start_time = process.pid, process.start_time
+        record.rbd_client = process.rbd_client
         self.store.save(record)
 
         with as_step(name, "attach to vDPA bus"), _vdpa_client() as vdpa:
@@ -174,11 +173,37 @@ class DeviceManager:
         log.info("device %s is %s", spec.name, node_path)
         return record
 
+    def _prepare_backing(self, spec: DeviceSpec, undo: ExitStack) -> tuple[bool, int]:
+        """The backing made or measured: whether it was created, and its size."""
+        name = spec.name
+        if spec.rbd is not None:
+            size = step(name, "open RBD image", rbd_source.image_size, spec.rbd)
+            if spec.size not in (None, size):
+                raise DeviceError(
+                    "open RBD image",
+                    f"{spec.backing_name} holds {size} bytes, not the {spec.size} asked for "
+                    "(refusing to resize)",
+                    errno.EINVAL,
+                )
+            return False, size
+        assert spec.backing is not None
+        path = spec.backing.absolute()
+        created, size = step(name, "prepare backing file", backing.prepare, path, spec.size)
+        if created:
+            undo.callback(quietly, f"remove {path}", path.unlink, missing_ok=True)
+        return created, size
+
     def _start_dataplane(self, record: DeviceRecord) -> ProcessId:
-        """The device's dataplane, started from its record (fresh, or taking over)."""
+        """The device's dataplane, started from its record (fresh, or taking over: then
+        the lock a dead predecessor holds on an RBD image may be broken)."""
+        rbd = None
+        if record.rbd is not None:
+            source = rbd_source.RbdSource.from_json(record.rbd)
+            rbd = source.target(dead_owner=record.rbd_client or "")
         args = DataplaneArgs(
             name=record.name,
             backing=Path(record.backing),
+            rbd=rbd,
             profile=record.profile,
             serial=record.name[:20],
             stats=self.store.stats_path(record.name),
@@ -234,6 +259,7 @@ class DeviceManager:
                 self.store.save(record)
                 raise
             record.pid, record.pid_start_time = process.pid, process.start_time
+            record.rbd_client = process.rbd_client
             record.restarts += 1
             record.restart_error = None
             self.store.save(record)
@@ -266,7 +292,11 @@ class DeviceManager:
             process = process_of(record)
             if process is None or record.block_device is None:
                 raise DeviceError("resize device", f"{name} is not running", errno.ESRCH)
-            step(name, "grow backing", backing.grow, Path(record.backing), size)
+            if record.rbd is not None:
+                source = rbd_source.RbdSource.from_json(record.rbd)
+                step(name, "grow RBD image", rbd_source.grow_image, source, size)
+            else:
+                step(name, "grow backing", backing.grow, Path(record.backing), size)
             record.size = size
             self.store.save(record)
             dataplane_process.announce_growth(process)

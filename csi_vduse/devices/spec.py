@@ -18,6 +18,7 @@ from pathlib import Path
 from csi_vduse.dataplane.blk.profile import BlkProfile, ProfileError
 from csi_vduse.dataplane.qos import UNLIMITED, QosLimits
 from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.rbd_source import RbdSource
 from csi_vduse.vduse.control import MAX_BOUNCE_SIZE, MIN_BOUNCE_SIZE
 from csi_vduse.virtio.blk import SECTOR_SIZE
 
@@ -81,11 +82,13 @@ def as_device_error() -> Iterator[None]:
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceSpec:
-    """A request for a device: ``profile`` serves ``backing``, made ``size`` bytes when it
-    is missing (None: it exists, at its own size), within ``limits`` (changed live later)."""
+    """A request for a device: ``profile`` serves ``backing`` (or the RBD image ``rbd``),
+    made ``size`` bytes when it is missing (None: it exists, at its own size), within
+    ``limits`` (changed live later)."""
 
     name: str
-    backing: Path
+    backing: Path | None = None
+    rbd: RbdSource | None = None
     profile: BlkProfile = field(default_factory=lambda: BlkProfile(queues=default_num_queues()))
     size: int | None = None
     bounce_size: int = DEFAULT_BOUNCE_SIZE  # bytes of the kernel's bounce buffer
@@ -93,6 +96,8 @@ class DeviceSpec:
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        if (self.backing is None) == (self.rbd is None):
+            raise DeviceError("validate", "give a backing file or an RBD image", errno.EINVAL)
         if self.size is not None:
             with as_device_error():
                 self.profile.check_capacity(self.size)
@@ -104,3 +109,12 @@ class DeviceSpec:
                 f"{MIN_BOUNCE_SIZE >> 20} MiB to {MAX_BOUNCE_SIZE >> 20} MiB",
                 errno.EINVAL,
             )
+
+    @property
+    def backing_name(self) -> str:
+        """What the device's record names as its backing: a file's absolute path, or
+        rbd:POOL[/NAMESPACE]/IMAGE."""
+        if self.rbd is not None:
+            return self.rbd.name
+        assert self.backing is not None
+        return str(self.backing.absolute())

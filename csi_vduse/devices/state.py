@@ -55,6 +55,10 @@ class DeviceRecord:
     created_backing: bool = False
     restarts: int = 0  # dataplanes that took the device over after one died
     restart_error: str | None = None  # why the last attempt to take it over failed
+    # An RBD image's backing (RbdSource's fields, never a key) and the address of the
+    # client its dataplane holds the image's lock with; None for a file.
+    rbd: dict[str, Any] | None = None
+    rbd_client: str | None = None
 
     def __post_init__(self) -> None:
         self.state = DeviceState(self.state)  # a record read back holds the plain string
@@ -63,6 +67,9 @@ class DeviceRecord:
         """The record as every version writes it: one flat object, the profile's fields
         among the others (its ``queues`` as ``num_queues``)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "profile"}
+        for name in ("rbd", "rbd_client"):  # a file device's record reads as it always did
+            if data[name] is None:
+                del data[name]
         profile = self.profile
         data.update(
             readonly=profile.readonly, num_queues=profile.queues,
