@@ -24,11 +24,13 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE} AS builder
 ARG APT_PROXY=""
 ARG PIP_CERT=""
-# cffi compiles the VDUSE uAPI module against <linux/vduse.h> from linux-libc-dev.
+# cffi compiles the VDUSE uAPI module against <linux/vduse.h> from linux-libc-dev, and the
+# RBD backend against librbd and librados.
 RUN apt-get ${APT_PROXY:+-o Acquire::http::Proxy=$APT_PROXY} update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get ${APT_PROXY:+-o Acquire::http::Proxy=$APT_PROXY} \
       install -y -q --no-install-recommends \
       python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev liburing-dev \
+      librbd-dev librados-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/csi-vduse
 WORKDIR /src
@@ -42,11 +44,11 @@ RUN --mount=type=secret,id=pip-ca \
 FROM ${BASE_IMAGE}
 ARG APT_PROXY=""
 # What the node plugin runs: mkfs/resize/fsck for ext4 and xfs, blkid/findmnt/mount from
-# util-linux and mount, modprobe from kmod.
+# util-linux and mount, modprobe from kmod; librbd for devices on Ceph RBD images.
 RUN apt-get ${APT_PROXY:+-o Acquire::http::Proxy=$APT_PROXY} update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get ${APT_PROXY:+-o Acquire::http::Proxy=$APT_PROXY} \
       install -y -q --no-install-recommends \
-      python3 e2fsprogs xfsprogs util-linux mount kmod \
+      python3 e2fsprogs xfsprogs util-linux mount kmod librbd1 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && useradd --system --uid 65532 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin csi-vduse

@@ -89,7 +89,9 @@ container=$(bah from --pull=never "$image")
 bah run --isolation chroot "$container" -- sh -c '
     for tool in mkfs.ext4 mkfs.xfs blkid mount umount findmnt fsck resize2fs xfs_growfs modprobe; do
         command -v "$tool" >/dev/null || { echo "build-image: $tool missing from the image" >&2; exit 1; }
-    done'
+    done
+    /opt/csi-vduse/bin/python -c "import csi_vduse.dataplane.rbd._rbd" \
+        || { echo "build-image: the RBD backend cannot load librbd" >&2; exit 1; }'
 user=$(bah inspect --format '{{.OCIv1.Config.User}}' "$container")
 echo "build-image: running '${check[*]}' as user $user"
 bah run --isolation chroot "$container" -- "${check[@]}"
