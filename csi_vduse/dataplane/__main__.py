@@ -18,7 +18,7 @@ from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine, QueueBackends
 from csi_vduse.dataplane.inflight_log import InflightLog
 from csi_vduse.dataplane.interface import DataplaneArgs, report_ready
 from csi_vduse.dataplane.pause_channel import PauseChannel
-from csi_vduse.dataplane.sandbox import confine, limit_memory
+from csi_vduse.dataplane.sandbox import DATA_LIMIT, RBD_DATA_LIMIT, confine, limit_memory
 from csi_vduse.dataplane.server import Server
 from csi_vduse.dataplane.stats import StatsFile
 from csi_vduse.dataplane.virtio.session import ResumeError, VduseSession
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             backend.watch_growth()
         except CsiVduseError as exc:
             log.warning("growth of the image is noticed only when the driver says: %s", exc)
-    limit_memory()
+    limit_memory(DATA_LIMIT if isinstance(backend, FileBackend) else RBD_DATA_LIMIT)
     confine(network=not isinstance(backend, FileBackend))
     ready = time.monotonic()
     report_ready(

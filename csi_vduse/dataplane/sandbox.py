@@ -30,6 +30,9 @@ SWITCH = "CSI_VDUSE_DATAPLANE_SECCOMP"  # "off" leaves the process unconfined (d
 # Private memory (heap, thread stacks) a dataplane may hold; the guest's memory it maps is
 # shared and not counted. Measured use is 45-80 MiB with 16 queues.
 DATA_LIMIT = 256 << 20
+# librbd's threads (about fifteen, with glibc's 8 MiB stacks) count too: an RBD dataplane
+# holds about 270 MiB of them before it serves.
+RBD_DATA_LIMIT = 1 << 30
 THREAD_STACK = 1 << 20  # the queue threads run C with small frames; 8 MiB is glibc's default
 UNWINDER = "libgcc_s.so.1"  # what glibc's pthread_exit and pthread_cancel load on first use
 
