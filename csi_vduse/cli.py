@@ -200,6 +200,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="cgroup v2 directory to move dataplanes into, outside this process's cgroup, "
         "so that they outlive its container",
     )
+    serve.add_argument(
+        "--modify-routing",
+        action="store_true",
+        help="route ControllerModifyVolume through PersistentVolumes (needs in-cluster "
+        "config or KUBECONFIG): without --pool-dir, record the change on the volume's PV and "
+        "wait for its node; with one, watch PVs and apply the changes to this pool's volumes",
+    )
+    serve.add_argument(
+        "--modify-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a routed ControllerModifyVolume waits for the node (default 8; never "
+        "past 2 s before the caller's deadline)",
+    )
     serve.add_argument("--log-level", choices=LEVELS, default=None, help="default info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -266,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
                 max_volumes=args.max_volumes,
                 metrics_address=args.metrics_address,
                 dataplane_cgroup=args.dataplane_cgroup,
+                modify_routing=args.modify_routing,
+                **({} if args.modify_timeout is None else {"modify_timeout": args.modify_timeout}),
             )
         )
     if args.command == "demo":

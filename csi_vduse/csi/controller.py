@@ -3,7 +3,8 @@
 Volumes live on the node that serves them, so this service runs next to the Node
 service on every node (external-provisioner in node-deployment mode). Started without a
 pool it is the central instance external-resizer talks to: it can only record an
-expansion and hand the work to NodeExpandVolume.
+expansion and hand the work to NodeExpandVolume, and, given a ``ModifyRouter``, pass a
+ControllerModifyVolume to the volume's node through its PersistentVolume.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from csi_vduse.csi.errors import (
 )
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.modify import VolumeModifier
+from csi_vduse.csi.modify_routing import ModifyRouter
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
 from csi_vduse.devices.manager import DeviceManager
@@ -99,12 +101,14 @@ class ControllerService:
         node_id: str,
         *,
         locks: OperationLocks | None = None,
+        router: ModifyRouter | None = None,
     ) -> None:
         self.pool = pool
         self.devices = devices
         self.node_id = node_id
         self.locks = locks or OperationLocks()
         self.modifier = VolumeModifier(pool, devices, self.locks) if pool is not None else None
+        self.router = router  # without a pool: ControllerModifyVolume goes to the node
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -354,8 +358,10 @@ class ControllerService:
     ) -> pb.ControllerGetCapabilitiesResponse:
         caps = capabilities.controller()
         if self.pool is None:
-            expand = pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME
-            caps = [c for c in caps if c.rpc.type == expand]
+            served = {pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME}
+            if self.router is not None:
+                served.add(pb.ControllerServiceCapability.RPC.Type.MODIFY_VOLUME)
+            caps = [c for c in caps if c.rpc.type in served]
         return pb.ControllerGetCapabilitiesResponse(capabilities=caps)
 
     @rpc
@@ -385,11 +391,15 @@ class ControllerService:
     def ControllerModifyVolume(
         self, request: pb.ControllerModifyVolumeRequest, context: grpc.ServicerContext
     ) -> pb.ControllerModifyVolumeResponse:
-        """Change a volume's I/O limits where its pool is (``VolumeModifier``)."""
+        """Change a volume's I/O limits where its pool is (``VolumeModifier``); the central
+        instance, with routing, has the volume's node do it (``ModifyRouter``)."""
         volume_id = validate.require_id(request.volume_id, "volume_id")
         given = dict(request.mutable_parameters)
         if self.modifier is not None:
             self.modifier.modify(volume_id, given)
+        elif self.router is not None:
+            with self.locks.hold(volume_id):
+                self.router.modify(volume_id, given, time_remaining=context.time_remaining())
         else:
             mutable.check(given)  # the arguments first, then the missing pool
             self._pool()
