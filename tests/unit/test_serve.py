@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from csi_vduse import cli
 from csi_vduse.csi.capabilities import CONTROLLER
 from csi_vduse.csi.proto import pb, stub
 from csi_vduse.csi.server import ServeError, ServeOptions, build, kubernetes_volumes
@@ -225,3 +227,13 @@ def test_modify_routing_without_a_cluster_refuses_to_start(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(ServeError, match=r"--modify-routing.*KUBECONFIG"):
         kubernetes_volumes()
+
+
+def test_modify_timeout_takes_seconds_or_a_sidecars_go_duration() -> None:
+    parser = cli.build_parser()
+    for given, seconds in (("60s", 60.0), ("1m30s", 90.0), ("500ms", 0.5), ("2.5", 2.5)):
+        args = parser.parse_args(["serve", "--modify-routing", "--modify-timeout", given])
+        assert args.modify_routing and args.modify_timeout == seconds
+    for bad in ("", "5 s", "-1", "1m-3s", "inf", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.parse_duration_arg(bad)
