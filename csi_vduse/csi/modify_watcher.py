@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from csi_vduse import logs
 from csi_vduse.csi.errors import Code, status_of
@@ -35,12 +36,16 @@ from csi_vduse.kube.volumes import KubeError, PersistentVolumes, Pv, WatchExpire
 
 log = logging.getLogger(__name__)
 
-RESYNC_SECONDS = 300.0
-WATCH_SECONDS = 60.0
-RETRY_SECONDS = 1.0
-BACKOFF_SECONDS = 1.0
-MAX_BACKOFF_SECONDS = 30.0
 HTTP_NOT_FOUND = 404
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchTimings:
+    resync_seconds: float = 300.0  # list everything again this often
+    watch_seconds: float = 60.0  # one watch request lasts this long
+    retry_seconds: float = 1.0  # a busy volume is tried again after this
+    backoff_seconds: float = 1.0  # after a failed list or watch, doubling...
+    max_backoff_seconds: float = 30.0  # ...up to this
 
 
 class ModifyWatcher:
@@ -51,19 +56,13 @@ class ModifyWatcher:
         *,
         driver_name: str,
         node_id: str,
-        resync_seconds: float = RESYNC_SECONDS,
-        watch_seconds: float = WATCH_SECONDS,
-        retry_seconds: float = RETRY_SECONDS,
-        backoff_seconds: float = BACKOFF_SECONDS,
+        timings: WatchTimings = WatchTimings(),
     ) -> None:
         self.volumes = volumes
         self.modifier = modifier
         self.driver_name = driver_name
         self.node_id = node_id
-        self.resync_seconds = resync_seconds
-        self.watch_seconds = watch_seconds
-        self.retry_seconds = retry_seconds
-        self.backoff_seconds = backoff_seconds
+        self.timings = timings
         self._stopping = threading.Event()
         self._busy: set[str] = set()  # PVs whose volume was busy: tried again soon
         self._thread: threading.Thread | None = None
@@ -91,7 +90,10 @@ class ModifyWatcher:
                 log.info("PersistentVolume watch expired (%s); listing again", exc.message)
             except Exception as exc:
                 failures += 1
-                delay = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2 ** (failures - 1))
+                delay = min(
+                    self.timings.max_backoff_seconds,
+                    self.timings.backoff_seconds * 2 ** (failures - 1),
+                )
                 log.warning(
                     "PersistentVolume list or watch failed (%s); again in %.1f s", exc, delay,
                     exc_info=not hasattr(exc, "step"),
@@ -103,12 +105,13 @@ class ModifyWatcher:
         self._busy.clear()
         for pv in pvs:
             self.reconcile(pv)
-        resync_at = time.monotonic() + self.resync_seconds
+        timings = self.timings
+        resync_at = time.monotonic() + timings.resync_seconds
         while not self._stopping.is_set():
             left = resync_at - time.monotonic()
             if left <= 0:
                 return
-            wait = min(self.retry_seconds if self._busy else self.watch_seconds, left)
+            wait = min(timings.retry_seconds if self._busy else timings.watch_seconds, left)
             for event in self.volumes.watch(version, timeout_seconds=wait):
                 version = event.pv.resource_version or version
                 if event.type == "DELETED":

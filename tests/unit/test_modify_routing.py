@@ -20,7 +20,7 @@ from csi_vduse.csi.errors import RpcError, status_of
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.modify import VolumeModifier
 from csi_vduse.csi.modify_routing import DEADLINE_MARGIN, PV_NAME, ModifyRouter
-from csi_vduse.csi.modify_watcher import ModifyWatcher
+from csi_vduse.csi.modify_watcher import ModifyWatcher, WatchTimings
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.state import StateStore
 from csi_vduse.kube.modify_annotations import (
@@ -42,6 +42,7 @@ DRIVER = "csi.vduse.dev"
 NODE = "node-a"
 MiB = 1 << 20
 PATIENCE = 10.0
+FAST = WatchTimings(watch_seconds=0.2, retry_seconds=0.05, backoff_seconds=0.01)
 METADATA = {  # what external-resizer --extra-modify-metadata adds
     PV_NAME: "pv-1",
     "csi.storage.k8s.io/pvc/name": "data",
@@ -75,8 +76,7 @@ class Node:
     def watcher(self, api: FakePersistentVolumes, node_id: str = NODE) -> ModifyWatcher:
         return ModifyWatcher(
             api, VolumeModifier(self.pool, self.devices, self.locks),
-            driver_name=DRIVER, node_id=node_id,
-            watch_seconds=0.2, retry_seconds=0.05, backoff_seconds=0.01,
+            driver_name=DRIVER, node_id=node_id, timings=FAST,
         )  # fmt: skip
 
 
