@@ -61,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path != PREFIX:
             pv = self.api.get(url.path.removeprefix(PREFIX + "/"))
             self._send(*(200, pv_json(pv)) if pv else (404, status(404, "not found")))
-        elif query.get("watch") != "true":
+        elif query.get("watch", "").lower() not in ("true", "1"):  # Go ParseBool
             items, version = self.api.list()
             listed = {"kind": "PersistentVolumeList", "metadata": {"resourceVersion": version},
                       "items": [pv_json(pv) for pv in items]}  # fmt: skip
