@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -218,8 +219,43 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="cgroup v2 directory to move dataplanes into, outside this process's cgroup, "
         "so that they outlive its container",
     )
+    serve.add_argument(
+        "--modify-routing",
+        action="store_true",
+        help="route ControllerModifyVolume through PersistentVolumes (needs in-cluster "
+        "config or KUBECONFIG): without --pool-dir, record the change on the volume's PV and "
+        "wait for its node; with one, watch PVs and apply the changes to this pool's volumes",
+    )
+    serve.add_argument(
+        "--modify-timeout",
+        type=parse_duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="how long a routed ControllerModifyVolume waits for the node: seconds or a Go "
+        "duration as the sidecars' --timeout (60s, 1m30s); default 8 s, and never past 2 s "
+        "before the caller's deadline",
+    )
     serve.add_argument("--log-level", choices=LEVELS, default=None, help="default info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration_arg(text: str) -> float:
+    """Seconds from a plain number or a Go duration (``55s``, ``1m30s``, ``500ms``), so a
+    chart can pass a sidecar's --timeout as it is."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(number + unit for number, unit in parts) != text:
+            raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
+        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r}")
+    return seconds
 
 
 def parse_size_arg(text: str) -> int:
@@ -292,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
                 max_volumes=args.max_volumes,
                 metrics_address=args.metrics_address,
                 dataplane_cgroup=args.dataplane_cgroup,
+                modify_routing=args.modify_routing,
+                **({} if args.modify_timeout is None else {"modify_timeout": args.modify_timeout}),
             )
         )
     if args.command == "demo":

@@ -3,7 +3,8 @@
 Volumes live on the node that serves them, so this service runs next to the Node
 service on every node (external-provisioner in node-deployment mode). Started without a
 pool it is the central instance external-resizer talks to: it can only record an
-expansion and hand the work to NodeExpandVolume.
+expansion and hand the work to NodeExpandVolume, and, given a ``ModifyRouter``, pass a
+ControllerModifyVolume to the volume's node through its PersistentVolume.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from csi_vduse.csi.errors import (
     unimplemented,
 )
 from csi_vduse.csi.locks import OperationLocks
+from csi_vduse.csi.modify import VolumeModifier
+from csi_vduse.csi.modify_routing import ModifyRouter
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
 from csi_vduse.devices.manager import DeviceManager
@@ -91,11 +94,21 @@ def _fits(capacity: int, capacity_range: pb.CapacityRange | None) -> bool:
 
 
 class ControllerService:
-    def __init__(self, pool: Pool | None, devices: DeviceManager, node_id: str) -> None:
+    def __init__(
+        self,
+        pool: Pool | None,
+        devices: DeviceManager,
+        node_id: str,
+        *,
+        locks: OperationLocks | None = None,
+        router: ModifyRouter | None = None,
+    ) -> None:
         self.pool = pool
         self.devices = devices
         self.node_id = node_id
-        self.locks = OperationLocks()
+        self.locks = locks or OperationLocks()
+        self.modifier = VolumeModifier(pool, devices, self.locks) if pool is not None else None
+        self.router = router  # without a pool: ControllerModifyVolume goes to the node
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -345,8 +358,10 @@ class ControllerService:
     ) -> pb.ControllerGetCapabilitiesResponse:
         caps = capabilities.controller()
         if self.pool is None:
-            expand = pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME
-            caps = [c for c in caps if c.rpc.type == expand]
+            served = {pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME}
+            if self.router is not None:
+                served.add(pb.ControllerServiceCapability.RPC.Type.MODIFY_VOLUME)
+            caps = [c for c in caps if c.rpc.type in served]
         return pb.ControllerGetCapabilitiesResponse(capabilities=caps)
 
     @rpc
@@ -376,28 +391,18 @@ class ControllerService:
     def ControllerModifyVolume(
         self, request: pb.ControllerModifyVolumeRequest, context: grpc.ServicerContext
     ) -> pb.ControllerModifyVolumeResponse:
-        """Change a volume's I/O limits: in its pool record first, then live on its device
-        when it is staged here (a node that stages it later reads the record)."""
+        """Change a volume's I/O limits where its pool is (``VolumeModifier``); the central
+        instance, with routing, has the volume's node do it (``ModifyRouter``)."""
         volume_id = validate.require_id(request.volume_id, "volume_id")
-        changes = mutable.check(dict(request.mutable_parameters))
-        pool = self._pool()
-        with self.locks.hold(volume_id):
-            record = pool.volume(volume_id)
-            if record is None:
-                raise not_found(f"volume {volume_id} does not exist")
-            if not changes:  # keys left out change nothing, so none changes nothing
-                return pb.ControllerModifyVolumeResponse()
-            wanted = mutable.merged(record.mutable_parameters, changes=changes)
-            limits = mutable.limits(wanted)
-            pool.set_mutable_parameters(volume_id, wanted)
-            # Applied again on a retry, so a failure here (after the record) converges.
-            live = self.devices.set_limits(volume_id, limits)
-        log.info(
-            "volume %s: mutable parameters now %s%s",
-            volume_id,
-            wanted,
-            " (applied to its device)" if live else "",
-        )
+        given = dict(request.mutable_parameters)
+        if self.modifier is not None:
+            self.modifier.modify(volume_id, given)
+        elif self.router is not None:
+            with self.locks.hold(volume_id):
+                self.router.modify(volume_id, given, time_remaining=context.time_remaining())
+        else:
+            mutable.check(given)  # the arguments first, then the missing pool
+            self._pool()
         return pb.ControllerModifyVolumeResponse()
 
     # -- snapshots ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import grpc
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.pausing import PauseError
 from csi_vduse.errors import CsiVduseError
+from csi_vduse.kube.volumes import KubeError
 from csi_vduse.mounts.errors import MountError
 from csi_vduse.pool.errors import PoolError
 from csi_vduse.volumes.errors import VolumeError
@@ -64,6 +65,19 @@ _VOLUME_CODES = {
     errno.EINVAL: Code.INVALID_ARGUMENT,
     errno.ENOSPC: Code.RESOURCE_EXHAUSTED,  # the node's volume limit
 }
+# HTTP statuses of the Kubernetes API (None: it did not answer).
+_KUBE_CODES: dict[int | None, grpc.StatusCode] = {
+    None: Code.UNAVAILABLE,
+    401: Code.FAILED_PRECONDITION,  # the driver's own credentials or RBAC
+    403: Code.FAILED_PRECONDITION,
+    404: Code.NOT_FOUND,
+    409: Code.ABORTED,  # changed meanwhile: the CO retries
+    429: Code.UNAVAILABLE,
+    500: Code.UNAVAILABLE,
+    502: Code.UNAVAILABLE,
+    503: Code.UNAVAILABLE,
+    504: Code.UNAVAILABLE,
+}
 _MOUNT_CODES = {
     errno.EEXIST: Code.FAILED_PRECONDITION,  # data of another kind on the volume
     errno.ENOTDIR: Code.INVALID_ARGUMENT,
@@ -79,6 +93,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         # The volumes could not be paused together, or not for as long as their copies
         # took; nothing was kept, and another try may fare better.
         return Code.UNAVAILABLE, f"{exc.step}: {exc.message}"
+    if isinstance(exc, KubeError):
+        return _KUBE_CODES.get(exc.status, Code.INTERNAL), f"{exc.step}: {exc.message}"
     if isinstance(exc, PoolError):
         table = _POOL_CODES
     elif isinstance(exc, DeviceError):

@@ -2,7 +2,10 @@
 
 ``build`` only assembles the services over one pool, one device manager and one volume
 store per state directory; ``serve`` then recovers what a previous run left unfinished,
-starts the supervisor on the same device manager, and serves.
+starts the supervisor on the same device manager, and serves. With ``--modify-routing``
+a ControllerModifyVolume reaches the node that holds the volume through its
+PersistentVolume: the central instance routes it (``modify_routing``), a node plugin
+watches for it (``modify_watcher``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from types import FrameType
 import grpc
 
 from csi_vduse import metrics
+from csi_vduse.csi.capabilities import TOPOLOGY_KEY
 from csi_vduse.csi.controller import ControllerService
 from csi_vduse.csi.group_controller import GroupControllerService
 from csi_vduse.csi.identity import IdentityService
+from csi_vduse.csi.locks import OperationLocks
+from csi_vduse.csi.modify import VolumeModifier
+from csi_vduse.csi.modify_routing import DEFAULT_TIMEOUT, ModifyRouter
+from csi_vduse.csi.modify_watcher import ModifyWatcher
 from csi_vduse.csi.node import NodeService
 from csi_vduse.csi.proto import register
 from csi_vduse.devices import dataplane_process, launcher
@@ -31,6 +39,7 @@ from csi_vduse.devices.manager import DeviceManager, vdpa_problem
 from csi_vduse.devices.state import StateStore
 from csi_vduse.devices.supervisor import Supervisor
 from csi_vduse.errors import CsiVduseError
+from csi_vduse.kube.volumes import PersistentVolumes
 from csi_vduse.pool.groups import GroupSnapshots
 from csi_vduse.pool.store import Pool
 from csi_vduse.volumes.lifecycle import NodeVolumes
@@ -58,6 +67,8 @@ class ServeOptions:
     max_volumes: int = 0
     metrics_address: str | None = None
     dataplane_cgroup: Path | None = None
+    modify_routing: bool = False
+    modify_timeout: float = DEFAULT_TIMEOUT
 
 
 def socket_path(endpoint: str) -> Path:
@@ -81,13 +92,14 @@ def node_readiness() -> str | None:
     return vdpa_problem()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Plugin:
     """The gRPC server with the services it serves, not started yet."""
 
     server: grpc.Server
     devices: DeviceManager  # the one for the state directory
     volumes: NodeVolumes | None  # None: no pool, so no Node service
+    watcher: ModifyWatcher | None = None  # a node plugin with --modify-routing
 
     def recover(self) -> None:
         """Finish or undo what a driver that died mid-call left, before serving again."""
@@ -95,14 +107,32 @@ class Plugin:
             self.volumes.recover()
 
 
-def build(options: ServeOptions, launcher: Launcher | None = None) -> Plugin:
-    """Assemble the services; nothing on the node is touched."""
+def kubernetes_volumes() -> PersistentVolumes:
+    """The cluster's PersistentVolumes (in-cluster config, else KUBECONFIG), or ServeError."""
+    from csi_vduse.kube import client  # noqa: PLC0415  (the kubernetes package is slow to load)
+
+    try:
+        return client.connect(topology_key=TOPOLOGY_KEY)
+    except CsiVduseError as exc:
+        raise ServeError("--modify-routing", f"{exc.step}: {exc.message}") from exc
+
+
+def build(
+    options: ServeOptions,
+    launcher: Launcher | None = None,
+    *,
+    kube: PersistentVolumes | None = None,
+) -> Plugin:
+    """Assemble the services; nothing on the node is touched. ``kube`` is the API that
+    ``--modify-routing`` uses (by default the cluster's, see ``kubernetes_volumes``)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     pool = Pool(options.pool_dir) if options.pool_dir is not None else None
     devices = DeviceManager(
         StateStore(options.state_dir), dataplane_cgroup=options.dataplane_cgroup,
         launcher=launcher,
     )  # fmt: skip
+    routed = (kube or kubernetes_volumes()) if options.modify_routing else None
+    locks = OperationLocks()  # one per volume, whichever way a call arrives
     identity = IdentityService(
         options.driver_name,
         controller=options.controller,
@@ -111,18 +141,27 @@ def build(options: ServeOptions, launcher: Launcher | None = None) -> Plugin:
     )
     register(server, "Identity", identity)
     if options.controller:
-        controller = ControllerService(pool, devices, options.node_id)
+        router = None
+        if routed is not None and pool is None:
+            router = ModifyRouter(routed, options.driver_name, timeout=options.modify_timeout)
+        controller = ControllerService(pool, devices, options.node_id, locks=locks, router=router)
         register(server, "Controller", controller)
         if pool is not None:
-            groups = GroupControllerService(GroupSnapshots(pool), devices, locks=controller.locks)
+            groups = GroupControllerService(GroupSnapshots(pool), devices, locks=locks)
             register(server, "GroupController", groups)
     volumes = None
+    watcher = None
     if pool is not None:
         volumes = NodeVolumes(
             pool, devices, NodeVolumeStore(options.state_dir), max_volumes=options.max_volumes
         )
         register(server, "Node", NodeService(volumes, options.node_id, options.max_volumes))
-    return Plugin(server, devices, volumes)
+        if routed is not None:
+            watcher = ModifyWatcher(
+                routed, VolumeModifier(pool, devices, locks),
+                driver_name=options.driver_name, node_id=options.node_id,
+            )  # fmt: skip
+    return Plugin(server=server, devices=devices, volumes=volumes, watcher=watcher)
 
 
 def _bind(server: grpc.Server, path: Path) -> None:
@@ -168,14 +207,16 @@ def serve(options: ServeOptions) -> int:
         log.info("metrics on http://%s/metrics", options.metrics_address)
     # Dataplanes outlive this process; whoever serves the node keeps them running.
     supervisor = Supervisor(plugin.devices).start() if plugin.volumes is not None else None
+    watcher = plugin.watcher.start() if plugin.watcher is not None else None
     _bind(server, path)
     log.info(
-        "serving %s on %s (node %s; identity%s%s)",
+        "serving %s on %s (node %s; identity%s%s%s)",
         options.driver_name,
         path,
         options.node_id,
         ", controller" if options.controller else "",
         ", node" if options.pool_dir is not None else "",
+        "; modify requests routed through PersistentVolumes" if options.modify_routing else "",
     )
     stopping = threading.Event()
 
@@ -188,6 +229,8 @@ def serve(options: ServeOptions) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     stopping.wait()
+    if watcher is not None:
+        watcher.stop()
     server.stop(GRACE_SECONDS).wait()
     if supervisor is not None:
         supervisor.stop()

@@ -122,7 +122,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
     },
     "no-classes": {"storageClasses": [], "volumeSnapshotClass": {"enabled": False}},
-    "attributes-classes": {"volumeAttributesClasses": {"enabled": True}},
+    "attributes-classes": {
+        "volumeAttributesClasses": {"enabled": True},
+        "sidecars": {"resizer": {"timeout": "2m"}},  # the central driver waits as long
+    },
     "group-snapshots": {
         "snapshots": {"groupSnapshots": {"enabled": True}},
         "volumeGroupSnapshotClass": {

@@ -1,6 +1,7 @@
 """Each pod's ServiceAccount holds exactly the permissions its containers use: the union of
 what each sidecar needs (after the sidecars' upstream RBAC, in the mode the chart runs them),
-nothing for the driver itself, and nothing else."""
+for the driver itself only what routing ControllerModifyVolume needs when it is on, and
+nothing else."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.chart.chart import (
     Obj,
     containers,
     feature_gates,
+    flags,
     pod_spec,
     render,
     workloads,
@@ -105,6 +107,10 @@ RESIZER = (
     | grant("cluster", "storage.k8s.io", ("volumeattributesclasses",), READ)
     | grant(NAMESPACE, "coordination.k8s.io", ("leases",), LEASES)
 )
+# csi-vduse serve --modify-routing: the central one reads a PV and writes the change on it;
+# a node plugin watches PVs and answers on them.
+CENTRAL_ROUTING = grant("cluster", "", ("persistentvolumes",), ("get", "patch"))
+NODE_ROUTING = grant("cluster", "", ("persistentvolumes",), ("get", "list", "watch", "patch"))
 NEEDS: dict[str, set[Permission]] = {
     "csi-vduse": set(),
     "node-driver-registrar": set(),
@@ -160,6 +166,9 @@ def granted(manifest: Manifest, service_account: str, namespace: str) -> set[Per
 def needs(name: str, container_: Obj) -> set[Permission]:
     """What one container uses, given the features its arguments turn on."""
     needed = set(NEEDS[name])
+    args = flags(container_)
+    if name == "csi-vduse" and "modify-routing" in args:
+        needed |= NODE_ROUTING if "pool-dir" in args else CENTRAL_ROUTING
     # csi-snapshotter v8.7 watches group snapshots unless its gate is turned off.
     if name == "csi-snapshotter" and "CSIVolumeGroupSnapshot=false" not in feature_gates(
         container_
@@ -206,6 +215,28 @@ def test_group_snapshot_permissions_go_with_the_snapshotter() -> None:
     manifest = render({"snapshots": {"enabled": False, "groupSnapshots": {"enabled": True}}})
     account = pod_spec(manifest.node)["serviceAccountName"]
     assert granted(manifest, account, NAMESPACE) == PROVISIONER
+
+
+def test_the_driver_gets_its_own_pv_permissions_only_when_it_routes_modifies() -> None:
+    def driver_roles(manifest: Manifest) -> dict[str, set[Permission]]:
+        roles = {}
+        for role in manifest.of_kind("ClusterRole"):
+            if role["metadata"]["name"].endswith("-driver"):
+                component = role["metadata"]["labels"]["app.kubernetes.io/component"]
+                roles[component] = {
+                    ("cluster", group, resource, verb)
+                    for rule in role["rules"]
+                    for group in rule["apiGroups"]
+                    for resource in rule["resources"]
+                    for verb in rule["verbs"]
+                }
+        return roles
+
+    assert driver_roles(rendered("defaults")) == {}
+    assert driver_roles(rendered("attributes-classes")) == {
+        "node": NODE_ROUTING,
+        "controller": CENTRAL_ROUTING,
+    }
 
 
 def test_an_extra_permission_is_caught() -> None:

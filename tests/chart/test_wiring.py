@@ -47,6 +47,8 @@ SERVE_FLAGS = {
     "metrics-address": True,
     "max-volumes": True,
     "dataplane-cgroup": True,
+    "modify-routing": False,
+    "modify-timeout": True,
 }
 SIDECARS = ("node-driver-registrar", "liveness-probe", "csi-provisioner", "csi-snapshotter")
 
@@ -196,14 +198,42 @@ def check_node_mode_sidecars(workload: Obj) -> None:
 def check_feature_gates(workload: Obj, attributes_classes: bool, group_snapshots: bool) -> None:
     """Each sidecar gets one --feature-gates (flags() refuses a second) naming exactly the
     gates the values turned on."""
-    provisioner = feature_gates(container(workload, "csi-provisioner"))
-    expected = ["Topology=true"] + (["VolumeAttributesClass=true"] if attributes_classes else [])
-    assert provisioner == expected, f"csi-provisioner --feature-gates={','.join(provisioner)}"
     sidecars = containers(workload)
+    if "csi-provisioner" in sidecars:
+        provisioner = feature_gates(sidecars["csi-provisioner"])
+        expected = ["Topology=true"] + (
+            ["VolumeAttributesClass=true"] if attributes_classes else []
+        )
+        assert provisioner == expected, f"csi-provisioner --feature-gates={','.join(provisioner)}"
     if "csi-snapshotter" in sidecars:
         snapshotter = feature_gates(sidecars["csi-snapshotter"])
         expected = ["CSIVolumeGroupSnapshot=true"] if group_snapshots else []
         assert snapshotter == expected, f"csi-snapshotter --feature-gates={','.join(snapshotter)}"
+    if "csi-resizer" in sidecars:
+        resizer = feature_gates(sidecars["csi-resizer"])
+        expected = ["VolumeAttributesClass=true"] if attributes_classes else []
+        assert resizer == expected, f"csi-resizer --feature-gates={','.join(resizer)}"
+
+
+def check_modify_routing(manifest: Manifest, attributes_classes: bool) -> None:
+    """A class changed on a bound claim reaches the node: the resizer passes the PV's name,
+    both drivers route (the central one waiting as long as the resizer waits for it), or
+    none of it."""
+    node, controller = manifest.node, manifest.controller
+    for workload in (node, controller):
+        routing = "modify-routing" in flags(container(workload, "csi-vduse"))
+        assert routing == attributes_classes, f"{workload['kind']} --modify-routing={routing}"
+    resizer = flags(container(controller, "csi-resizer"))
+    assert ("extra-modify-metadata" in resizer) == attributes_classes, "--extra-modify-metadata"
+    central = flags(container(controller, "csi-vduse"))
+    assert "modify-timeout" not in flags(container(node, "csi-vduse"))
+    if attributes_classes:
+        assert seconds(central["modify-timeout"]) == seconds(resizer["timeout"]), (
+            f"--modify-timeout={central['modify-timeout']}, the resizer's --timeout is "
+            f"{resizer['timeout']}"
+        )
+    else:
+        assert "modify-timeout" not in central
 
 
 def seconds(duration: str) -> float:
@@ -276,9 +306,11 @@ def check_all(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
     check_propagation(manifest, kubelet_dir)
     check_state_and_pool(node, scenario_values["stateDir"], scenario_values["poolDir"])
     check_node_mode_sidecars(node)
-    check_feature_gates(
-        node, scenario_values["attributesClasses"], scenario_values["groupSnapshots"]
-    )
+    for workload in (node, controller):
+        check_feature_gates(
+            workload, scenario_values["attributesClasses"], scenario_values["groupSnapshots"]
+        )
+    check_modify_routing(manifest, scenario_values["attributesClasses"])
     check_health_and_metrics(node, manifest)
     check_controller(controller)
     check_driver_name(manifest, scenario_values["driverName"])
@@ -333,17 +365,23 @@ def test_opt_in_features_add_nothing_by_default() -> None:
     assert flags(container(manifest.node, "csi-provisioner"))["feature-gates"] == "Topology=true"
     assert "feature-gates" not in flags(container(manifest.node, "csi-snapshotter"))
     assert manifest.of_kind("VolumeGroupSnapshotClass") == []
-    # The central resizer is not pointed at ModifyVolume: its controller cannot serve it.
-    assert "feature-gates" not in flags(container(manifest.controller, "csi-resizer"))
+    resizer = flags(container(manifest.controller, "csi-resizer"))
+    assert "feature-gates" not in resizer and "extra-modify-metadata" not in resizer
+    for workload in (manifest.node, manifest.controller):
+        assert "modify-routing" not in flags(container(workload, "csi-vduse"))
 
 
-def test_attributes_classes_join_the_provisioners_one_feature_gates_flag() -> None:
-    provisioner = container(rendered("attributes-classes").node, "csi-provisioner")
+def test_attributes_classes_gate_both_sidecars_and_route_modifies_to_the_node() -> None:
+    manifest = rendered("attributes-classes")
+    provisioner = container(manifest.node, "csi-provisioner")
     gates = [arg for arg in provisioner["args"] if arg.startswith("--feature-gates")]
     assert gates == ["--feature-gates=Topology=true,VolumeAttributesClass=true"]
-    assert "feature-gates" not in flags(
-        container(rendered("attributes-classes").controller, "csi-resizer")
+    resizer = container(manifest.controller, "csi-resizer")
+    assert {"--extra-modify-metadata", "--feature-gates=VolumeAttributesClass=true"} <= set(
+        resizer["args"]
     )
+    assert "--modify-timeout=2m" in container(manifest.controller, "csi-vduse")["args"]
+    assert "--modify-routing" in container(manifest.node, "csi-vduse")["args"]
 
 
 def test_group_snapshots_gate_the_snapshotter_and_make_the_class() -> None:
@@ -468,6 +506,22 @@ def test_a_gate_the_values_did_not_ask_for_is_caught() -> None:
     )
     with pytest.raises(AssertionError, match="csi-snapshotter --feature-gates"):
         check_feature_gates(manifest.node, attributes_classes=False, group_snapshots=False)
+
+
+def test_a_resizer_that_does_not_name_the_pv_is_caught() -> None:
+    manifest = rendered("attributes-classes").copy()
+    resizer = container(manifest.controller, "csi-resizer")
+    resizer["args"].remove("--extra-modify-metadata")
+    with pytest.raises(AssertionError, match="--extra-modify-metadata"):
+        check_modify_routing(manifest, attributes_classes=True)
+
+
+def test_a_central_wait_longer_than_the_resizers_is_caught() -> None:
+    manifest = rendered("attributes-classes").copy()
+    args = container(manifest.controller, "csi-vduse")["args"]
+    args[:] = [arg.replace("--modify-timeout=2m", "--modify-timeout=5m") for arg in args]
+    with pytest.raises(AssertionError, match="the resizer's --timeout"):
+        check_modify_routing(manifest, attributes_classes=True)
 
 
 def test_a_kubelet_probe_shorter_than_the_sidecars_is_caught() -> None:

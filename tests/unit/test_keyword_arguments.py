@@ -41,6 +41,7 @@ ORDERED_PAIRS = {
     "devices/steps.py:as_step",  # (device name, step)
     "devices/steps.py:step",
     "errors.py:__init__",  # (step, message, errno) at every raise
+    "kube/volumes.py:__init__",  # (step, message, status), as CsiVduseError
     "mounts/filesystem.py:grow",  # (device, mount point)
     "mounts/mounter.py:mount_filesystem",  # (device, target), as mount(8) takes them
     "mounts/mounter.py:bind",  # (source, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -12,14 +13,20 @@ from pathlib import Path
 import grpc
 import pytest
 
+from csi_vduse import cli
 from csi_vduse.csi.capabilities import CONTROLLER
-from csi_vduse.csi.proto import pb
-from csi_vduse.csi.server import ServeOptions, build
+from csi_vduse.csi.proto import pb, stub
+from csi_vduse.csi.server import ServeError, ServeOptions, build, kubernetes_volumes
+from csi_vduse.kube.modify_annotations import result_of
+from csi_vduse.kube.volumes import Pv
 from csi_vduse.pool import ids
+from csi_vduse.pool.store import Pool
 from csi_vduse.volumes.records import NodeVolume, NodeVolumeStore
 from tests.driver import Driver, mount_capability
+from tests.unit.fake_kube import FakePersistentVolumes
 
 Expand = pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME
+Modify = pb.ControllerServiceCapability.RPC.Type.MODIFY_VOLUME
 
 
 @pytest.fixture
@@ -84,8 +91,8 @@ def test_central_controller_without_pool_only_records_expansions(tmp_path: Path)
                 pb.CreateVolumeRequest(name="x", volume_capabilities=[mount_capability()])
             )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        # It does not advertise MODIFY_VOLUME: bad input is still refused as such, the
-        # rest is the nodes' (routing a modify to its node comes later).
+        # Without --modify-routing it does not advertise MODIFY_VOLUME: bad input is still
+        # refused as such, the rest is the nodes'.
         modify = central.controller_stub.ControllerModifyVolume
         for request, code in (
             (
@@ -167,3 +174,66 @@ def test_build_assembles_one_device_manager_and_leaves_recovery_to_the_caller(
         assert [v.volume_id for v in store.records()] == [volume_id]  # build touched nothing
     finally:
         plugin.server.stop(None)
+
+
+def test_modify_routing_takes_a_class_change_from_the_central_controller_to_the_node(
+    tmp_path: Path,
+) -> None:
+    """Both plugins as ``serve --modify-routing`` builds them, one cluster between them."""
+    api = FakePersistentVolumes()
+
+    def options(node_id: str, pool_dir: Path | None) -> ServeOptions:
+        return ServeOptions(
+            endpoint=f"unix://{tmp_path}/{node_id}.sock", node_id=node_id,
+            state_dir=tmp_path / node_id, pool_dir=pool_dir, controller=True,
+            driver_name="csi.vduse.dev", modify_routing=True,
+        )  # fmt: skip
+
+    central = build(options("central", None), kube=api)
+    node = build(options("node-1", tmp_path / "pool"), kube=api)
+    assert central.watcher is None and node.watcher is not None
+    volume_id = Pool(tmp_path / "pool").create_volume("pvc-1", 1 << 20, {}).volume_id
+    api.put(Pv(name="pv-1", driver="csi.vduse.dev", volume_handle=volume_id,
+               nodes=frozenset({"node-1"})))  # fmt: skip
+    central.server.add_insecure_port(f"unix://{tmp_path}/central.sock")
+    central.server.start()
+    node.watcher.start()
+    try:
+        with grpc.insecure_channel(f"unix://{tmp_path}/central.sock") as channel:
+            controller = stub(channel, "Controller")
+            caps = controller.ControllerGetCapabilities(pb.ControllerGetCapabilitiesRequest())
+            assert [c.rpc.type for c in caps.capabilities] == [Expand, Modify]
+            controller.ControllerModifyVolume(
+                pb.ControllerModifyVolumeRequest(
+                    volume_id=volume_id,
+                    mutable_parameters={"maxIops": "50", "csi.storage.k8s.io/pv/name": "pv-1"},
+                ),
+                timeout=30,
+            )
+    finally:
+        node.watcher.stop()
+        central.server.stop(None)
+        node.server.stop(None)
+    record = Pool(tmp_path / "pool").volume(volume_id)
+    assert record is not None and record.mutable_parameters == {"maxIops": "50"}
+    answer = result_of(api.annotations("pv-1"))
+    assert answer is not None and answer.ok and answer.node == "node-1"
+
+
+def test_modify_routing_without_a_cluster_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(ServeError, match=r"--modify-routing.*KUBECONFIG"):
+        kubernetes_volumes()
+
+
+def test_modify_timeout_takes_seconds_or_a_sidecars_go_duration() -> None:
+    parser = cli.build_parser()
+    for given, seconds in (("60s", 60.0), ("1m30s", 90.0), ("500ms", 0.5), ("2.5", 2.5)):
+        args = parser.parse_args(["serve", "--modify-routing", "--modify-timeout", given])
+        assert args.modify_routing and args.modify_timeout == seconds
+    for bad in ("", "5 s", "-1", "1m-3s", "inf", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.parse_duration_arg(bad)

@@ -69,6 +69,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --controller
 - --log-level={{ .Values.logLevel }}
 - --log-format={{ .Values.logFormat }}
+{{- if .Values.volumeAttributesClasses.enabled }}
+- --modify-routing
+{{- end }}
 {{- end }}
 
 {{/* NODE_NAME from the downward API: the CSI node id and the sidecars' node. */}}
