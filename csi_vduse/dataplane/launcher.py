@@ -41,9 +41,19 @@ MAX_MESSAGE = 1 << 16
 COMM = "dp-launcher"  # /proc/PID/comm of the launcher; its children take interface.CHILD_COMM
 
 
+def preload_rbd() -> None:
+    """Import what an RBD dataplane needs too (librbd with it), so its takeover does not
+    wait for them; a node without librbd serves files all the same."""
+    try:
+        import csi_vduse.dataplane.rbd.queues  # noqa: F401, PLC0415
+    except ImportError as exc:
+        log.info("RBD dataplanes will load librbd themselves: %s", exc)
+
+
 def serve(control: socket.socket, entry: Entry = dataplane_main) -> int:
     """Answer launch requests on ``control`` until it closes; the exit status."""
     _name_process(COMM)
+    preload_rbd()
     children: dict[int, int] = {}  # pidfd -> pid
     _send(control, {"protocol": interface.PROTOCOL_VERSION, "ready": True, "pid": os.getpid()})
     while True:
