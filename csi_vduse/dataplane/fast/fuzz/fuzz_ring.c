@@ -381,7 +381,7 @@ static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
     case 5: {
         uint64_t offset = take_le(r, 4);
         size_t n = (size_t)take_le(r, 2);
-        if (kind % 7 == 5) {
+        if (kind % 9 == 5) {
             uint8_t byte = (uint8_t)take_le(r, 1);
             write_guest(offset, &byte, n, 1);
         } else {
@@ -393,7 +393,7 @@ static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
     case 1:
     case 2:
         if ((*passes)++ < MAX_PASSES)
-            serve(r, kind % 7 == 1 ? MAX_TRIPS : 1);
+            serve(r, kind % 9 == 1 ? MAX_TRIPS : 1);
         break;
     case 3: {
         uint64_t start = take_le(r, 4), len = take_le(r, 4);
