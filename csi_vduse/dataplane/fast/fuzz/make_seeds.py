@@ -36,6 +36,7 @@ WRITE, SERVE, STEP, INVALIDATE, CAPACITY, FILL, DISK, CLOCK, LIMITS = range(9)
 ENGINES = {"none": 0, "threads": 1, "io_uring": 2, "queue-all": 3}
 THRESHOLDS = {"default": 0, "all": 1, "reads": 2, "writes": 3}
 BAD_SIZES = [2048, 32768, 3, 1000, 1025]
+MAX_OPS = 64  # fuzz_ring.c reads no more operations than this
 MAX = 2**64 - 1  # a limit beyond qos.MAX_RATE or MAX_BURST_MS
 RATES = [0, 1, 1000, MAX]  # what fuzz_ring.c's QoS limits code chooses from
 BURSTS = [0, 1000, 3_600_000, MAX]
@@ -79,6 +80,14 @@ class Guest:
     limits: int | None = None  # a QoS page with these limits (limits_code), on a fake clock
     qos_bad_magic: bool = False
     ops: bytearray = field(default_factory=bytearray)
+    nops: int = 0
+    # While the last operation is a WRITE: where it starts in ops, where it ends in memory.
+    last_write: tuple[int, int] | None = None
+
+    def op(self, raw: bytes) -> None:
+        self.ops += raw
+        self.nops += 1
+        self.last_write = None
 
     def header(self) -> bytes:
         bad = self.size in BAD_SIZES
@@ -112,31 +121,43 @@ class Guest:
             return
         for at in range(0, len(data), 0xFFFF):
             chunk = data[at : at + 0xFFFF]
-            self.ops += struct.pack("<BIH", WRITE, self.offset(iova + at), len(chunk)) + chunk
+            offset = self.offset(iova + at)
+            if self.last_write and self.last_write[1] == offset:
+                # Right after the last WRITE: one operation for both, as MAX_OPS counts them.
+                start = self.last_write[0]
+                (size,) = struct.unpack_from("<H", self.ops, start + 5)
+                if size + len(chunk) <= 0xFFFF:
+                    struct.pack_into("<H", self.ops, start + 5, size + len(chunk))
+                    self.ops += chunk
+                    self.last_write = (start, offset + len(chunk))
+                    continue
+            start = len(self.ops)
+            self.op(struct.pack("<BIH", WRITE, offset, len(chunk)) + chunk)
+            self.last_write = (start, offset + len(chunk))
 
     def fill(self, iova: int, length: int, *, byte: int) -> None:
-        self.ops += struct.pack("<BIHB", FILL, self.offset(iova), length, byte)
+        self.op(struct.pack("<BIHB", FILL, self.offset(iova), length, byte))
 
     def disk(self, offset: int, data: bytes) -> None:
-        self.ops += struct.pack("<BIH", DISK, offset, len(data)) + data
+        self.op(struct.pack("<BIH", DISK, offset, len(data)) + data)
 
     def serve(self) -> None:
-        self.ops.append(SERVE)
+        self.op(bytes([SERVE]))
 
     def step(self) -> None:
-        self.ops.append(STEP)
+        self.op(bytes([STEP]))
 
     def invalidate(self, iova: int, length: int) -> None:
-        self.ops += struct.pack("<BII", INVALIDATE, iova, length)
+        self.op(struct.pack("<BII", INVALIDATE, iova, length))
 
     def capacity(self, sectors: int) -> None:
-        self.ops += struct.pack("<BH", CAPACITY, sectors)
+        self.op(struct.pack("<BH", CAPACITY, sectors))
 
     def clock(self, us: int) -> None:
-        self.ops += struct.pack("<BI", CLOCK, us)
+        self.op(struct.pack("<BI", CLOCK, us))
 
     def set_limits(self, code: int, *, torn: bool = False) -> None:
-        self.ops += struct.pack("<BBB", LIMITS, code, torn)
+        self.op(struct.pack("<BBB", LIMITS, code, torn))
 
     def memory(self, length: int) -> bytes:
         """The first `length` bytes of guest memory after this input's WRITE and FILL ops."""
@@ -231,9 +252,13 @@ class Split:
             self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         self.guest.write(self.avail + 2, struct.pack("<H", self.avail_idx))
 
-    def request(self, kind: int, *, indirect: bool = False, **kw: int | bytes) -> int:
+    def prepare(self, kind: int, *, indirect: bool = False, **kw: int | bytes) -> int:
+        """Write a request's chain without making it available; returns its head."""
         segments = segments_for(self.guest, self.buffers, kind, **kw)  # type: ignore[arg-type]
-        head = self.indirect_chain(segments) if indirect else self.chain(segments)
+        return self.indirect_chain(segments) if indirect else self.chain(segments)
+
+    def request(self, kind: int, *, indirect: bool = False, **kw: int | bytes) -> int:
+        head = self.prepare(kind, indirect=indirect, **kw)
         self.publish(head)
         return head
 
@@ -386,16 +411,17 @@ def seed_split_engine(engine: str, thresholds: str) -> Callable[[], Guest]:
     def make() -> Guest:
         g = Guest(size=64, engine=engine, thresholds=thresholds, stats=True)
         q = Split(g)
-        for i in range(6):
-            q.request(RequestType.OUT, sector=8 * i, out=bytes([i]) * 4096)
+        # Made available together, in one write of the avail ring (MAX_OPS).
+        heads = [q.prepare(RequestType.OUT, sector=8 * i, out=bytes([i]) * 4096) for i in range(6)]
         # Six buffers in one request: more than a slot's four small iovecs.
         header = q.buffers.alloc(16)
         g.write(header, REQUEST_HEADER.pack(RequestType.IN, 0, 0))
         data = [(q.buffers.alloc(512), 512, True) for _ in range(6)]
-        q.publish(q.chain([(header, 16, False), *data, (q.buffers.alloc(1), 1, True)]))
+        heads.append(q.chain([(header, 16, False), *data, (q.buffers.alloc(1), 1, True)]))
         for i in range(6):
-            q.request(RequestType.IN, sector=8 * i, in_len=4096)
-        q.request(RequestType.FLUSH)
+            heads.append(q.prepare(RequestType.IN, sector=8 * i, in_len=4096))
+        heads.append(q.prepare(RequestType.FLUSH))
+        q.publish(*heads)
         g.serve()
         # A read larger than INLINE_MAX (64 KiB) and SPREAD_MIN (128 KiB) straddling B.
         big = Split(g, Buffers(0x1000))
@@ -722,8 +748,10 @@ def main() -> None:
         for stale in out.iterdir():
             stale.unlink()
         for name, make in makers.items():
-            data = make().input()
+            guest = make()
+            data = guest.input()
             assert len(data) <= 4096, f"{name}: {len(data)} bytes"
+            assert guest.nops <= MAX_OPS, f"{name}: {guest.nops} operations, the rest unread"
             (out / name).write_bytes(data)
             print(f"{sub}/{name}: {len(data)} bytes")
 
