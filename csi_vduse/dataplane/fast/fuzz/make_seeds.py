@@ -4,11 +4,12 @@
 
 rewrites corpus/seeds and corpus/defects.
 
-Each input is fuzz_ring.c's 80-byte header (the queue's setup) followed by operations; its
-header comment is the format. The drivers here lay rings out as tests/unit/fake_virtio.py
-does: split chains and indirect tables, packed chains with the first descriptor made
-available last. ``corpus/seeds`` reach the loop's features and replay clean;
-``corpus/defects`` hold one input per known defect and crash or hang until it is fixed.
+Each input is fuzz_ring.c's 80-byte header (the queue's setup), with the RBD backend the
+fake librbd's script (fake_librbd.h), then operations; fuzz_ring.c's header comment is the
+format. The drivers here lay rings out as tests/unit/fake_virtio.py does: split chains and
+indirect tables, packed chains with the first descriptor made available last.
+``corpus/seeds`` reach the loop's features and replay clean; ``corpus/defects`` hold one
+input per known defect and crash or hang until it is fixed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ UNSUPPORTED = 2  # VIRTIO_BLK_T_SCSI_CMD: a type the device does not serve
 
 WRITE, SERVE, STEP, INVALIDATE, CAPACITY, FILL, DISK, CLOCK, LIMITS = range(9)
 ENGINES = {"none": 0, "threads": 1, "io_uring": 2, "queue-all": 3}
+DEPTHS = {"queue": 0, "shallow": 1, "double": 2, "one": 3}  # the RBD backend's, in the engine bits
+SCRIPT = 64  # fake_librbd.h FAKE_RBD_SCRIPT
+CALLS = {"ok": 0, "create-enomem": 5, "enomem": 6, "einval": 7}
+RESULTS = {"ok": 0, "eio": 1, "enospc": 2, "short": 3}  # short: a read moves half, else -EROFS
+IMAGE = 1 << 20  # fuzz_ring.c BACKING: the fake image's size
 THRESHOLDS = {"default": 0, "all": 1, "reads": 2, "writes": 3}
 BAD_SIZES = [2048, 32768, 3, 1000, 1025]
 MAX_OPS = 64  # fuzz_ring.c reads no more operations than this
@@ -41,6 +47,14 @@ MAX = 2**64 - 1  # a limit beyond qos.MAX_RATE or MAX_BURST_MS
 RATES = [0, 1, 1000, MAX]  # what fuzz_ring.c's QoS limits code chooses from
 BURSTS = [0, 1000, 3_600_000, MAX]
 Segment = tuple[int, int, bool]  # IOVA, length, device-writable
+
+
+def rbd_op(*, fire: int = 0, stop: bool = False, call: str = "ok", result: str = "ok") -> int:
+    """The fake librbd's script byte for one operation (fake_librbd.h): `fire` completions
+    land before it, its callback `stop`s after publishing, the `call` fails before queueing,
+    or the operation completes with `result`."""
+    assert 0 <= fire <= 3
+    return fire | stop << 2 | CALLS[call] << 3 | RESULTS[result] << 6
 
 
 def limits_code(*, iops: int = 0, read_bps: int = 0, write_bps: int = 0, burst_ms: int = 0) -> int:
@@ -64,6 +78,9 @@ class Guest:
     b_readonly: bool = False
     b_high: bool = False
     engine: str = "none"
+    rbd: bool = False  # the RBD backend on the fake librbd; `engine` is then unused
+    depth: str = "queue"  # the RBD backend's depth (DEPTHS)
+    script: bytes = b""  # the fake librbd's, zero-padded to SCRIPT bytes
     thresholds: str = "default"
     avail: int = 0  # split: last_avail = used_idx; packed: last_avail (pos | wrap << 15)
     used: int = 0  # packed: used_idx
@@ -96,15 +113,17 @@ class Guest:
         features = (self.packed | self.event_idx << 1 | self.indirect << 2 | self.readonly << 3
                     | self.can_flush << 4 | self.can_discard << 5 | self.stats << 6
                     | self.b_readonly << 7)  # fmt: skip
-        shape = code | ENGINES[self.engine] << 4 | THRESHOLDS[self.thresholds] << 6
+        engine = DEPTHS[self.depth] if self.rbd else ENGINES[self.engine]
+        shape = code | engine << 4 | THRESHOLDS[self.thresholds] << 6
         logbits = (self.log | self.resume << 1 | (self.log_num is not None) << 2
                    | (self.log_valid is not None) << 3)  # fmt: skip
         flags = bytearray(32)
         for head in self.inflight:
             flags[head // 8] |= 1 << head % 8
         qos = (self.limits is not None) | self.qos_bad_magic << 1
+        layout = self.b_high | self.rbd << 1
         return HEADER.pack(
-            features, shape, logbits, int(self.b_high), self.avail, self.used, *self.rings,
+            features, shape, logbits, layout, self.avail, self.used, *self.rings,
             self.log_avail, self.log_used, self.log_num or 0, self.log_valid or 0,
             self.sectors, self.submit_faults, qos, self.limits or 0, bytes(flags),
         )  # fmt: skip
@@ -173,7 +192,9 @@ class Guest:
         return bytes(mem)
 
     def input(self) -> bytes:
-        return self.header() + bytes(self.ops)
+        assert len(self.script) <= SCRIPT
+        script = self.script.ljust(SCRIPT, b"\0") if self.rbd else b""
+        return self.header() + script + bytes(self.ops)
 
 
 class Buffers:
@@ -626,6 +647,135 @@ def seed_split_qos_resume() -> Guest:
     return g
 
 
+# ---- seeds for the RBD backend (rbd.c on the fake librbd) ---------------------------------
+
+# Every byte below 40 lets an operation go ahead and succeed (fake_librbd.h), whichever of
+# the script's readers takes it: as an operation's byte it fires 0-3 completions first and
+# may stop its callback after publishing; as a pick it chooses among the pending ones.
+SHUFFLE = bytes((7 * i + 3) % 40 for i in range(SCRIPT))
+
+
+def seed_rbd_split_every_type() -> Guest:
+    """The RBD backend on a split ring: every request type queued on librbd (flush, discard
+    and write zeroes too) and completed oldest first as the pass drains; a discard of two
+    ranges waits for each on the queue's thread while the rest stay in flight."""
+    g = Guest(size=32, rbd=True, stats=True)
+    q = Split(g)
+    every_type(q)
+    g.serve()
+    q.request(RequestType.IN, sector=8, in_len=1024)
+    q.request(RequestType.IN, sector=64, in_len=2048)  # zeroed with unmap
+    g.serve()
+    return g
+
+
+def seed_rbd_split_out_of_order() -> Guest:
+    """Completions land while the pass is still taking requests (when the next operation is
+    made, or reap takes its list), in the order the script picks, and some callbacks stop
+    right after publishing until librbd is next entered: writes and reads of the same
+    sectors in flight together, over several passes."""
+    g = Guest(size=64, rbd=True, script=SHUFFLE)
+    q = Split(g)
+    q.publish(
+        *[q.prepare(RequestType.OUT, sector=8 * i, out=bytes([i + 1]) * 4096) for i in range(6)]
+    )
+    g.serve()
+    heads = [q.prepare(RequestType.IN, sector=8 * i, in_len=4096) for i in range(6)]
+    for i in range(4):
+        heads.append(q.prepare(RequestType.OUT, sector=8 * i + 4, out=bytes([i + 0x40]) * 512))
+    heads.append(q.prepare(RequestType.FLUSH))
+    q.publish(*heads)
+    g.serve()
+    q.publish(*[q.prepare(RequestType.IN, sector=8 * i, in_len=4096) for i in range(3)])
+    g.serve()
+    return g
+
+
+def seed_rbd_split_failures() -> Guest:
+    """librbd failing: completions with -EIO, -ENOSPC and -EROFS, rbd_aio_create_completion
+    and the aio calls failing before queueing (-ENOMEM, -EINVAL); ranges that start past the
+    1 MiB image (capacity 2 MiB) fail with -EINVAL, a discard there is settled as a hint, and
+    a write running past the end is clipped by librbd and still reports success."""
+    failures = [
+        rbd_op(result="eio"),
+        rbd_op(call="enomem"),
+        rbd_op(result="enospc", fire=1),
+        rbd_op(call="einval"),
+        rbd_op(call="create-enomem"),
+        rbd_op(stop=True, fire=2),
+    ]
+    script = bytes(b for failure in failures for b in (failure, 0)) * 5
+    g = Guest(size=32, rbd=True, stats=True, sectors=4096, script=script)
+    q = Split(g)
+    heads = []
+    for sector in range(4):
+        heads.append(q.prepare(RequestType.OUT, sector=sector, out=bytes([sector]) * 512))
+        heads.append(q.prepare(RequestType.FLUSH))
+    heads.append(q.prepare(RequestType.IN, sector=0, in_len=2048))
+    q.publish(*heads)
+    g.serve()
+    end = IMAGE // 512
+    requests: list[tuple[int, dict[str, int | bytes]]] = [
+        (RequestType.IN, {"sector": end + 8, "in_len": 512}),  # past the image
+        (RequestType.OUT, {"sector": end + 8, "out": b"e" * 512}),
+        (RequestType.OUT, {"sector": end - 1, "out": b"f" * 1024}),  # clipped
+        (RequestType.DISCARD, {"out": ZERO_RANGE.pack(end + 16, 8, 0)}),
+        (RequestType.WRITE_ZEROES, {"out": ZERO_RANGE.pack(end + 16, 8, 0)}),
+        (RequestType.DISCARD, {"out": ZERO_RANGE.pack(0, 2, 0) + ZERO_RANGE.pack(end, 2, 0)}),
+    ]
+    q.publish(*[q.prepare(kind, indirect=False, **kw) for kind, kw in requests])
+    g.serve()
+    return g
+
+
+def seed_rbd_packed() -> Guest:
+    """A packed ring on the RBD backend: every request waits for librbd on the queue's
+    thread, in order; completions fail, an aio call and rbd_aio_create_completion too."""
+    # Each request takes two bytes: its operation's, and the pick when it is waited for.
+    script = bytes([0, 0, rbd_op(result="eio"), 0, 0, 0, rbd_op(result="enospc"), 0,
+                    rbd_op(call="einval"), rbd_op(call="create-enomem"), 0, 0])  # fmt: skip
+    g = Guest(size=16, packed=True, indirect=True, rbd=True, avail=1 << 15, used=1 << 15,
+              script=script)  # fmt: skip
+    every_type(Packed(g), indirect=True)
+    g.serve()
+    return g
+
+
+def seed_rbd_depth(depth: str) -> Callable[[], Guest]:
+    def make() -> Guest:
+        g = Guest(size=32, rbd=True, depth=depth, script=SHUFFLE)
+        q = Split(g)
+        for sector in range(4):
+            q.request(RequestType.OUT, sector=8 * sector, out=bytes([sector + 1]) * 4096)
+            q.request(RequestType.IN, sector=8 * sector, in_len=4096)
+        q.request(RequestType.DISCARD, out=ZERO_RANGE.pack(0, 8, 0) + ZERO_RANGE.pack(16, 8, 0))
+        g.serve()
+        return g
+
+    make.__doc__ = f"A split ring on an RBD backend of depth {depth} (fuzz_ring.c)."
+    return make
+
+
+def seed_rbd_step() -> Guest:
+    """Single dp_serve calls on the RBD backend: requests stay in librbd across a NEED_MAP
+    round trip, and an invalidation pauses the queue (dp_run) to finish them."""
+    g = Guest(size=16, rbd=True)
+    q = Split(g)
+    q.request(RequestType.OUT, sector=0, out=b"a" * 4096)
+    q.request(RequestType.OUT, sector=8, out=b"b" * 4096)
+    b = Split(g, Buffers(REGION + 0x1000))
+    b.avail_idx, b.next_desc = q.avail_idx, q.next_desc
+    b.request(RequestType.IN, sector=0, in_len=4096)  # region B: NEED_MAP
+    g.step()  # maps region A (the rings)
+    g.step()  # both writes in flight, then NEED_MAP for region B, which is mapped
+    q.avail_idx, q.next_desc = b.avail_idx, b.next_desc
+    q.request(RequestType.IN, sector=8, in_len=4096)
+    g.step()
+    g.invalidate(REGION, REGION)
+    g.serve()
+    return g
+
+
 # ---- defects: each crashes or hangs at 51811a9 -------------------------------------------
 
 
@@ -730,6 +880,13 @@ SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-split-qos-throttled": seed_split_qos_throttled,
     "seed-packed-qos-bytes": seed_packed_qos_bytes,
     "seed-split-qos-resume": seed_split_qos_resume,
+    "seed-rbd-split-every-type": seed_rbd_split_every_type,
+    "seed-rbd-split-out-of-order": seed_rbd_split_out_of_order,
+    "seed-rbd-split-failures": seed_rbd_split_failures,
+    "seed-rbd-packed": seed_rbd_packed,
+    "seed-rbd-shallow": seed_rbd_depth("shallow"),
+    "seed-rbd-double": seed_rbd_depth("double"),
+    "seed-rbd-step-in-flight-need-map": seed_rbd_step,
 }
 
 DEFECTS: dict[str, Callable[[], Guest]] = {
