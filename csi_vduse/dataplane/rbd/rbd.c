@@ -3,9 +3,11 @@
  *
  * Each backend has `depth` operation records. The queue's thread takes a free one, starts
  * the librbd call with it as the completion's argument and returns DP_IO_QUEUED; librbd's
- * callback (on its own thread) stores the result, appends the record to the done list
- * under the backend's lock and bumps the eventfd; reap() hands the done ones back and puts
- * the records on the free list again. Only the done list is shared between threads.
+ * callback (on its own thread) stores the result, appends the record to the done list and
+ * bumps the eventfd, both under the backend's lock; reap() hands the done ones back and
+ * puts the records on the free list again. Only the done list is shared between threads.
+ * Once the callback unlocks, the queue's thread may reap the operation and free the
+ * backend, so the callback touches nothing of it after that.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,12 +43,17 @@ struct dp_rbd {
 };
 
 /* What a finished librbd call means for the request: reads and writes move all their bytes
- * or fail (librbd fills holes with zeroes and never transfers short within the image). */
+ * or fail (backend.h). A read reports the bytes it read, holes included as zeroes; fewer
+ * than asked means librbd clipped it at the image's end (the image shrank under the
+ * device) and left the rest of the buffers as they were: an error, as file.c answers a
+ * backing that shrank. A write reports 0, clipped or not. */
 static int64_t result_of(enum dp_io_op kind, uint64_t len, ssize_t r)
 {
     if (r < 0)
         return r;
-    return kind == DP_IO_READ || kind == DP_IO_WRITE ? (int64_t)len : 0;
+    if (kind == DP_IO_READ)
+        return (uint64_t)r == len ? (int64_t)len : -EIO;
+    return kind == DP_IO_WRITE ? (int64_t)len : 0;
 }
 
 static void on_complete(rbd_completion_t c, void *arg)
@@ -55,11 +62,13 @@ static void on_complete(rbd_completion_t c, void *arg)
     struct dp_rbd *b = o->b;
     o->res = result_of(o->kind, o->len, rbd_aio_get_return_value(c));
     rbd_aio_release(c);
+    uint64_t one = 1;
     pthread_mutex_lock(&b->lock);
     b->done[b->ndone++] = (unsigned)(o - b->ops);
-    pthread_mutex_unlock(&b->lock);
-    uint64_t one = 1;
+    /* Bumped after the append, so a reap that found nothing still wakes for it; and before
+     * the unlock, after which b may be gone (dp_rbd_backend_free). */
     (void)!write(b->efd, &one, sizeof one);
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* Start `io` on librbd with completion `c`; 0 or -errno (then c is not used). */

@@ -741,6 +741,25 @@ def seed_rbd_packed() -> Guest:
     return g
 
 
+def seed_rbd_short_reads() -> Guest:
+    """Reads librbd completes short fail (IOERR) on a packed ring, where each is waited for:
+    one the script cuts to half, one across the image's end, one past it (-EINVAL); a write
+    across the end is clipped and succeeds; a whole read succeeds."""
+    # Two bytes a request: its operation's, and the pick when it is waited for.
+    script = bytes([rbd_op(result="short"), 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    g = Guest(size=16, packed=True, rbd=True, sectors=4096, avail=1 << 15, used=1 << 15,
+              script=script)  # fmt: skip
+    q = Packed(g)
+    end = IMAGE // 512
+    q.request(RequestType.IN, sector=0, in_len=4096)  # cut to half
+    q.request(RequestType.IN, sector=end - 4, in_len=4096)  # across the end
+    q.request(RequestType.IN, sector=end + 4, in_len=512)  # past it
+    q.request(RequestType.OUT, sector=end - 1, out=b"w" * 1024)  # clipped, reported whole
+    q.request(RequestType.IN, sector=end - 1, in_len=512)
+    g.serve()
+    return g
+
+
 def seed_rbd_depth(depth: str) -> Callable[[], Guest]:
     def make() -> Guest:
         g = Guest(size=32, rbd=True, depth=depth, script=SHUFFLE)
@@ -855,6 +874,35 @@ def defect5_io_uring_continuation_not_submitted() -> Guest:
     return g
 
 
+# ---- defects of rbd.c: each crashes at 1f8fd9a ------------------------------------------
+
+
+def defect6_rbd_callback_after_publish() -> Guest:
+    """D6. The completion callback bumped the eventfd after it had published the operation
+    and released the lock: the queue's thread could reap it, finish the pass, and free the
+    backend (closing the eventfd) before the callback's write read b->efd, a use-after-free
+    (and a write to whatever the descriptor number had become). One write; its callback
+    stops right after its unlock (script: its operation's byte), reap fires it when it takes
+    its list (1) picking it (0), the queue finishes and frees the backend, and the fake lets
+    the callback go on when the image closes."""
+    g = Guest(size=8, rbd=True, script=bytes([rbd_op(stop=True), 1, 0]))
+    Split(g).request(RequestType.OUT, sector=0, out=b"u" * 512)
+    g.serve()
+    return g
+
+
+def defect7_rbd_short_read_reported_whole() -> Guest:
+    """D7. A read librbd completes short was reported whole: librbd clips a read at the
+    image's end (and reports the bytes it read), as when the image shrank under the device,
+    and rbd.c answered every read that did not fail with its full length, so the guest got
+    OK and its buffer's old bytes as data. A read of 8 KiB across the end of the 1 MiB
+    image (capacity 2 MiB)."""
+    g = Guest(size=8, rbd=True, sectors=4096)
+    Split(g).request(RequestType.IN, sector=IMAGE // 512 - 8, in_len=8192)
+    g.serve()
+    return g
+
+
 SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-split-direct-every-type": seed_split_direct,
     "seed-split-indirect-every-type": seed_split_indirect,
@@ -884,6 +932,7 @@ SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-rbd-split-out-of-order": seed_rbd_split_out_of_order,
     "seed-rbd-split-failures": seed_rbd_split_failures,
     "seed-rbd-packed": seed_rbd_packed,
+    "seed-rbd-short-reads": seed_rbd_short_reads,
     "seed-rbd-shallow": seed_rbd_depth("shallow"),
     "seed-rbd-double": seed_rbd_depth("double"),
     "seed-rbd-step-in-flight-need-map": seed_rbd_step,
@@ -895,6 +944,8 @@ DEFECTS: dict[str, Callable[[], Guest]] = {
     "defect3-packed-position-past-ring": defect3_packed_position_past_ring,
     "defect4-queue-size-over-log-block": defect4_queue_size_over_log_block,
     "defect5-io-uring-continuation-not-submitted": defect5_io_uring_continuation_not_submitted,
+    "defect6-rbd-callback-after-publish": defect6_rbd_callback_after_publish,
+    "defect7-rbd-short-read-reported-whole": defect7_rbd_short_read_reported_whole,
 }
 
 
