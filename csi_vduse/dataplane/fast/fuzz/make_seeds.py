@@ -298,8 +298,6 @@ class Packed:
         self.guest.write(self.driver_event, struct.pack("<HH", off_wrap, flags))
 
     def post(self, segments: list[Segment], *, indirect: bool = False) -> int:
-        buffer_id = self.next_id
-        self.next_id = (self.next_id + 1) % self.guest.size
         if indirect:
             table = self.buffers.alloc(16 * len(segments))
             for i, (addr, length, writable) in enumerate(segments):
@@ -312,6 +310,12 @@ class Packed:
                  | (DescFlag.NEXT if i < len(segments) - 1 else 0))
                 for i, (addr, length, writable) in enumerate(segments)
             ]  # fmt: skip
+        return self.post_ring(ring)
+
+    def post_ring(self, ring: list[tuple[int, int, int]]) -> int:
+        """Make ring descriptors (addr, len, flags) available as one chain; its buffer id."""
+        buffer_id = self.next_id
+        self.next_id = (self.next_id + 1) % self.guest.size
         slots = []
         for addr, length, flags in ring:
             bits = PACKED_AVAIL if self.wrap else PACKED_USED
@@ -760,6 +764,46 @@ def seed_rbd_short_reads() -> Guest:
     return g
 
 
+def seed_rbd_zero_length() -> Guest:
+    """A read and a write of no data (a header and a status byte): librbd refuses an empty
+    iovec array, so the backend does them at once; they succeed as on a file."""
+    g = Guest(size=8, rbd=True)
+    q = Split(g)
+    q.publish(q.prepare(RequestType.IN, sector=8), q.prepare(RequestType.OUT, sector=8))
+    g.serve()
+    return g
+
+
+def seed_rbd_many_buffers() -> Guest:
+    """A read into 1100 buffers, more than librbd takes in one call (IOV_MAX, 1024), on a
+    packed ring of 2048 behind one indirect table: done in two slices. The table's 1100 like
+    entries are made without 17 KiB of input: 32 of them in one 512-byte buffer, written to
+    the image 35 times by one request, then read back over the table by another."""
+    g = Guest(size=2048, packed=True, indirect=True, rbd=True, avail=1 << 15, used=1 << 15,
+              rings=(0x0, 0x8000, 0x8010))  # fmt: skip
+    q = Packed(g, Buffers(0x9000))
+    entries, sector = 1100, 1536
+    data = q.buffers.alloc(512)
+    pattern = q.buffers.alloc(512)
+    g.write(pattern, PACKED_DESC.pack(data, 512, 0, DescFlag.WRITE) * 32)
+    header = q.buffers.alloc(16)
+    g.write(header, REQUEST_HEADER.pack(RequestType.OUT, 0, sector))
+    status = q.buffers.alloc(1)
+    copies = [(pattern, 512, False)] * 35
+    q.post([(header, 16, False), *copies, (status, 1, True)], indirect=True)
+    g.serve()
+    table = q.buffers.alloc(35 * 512)
+    read = segments_for(g, q.buffers, RequestType.IN, sector=sector, status=False)
+    q.post([*read, (table, 35 * 512, True), (status, 1, True)], indirect=True)
+    g.serve()
+    g.write(header, REQUEST_HEADER.pack(RequestType.IN, 0, 0))
+    g.write(table, PACKED_DESC.pack(header, 16, 0, 0))
+    g.write(table + 16 * (entries + 1), PACKED_DESC.pack(status, 1, 0, DescFlag.WRITE))
+    q.post_ring([(table, 16 * (entries + 2), DescFlag.INDIRECT)])
+    g.serve()
+    return g
+
+
 def seed_rbd_depth(depth: str) -> Callable[[], Guest]:
     def make() -> Guest:
         g = Guest(size=32, rbd=True, depth=depth, script=SHUFFLE)
@@ -933,6 +977,8 @@ SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-rbd-split-failures": seed_rbd_split_failures,
     "seed-rbd-packed": seed_rbd_packed,
     "seed-rbd-short-reads": seed_rbd_short_reads,
+    "seed-rbd-zero-length": seed_rbd_zero_length,
+    "seed-rbd-many-buffers": seed_rbd_many_buffers,
     "seed-rbd-shallow": seed_rbd_depth("shallow"),
     "seed-rbd-double": seed_rbd_depth("double"),
     "seed-rbd-step-in-flight-need-map": seed_rbd_step,
