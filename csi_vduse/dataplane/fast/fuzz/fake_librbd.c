@@ -485,13 +485,14 @@ void fake_rbd_close(struct fake_rbd_image *im)
 int fake_rbd_took_short(const struct iovec *iov, uint32_t n)
 {
     struct fake_rbd_image *im = open_image;
-    if (!im)
+    if (!im || n == 0)
         return 0;
     int found = 0;
     unsigned kept = 0;
+    uintptr_t first = (uintptr_t)iov, end = (uintptr_t)(iov + n);
     for (unsigned i = 0; i < im->nshorts; i++) {
         uintptr_t at = (uintptr_t)im->shorts[i];
-        if (at >= (uintptr_t)iov && at < (uintptr_t)(iov + n))
+        if (at >= first && at < end)
             found = 1;
         else
             im->shorts[kept++] = im->shorts[i];

@@ -696,10 +696,11 @@ def seed_rbd_split_out_of_order() -> Guest:
 
 
 def seed_rbd_split_failures() -> Guest:
-    """librbd failing: completions with -EIO, -ENOSPC and -EROFS, rbd_aio_create_completion
-    and the aio calls failing before queueing (-ENOMEM, -EINVAL); ranges that start past the
-    1 MiB image (capacity 2 MiB) fail with -EINVAL, a discard there is settled as a hint, and
-    a write running past the end is clipped by librbd and still reports success."""
+    """librbd failing: completions with -EIO, -ENOSPC and -EROFS, reads cut short,
+    rbd_aio_create_completion and the aio calls failing before queueing (-ENOMEM, -EINVAL);
+    ranges that start past the 1 MiB image (capacity 2 MiB) fail with -EINVAL, a discard
+    there is settled as a hint, a read across the end fails, and a write across it is
+    clipped by librbd and still reports success."""
     failures = [
         rbd_op(result="eio"),
         rbd_op(call="enomem"),
@@ -707,8 +708,9 @@ def seed_rbd_split_failures() -> Guest:
         rbd_op(call="einval"),
         rbd_op(call="create-enomem"),
         rbd_op(stop=True, fire=2),
+        rbd_op(result="short"),
     ]
-    script = bytes(b for failure in failures for b in (failure, 0)) * 5
+    script = bytes(b for failure in failures for b in (failure, 0)) * 4
     g = Guest(size=32, rbd=True, stats=True, sectors=4096, script=script)
     q = Split(g)
     heads = []
@@ -723,6 +725,7 @@ def seed_rbd_split_failures() -> Guest:
         (RequestType.IN, {"sector": end + 8, "in_len": 512}),  # past the image
         (RequestType.OUT, {"sector": end + 8, "out": b"e" * 512}),
         (RequestType.OUT, {"sector": end - 1, "out": b"f" * 1024}),  # clipped
+        (RequestType.IN, {"sector": end - 1, "in_len": 1024}),  # short
         (RequestType.DISCARD, {"out": ZERO_RANGE.pack(end + 16, 8, 0)}),
         (RequestType.WRITE_ZEROES, {"out": ZERO_RANGE.pack(end + 16, 8, 0)}),
         (RequestType.DISCARD, {"out": ZERO_RANGE.pack(0, 2, 0) + ZERO_RANGE.pack(end, 2, 0)}),
@@ -821,8 +824,9 @@ def seed_rbd_depth(depth: str) -> Callable[[], Guest]:
 
 def seed_rbd_step() -> Guest:
     """Single dp_serve calls on the RBD backend: requests stay in librbd across a NEED_MAP
-    round trip, and an invalidation pauses the queue (dp_run) to finish them."""
-    g = Guest(size=16, rbd=True)
+    round trip, and an invalidation pauses the queue (dp_run) to finish them; completions
+    land out of order, callbacks stop after publishing."""
+    g = Guest(size=16, rbd=True, script=SHUFFLE)
     q = Split(g)
     q.request(RequestType.OUT, sector=0, out=b"a" * 4096)
     q.request(RequestType.OUT, sector=8, out=b"b" * 4096)
