@@ -74,7 +74,7 @@ def test_the_dataplane_serves_although_its_starter_died_before_readiness(
     for name, fake in (("DeviceNode", FakeNode), ("VduseSession", FakeSession),
                        ("Server", FakeServer)):  # fmt: skip
         monkeypatch.setattr(entry, name, fake)
-    monkeypatch.setattr(entry, "limit_memory", lambda: None)
+    monkeypatch.setattr(entry, "limit_memory", lambda _limit: None)
     monkeypatch.setattr(entry, "confine", lambda **_: False)
     backing_fd = os.open(backing, os.O_RDWR)
     device_fd = os.open(os.devnull, os.O_RDWR)
