@@ -63,26 +63,28 @@ static struct {
 static __thread int on_helper;
 static __thread struct completion *in_callback; /* on the helper: whose callback runs */
 
+static void say(const char *fmt, va_list ap)
+{
+    fputs("fake librbd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 static void die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fake librbd: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say(fmt, ap);
     va_end(ap);
     abort();
 }
 
 static void trace(const char *fmt, ...)
 {
-    if (!tracing)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    fputs("fake librbd: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    if (tracing)
+        say(fmt, ap);
     va_end(ap);
 }
 

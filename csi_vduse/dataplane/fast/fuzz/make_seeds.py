@@ -476,7 +476,12 @@ def seed_split_queue_all() -> Guest:
 def seed_split_step() -> Guest:
     """Single dp_serve calls: requests stay in flight across a NEED_MAP round trip while the
     guest posts more, and an invalidation pauses the queue to finish them."""
-    g = Guest(size=16, engine="threads", thresholds="all")
+    return in_flight_across_need_map(Guest(size=16, engine="threads", thresholds="all"))
+
+
+def in_flight_across_need_map(g: Guest) -> Guest:
+    """Two writes in flight while a read waits for region B to be mapped, one more read
+    posted meanwhile, then an invalidation of region B."""
     q = Split(g)
     q.request(RequestType.OUT, sector=0, out=b"a" * 4096)
     q.request(RequestType.OUT, sector=8, out=b"b" * 4096)
@@ -826,21 +831,7 @@ def seed_rbd_step() -> Guest:
     """Single dp_serve calls on the RBD backend: requests stay in librbd across a NEED_MAP
     round trip, and an invalidation pauses the queue (dp_run) to finish them; completions
     land out of order, callbacks stop after publishing."""
-    g = Guest(size=16, rbd=True, script=SHUFFLE)
-    q = Split(g)
-    q.request(RequestType.OUT, sector=0, out=b"a" * 4096)
-    q.request(RequestType.OUT, sector=8, out=b"b" * 4096)
-    b = Split(g, Buffers(REGION + 0x1000))
-    b.avail_idx, b.next_desc = q.avail_idx, q.next_desc
-    b.request(RequestType.IN, sector=0, in_len=4096)  # region B: NEED_MAP
-    g.step()  # maps region A (the rings)
-    g.step()  # both writes in flight, then NEED_MAP for region B, which is mapped
-    q.avail_idx, q.next_desc = b.avail_idx, b.next_desc
-    q.request(RequestType.IN, sector=8, in_len=4096)
-    g.step()
-    g.invalidate(REGION, REGION)
-    g.serve()
-    return g
+    return in_flight_across_need_map(Guest(size=16, rbd=True, script=SHUFFLE))
 
 
 # ---- defects: each crashes or hangs at 51811a9 -------------------------------------------
