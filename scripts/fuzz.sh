@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the fast path's request loop (the C files of
-# csi_vduse/dataplane/fast/ but sandbox.c) with the libFuzzer target csi_vduse/dataplane/fast/fuzz/fuzz_ring.c, under ASan and
-# UBSan.
+# csi_vduse/dataplane/fast/ but sandbox.c) and of the RBD backend (csi_vduse/dataplane/rbd/rbd.c,
+# on the fake librbd of fuzz/fake_librbd.c) with the libFuzzer target
+# csi_vduse/dataplane/fast/fuzz/fuzz_ring.c, under ASan and UBSan.
 #
 #   bash scripts/fuzz.sh build                 build only (build/fuzz/fuzz_ring)
 #   bash scripts/fuzz.sh replay [--skip-defects] [FILE|DIR ...]
@@ -30,12 +31,17 @@ LIMITS=(-timeout=10 -rss_limit_mb=2048)
 # The request loop: every C file of the fast path but the seccomp filter (cffi writes _ring.c).
 LOOP=()
 for f in "$FAST"/[a-z]*.c; do [[ $f == */sandbox.c ]] || LOOP+=("$f"); done
+# The RBD backend, built through fuzz/rbd_fuzz.c (its locks and poll go through the fake
+# librbd), against the fake; the real <rbd/librbd.h> (librbd-dev) declares what both define.
+RBD=$ROOT/csi_vduse/dataplane/rbd
+HARNESS=("$FAST/fuzz/fuzz_ring.c" "$FAST/fuzz/fake_librbd.c" "$FAST/fuzz/rbd_fuzz.c")
 
 build() {
     mkdir -p "$BUILD"
-    local sources=("$FAST/fuzz/fuzz_ring.c" "${LOOP[@]}")
+    local sources=("${HARNESS[@]}" "${LOOP[@]}")
     # Rebuild only when a source changed, so replay and run can be called back to back.
-    if [[ -x $BIN ]] && [[ -z $(find "${sources[@]}" "$FAST"/*.h "$0" -newer "$BIN") ]]; then
+    if [[ -x $BIN ]] && [[ -z $(find "${sources[@]}" "$FAST"/*.h "$FAST"/fuzz/*.h "$RBD"/*.[ch] \
+        "$0" -newer "$BIN") ]]; then
         return
     fi
     "$CC" -g -O1 -fno-omit-frame-pointer \
@@ -99,13 +105,17 @@ run() {
         "log in ${BUILD#"$ROOT"/}/run.log"
     local found=("$findings"/*)
     [[ -e ${found[0]} ]] || { echo "run: nothing found in $seconds s"; return 0; }
-    # What each finding is, from replaying it alone: its sanitizer summary and the first
-    # frame in the fast path's C files; the same defect found many times is listed once, counted.
+    # What each finding is, from replaying it alone: the harness's own complaint (the contract
+    # checker's or the fake librbd's) or else its sanitizer summary, and the first frame in
+    # the C under test; the same defect found many times is listed once, counted.
     echo "run: FOUND ${#found[@]} inputs (in ${findings#"$ROOT"/}), by kind:" >&2
     for f in "${found[@]}"; do
         "$BIN" "${LIMITS[@]}" "$f" >"$f.log" 2>&1 || true
-        echo "$(grep -m1 -E '^SUMMARY' "$f.log" | sed -E 's/^SUMMARY: //; s| /[^ ]*/| |; s|string/../sysdeps/[^ ]*||') |" \
-            "$(grep -m1 -oE 'in [a-z_]+ [^ ]*/fast/[a-z]+\.c:[0-9]+' "$f.log" | sed -E 's|/[^ ]*/||')" \
+        local kind
+        kind=$(grep -m1 -E '^(backend|fake librbd): ' "$f.log" | sed -E 's/[0-9]+/N/g') ||
+            kind=$(grep -m1 -E '^SUMMARY' "$f.log" | sed -E 's/^SUMMARY: //; s| /[^ ]*/| |; s|string/../sysdeps/[^ ]*||')
+        echo "$kind |" \
+            "$(grep -m1 -oE 'in [a-z_]+ [^ ]*/(fast|rbd)/[a-z]+\.c:[0-9]+' "$f.log" | sed -E 's|/[^ ]*/||')" \
             "| e.g. $(basename "$f")"
     done | sort | awk -F' [|] e.g. ' '{n[$1]++; if (!($1 in ex)) ex[$1]=$2}
         END {for (k in n) printf "  %4d x %s (e.g. %s)\n", n[k], k, ex[k]}' >&2
@@ -116,7 +126,7 @@ coverage() {
     local paths=("$@") bin=$BUILD/fuzz_ring_cov
     [[ ${#paths[@]} -gt 0 ]] || paths=("$SEEDS")
     "$CC" -g -O0 -fprofile-instr-generate -fcoverage-mapping -fsanitize=fuzzer \
-        -I"$FAST" "$FAST/fuzz/fuzz_ring.c" "${LOOP[@]}" "$LIBURING" \
+        -I"$FAST" "${HARNESS[@]}" "${LOOP[@]}" "$LIBURING" \
         -lpthread -o "$bin"
     rm -f "$BUILD"/cov-*.profraw
     local files=()
@@ -129,8 +139,8 @@ coverage() {
     done
     LLVM_PROFILE_FILE="$BUILD/cov-%p.profraw" "$bin" -runs=1 "${files[@]}" >/dev/null 2>&1 || true
     llvm-profdata-14 merge -sparse "$BUILD"/cov-*.profraw -o "$BUILD/cov.profdata"
-    llvm-cov-14 report "$bin" -instr-profile="$BUILD/cov.profdata" "${LOOP[@]}"
-    llvm-cov-14 show "$bin" -instr-profile="$BUILD/cov.profdata" "${LOOP[@]}" \
+    llvm-cov-14 report "$bin" -instr-profile="$BUILD/cov.profdata" "${LOOP[@]}" "$RBD/rbd.c"
+    llvm-cov-14 show "$bin" -instr-profile="$BUILD/cov.profdata" "${LOOP[@]}" "$RBD/rbd.c" \
         >"$BUILD/coverage.txt"
     echo "coverage: annotated sources in ${BUILD#"$ROOT"/}/coverage.txt"
 }
@@ -142,5 +152,5 @@ case $cmd in
     replay) build && replay "$@" ;;
     run) build && run "$@" ;;
     coverage) mkdir -p "$BUILD" && coverage "$@" ;;
-    *) sed -n '4,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '7,18p' "$0" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
     python3 python3-venv python3-dev gcc libc6-dev linux-libc-dev  # build (cffi extensions)
     liburing-dev                                                   # io_uring, linked in statically
+    librbd-dev librados-dev                                        # the RBD backend (and the fuzzer's fake)
     clang-14 libclang-rt-14-dev                                    # the fuzzer (libFuzzer, ASan)
     qemu-system-x86 busybox-static kmod apt dpkg                   # the test VM
     fio e2fsprogs xfsprogs util-linux iproute2 qemu-utils          # used inside the VM

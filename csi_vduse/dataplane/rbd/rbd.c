@@ -3,9 +3,11 @@
  *
  * Each backend has `depth` operation records. The queue's thread takes a free one, starts
  * the librbd call with it as the completion's argument and returns DP_IO_QUEUED; librbd's
- * callback (on its own thread) stores the result, appends the record to the done list
- * under the backend's lock and bumps the eventfd; reap() hands the done ones back and puts
- * the records on the free list again. Only the done list is shared between threads.
+ * callback (on its own thread) stores the result, appends the record to the done list and
+ * bumps the eventfd, both under the backend's lock; reap() hands the done ones back and
+ * puts the records on the free list again. Only the done list is shared between threads.
+ * Once the callback unlocks, the queue's thread may reap the operation and free the
+ * backend, so the callback touches nothing of it after that.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,12 +43,17 @@ struct dp_rbd {
 };
 
 /* What a finished librbd call means for the request: reads and writes move all their bytes
- * or fail (librbd fills holes with zeroes and never transfers short within the image). */
+ * or fail (backend.h). A read reports the bytes it read, holes included as zeroes; fewer
+ * than asked means librbd clipped it at the image's end (the image shrank under the
+ * device) and left the rest of the buffers as they were: an error, as file.c answers a
+ * backing that shrank. A write reports 0, clipped or not. */
 static int64_t result_of(enum dp_io_op kind, uint64_t len, ssize_t r)
 {
     if (r < 0)
         return r;
-    return kind == DP_IO_READ || kind == DP_IO_WRITE ? (int64_t)len : 0;
+    if (kind == DP_IO_READ)
+        return (uint64_t)r == len ? (int64_t)len : -EIO;
+    return kind == DP_IO_WRITE ? (int64_t)len : 0;
 }
 
 static void on_complete(rbd_completion_t c, void *arg)
@@ -55,11 +62,23 @@ static void on_complete(rbd_completion_t c, void *arg)
     struct dp_rbd *b = o->b;
     o->res = result_of(o->kind, o->len, rbd_aio_get_return_value(c));
     rbd_aio_release(c);
+    uint64_t one = 1;
     pthread_mutex_lock(&b->lock);
     b->done[b->ndone++] = (unsigned)(o - b->ops);
-    pthread_mutex_unlock(&b->lock);
-    uint64_t one = 1;
+    /* Bumped after the append, so a reap that found nothing still wakes for it; and before
+     * the unlock, after which b may be gone (dp_rbd_backend_free). */
     (void)!write(b->efd, &one, sizeof one);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* librbd refuses a transfer in no buffers or in more than IOV_MAX (librbd.cc,
+ * get_iovec_length). A driver may send either: a read or write of no data, or as many
+ * buffers as seg_max (the queue's size less two) allows, which IOTLB splits can take past
+ * IOV_MAX for a queue of 1024. Such transfers are done here, in slices. */
+static int needs_slices(const struct dp_io *io)
+{
+    int transfer = io->op == DP_IO_READ || io->op == DP_IO_WRITE;
+    return transfer && (io->niov == 0 || io->niov > IOV_MAX);
 }
 
 /* Start `io` on librbd with completion `c`; 0 or -errno (then c is not used). */
@@ -68,9 +87,6 @@ static int issue(rbd_image_t image, const struct dp_io *io, rbd_completion_t c)
     switch (io->op) {
     case DP_IO_READ:
     case DP_IO_WRITE:
-        /* seg_max keeps a request's buffers well under this; IOTLB splits add a few. */
-        if (io->niov > IOV_MAX)
-            return -EINVAL;
         if (io->op == DP_IO_READ)
             return rbd_aio_readv(image, io->iov, (int)io->niov, io->off, c);
         return rbd_aio_writev(image, io->iov, (int)io->niov, io->off, c);
@@ -85,8 +101,8 @@ static int issue(rbd_image_t image, const struct dp_io *io, rbd_completion_t c)
     return -EOPNOTSUPP;
 }
 
-/* On the caller's thread: start, then wait for it. */
-static int64_t do_here(rbd_image_t image, const struct dp_io *io)
+/* On the caller's thread: start one librbd call, then wait for it. */
+static int64_t wait_for(rbd_image_t image, const struct dp_io *io)
 {
     rbd_completion_t c;
     int rc = rbd_aio_create_completion(NULL, NULL, &c);
@@ -103,10 +119,32 @@ static int64_t do_here(rbd_image_t image, const struct dp_io *io)
     return res;
 }
 
+/* On the caller's thread; a transfer in IOV_MAX buffers at a time (none: done at once). */
+static int64_t do_here(rbd_image_t image, const struct dp_io *io)
+{
+    if (!needs_slices(io))
+        return wait_for(image, io);
+    struct dp_io slice = *io;
+    uint64_t done = 0;
+    for (uint32_t at = 0; at < io->niov; at += slice.niov) {
+        slice.iov = io->iov + at;
+        slice.niov = io->niov - at < IOV_MAX ? io->niov - at : IOV_MAX;
+        slice.off = io->off + done;
+        slice.len = 0;
+        for (uint32_t i = 0; i < slice.niov; i++)
+            slice.len += slice.iov[i].iov_len;
+        int64_t res = wait_for(image, &slice);
+        if (res < 0)
+            return res;
+        done += slice.len;
+    }
+    return (int64_t)done;
+}
+
 static int rbd_start(struct dp_backend *base, struct dp_io *io, int may_queue, int64_t *res)
 {
     struct dp_rbd *b = (struct dp_rbd *)base;
-    if (!may_queue || b->nfree == 0) {
+    if (!may_queue || b->nfree == 0 || needs_slices(io)) {
         *res = do_here(b->image, io);
         return 0;
     }

@@ -1,9 +1,10 @@
 /*
- * libFuzzer target for the fast path's request loop (every C file of fast/ but sandbox.c):
- * one input is one queue's life, driven through the public API of queue.h, file.h and
- * aio.h the way engine.py drives it, with every byte the guest controls taken from the
- * input. Built by scripts/fuzz.sh; dataplane/fast/fuzz/make_seeds.py writes the seed
- * corpus from readable descriptions.
+ * libFuzzer target for the fast path's request loop (every C file of fast/ but sandbox.c)
+ * and the RBD backend (dataplane/rbd/rbd.c, on the fake librbd of fake_librbd.c): one input
+ * is one queue's life, driven through the public API of queue.h, file.h, aio.h and rbd.h
+ * the way engine.py drives it, with every byte the guest controls taken from the input.
+ * Built by scripts/fuzz.sh; dataplane/fast/fuzz/make_seeds.py writes the seed corpus from
+ * readable descriptions.
  *
  * Why the harness looks like this:
  *   - Guest memory is a memfd mapped per IOTLB region, as MapPool maps it, each mapping
@@ -21,6 +22,9 @@
  *   - The aio engines are opened once per process (as AioSet does) and shared by inputs.
  *   - dp_serve is called in passes with a bounded number of DP_NEED_MAP round trips; a
  *     dp_serve call that never returns is a finding, reported by libFuzzer's -timeout.
+ *   - Every backend is wrapped in a checker of backend.h's contract: a read or write
+ *     reports all its bytes or an error, only operations in flight are reaped, and a read
+ *     the fake librbd completed short is never reported whole.
  *
  * Input format (little-endian; a short input reads as if padded with zero bytes):
  *
@@ -39,7 +43,14 @@
  *     2   u8  log       bit 0 in-flight log attached, 1 resume from it (the log's header
  *                       and flags below), 2 log num taken raw (else the queue's size),
  *                       3 log valid taken raw (else 1)
- *     3   u8  layout    bit 0 region B at the top of the IOVA space instead of after A
+ *     3   u8  layout    bit 0 region B at the top of the IOVA space instead of after A,
+ *                       bit 1 RBD: the queue's backend is rbd.c on the fake librbd, over an
+ *                       image of the 1 MiB backing file; the shape's engine bits then give
+ *                       its depth (0 the queue's size, as engine.py asks; 1 one less, too
+ *                       shallow to keep anything in flight; 2 twice it; 3 one), its
+ *                       thresholds bits and the submit faults mean nothing, and the header
+ *                       is followed by the fake's script (FAKE_RBD_SCRIPT bytes, see
+ *                       fake_librbd.h: failures, short reads, the completions' order)
  *     4   u16 avail     split: last_avail = used_idx (as engine.py starts a split queue);
  *                       packed: last_avail, position | wrap << 15
  *     6   u16 used      packed: used_idx, position | wrap << 15
@@ -56,6 +67,8 @@
  *                       write bytes/s (0 none, 1, 1000, or 2^64 - 1: beyond qos.MAX_RATE),
  *                       6-7 burst ms (0, 1000, 3600000, or 2^64 - 1)
  *     48  32 bytes: in-flight flags of heads 0..255 for a resumed log, bit i of byte i / 8
+ *
+ *   With layout bit 1, FAKE_RBD_SCRIPT bytes: the fake librbd's script.
  *
  *   Then operations, until the input ends (at most MAX_OPS; a final SERVE always runs):
  *     op byte % 9:
@@ -93,6 +106,8 @@
 #include "../inflight.h"
 #include "../qos.h"
 #include "../queue.h"
+#include "../../rbd/rbd.h"
+#include "fake_librbd.h"
 
 /* Fault injection into aio.c's submissions: scripts/fuzz.sh compiles every source with
  * -Dio_uring_submit=fuzz_io_uring_submit; here the name means liburing's again. */
@@ -204,6 +219,104 @@ static const struct dp_backend_ops queue_all_ops = {
     .reap = queue_all_reap,
     .fd = queue_all_fd,
     .depth = queue_all_depth,
+};
+
+/*
+ * The contract checker every queue's backend is wrapped in (backend.h): what a backend
+ * reports for a read or write is all its bytes or an error, only an operation in flight is
+ * reaped, and once, a reap that waits returns one at least while any is in flight; a read
+ * the fake librbd completed short is never reported whole.
+ */
+struct checked {
+    struct dp_backend base;
+    struct dp_backend *inner;
+    uint32_t num;
+    struct dp_io *queued; /* per tag (a head), while in flight */
+    uint8_t *busy;
+    uint32_t nbusy;
+};
+
+static void check_result(const struct dp_io *io, int64_t res)
+{
+    int transfer = io->op == DP_IO_READ || io->op == DP_IO_WRITE;
+    if (transfer && res >= 0 && (uint64_t)res != io->len) {
+        fprintf(stderr, "backend: a %s of %llu bytes reported %lld\n",
+                io->op == DP_IO_READ ? "read" : "write", (unsigned long long)io->len,
+                (long long)res);
+        abort();
+    }
+    if (fake_rbd_took_short(io->iov, io->niov) && io->op == DP_IO_READ && res >= 0) {
+        fprintf(stderr, "backend: a read librbd completed short reported whole (%lld bytes)\n",
+                (long long)res);
+        abort();
+    }
+}
+
+static int checked_start(struct dp_backend *b, struct dp_io *io, int may_queue, int64_t *res)
+{
+    struct checked *c = (struct checked *)b;
+    int rc = c->inner->ops->start(c->inner, io, may_queue, res);
+    if (rc != DP_IO_QUEUED) {
+        check_result(io, *res);
+        return rc;
+    }
+    if (!may_queue || io->tag >= c->num || c->busy[io->tag]) {
+        fprintf(stderr, "backend: queued tag %llu (may_queue %d)\n", (unsigned long long)io->tag,
+                may_queue);
+        abort();
+    }
+    c->queued[io->tag] = *io;
+    c->busy[io->tag] = 1;
+    c->nbusy++;
+    return rc;
+}
+
+static void checked_submit(struct dp_backend *b)
+{
+    struct checked *c = (struct checked *)b;
+    c->inner->ops->submit(c->inner);
+}
+
+static unsigned checked_reap(struct dp_backend *b, struct dp_io_done *out, unsigned max, int wait)
+{
+    struct checked *c = (struct checked *)b;
+    unsigned n = c->inner->ops->reap(c->inner, out, max, wait);
+    if (n > max || (wait && n == 0 && c->nbusy)) {
+        fprintf(stderr, "backend: reaped %u of at most %u (wait %d, %u in flight)\n", n, max, wait,
+                c->nbusy);
+        abort();
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (out[i].tag >= c->num || !c->busy[out[i].tag]) {
+            fprintf(stderr, "backend: reaped tag %llu, not in flight\n",
+                    (unsigned long long)out[i].tag);
+            abort();
+        }
+        c->busy[out[i].tag] = 0;
+        c->nbusy--;
+        check_result(&c->queued[out[i].tag], out[i].res);
+    }
+    return n;
+}
+
+static int checked_fd(const struct dp_backend *b)
+{
+    const struct checked *c = (const struct checked *)b;
+    return c->inner->ops->fd(c->inner);
+}
+
+static unsigned checked_depth(const struct dp_backend *b)
+{
+    const struct checked *c = (const struct checked *)b;
+    return c->inner->ops->depth(c->inner);
+}
+
+static const struct dp_backend_ops checked_ops = {
+    .start = checked_start,
+    .submit = checked_submit,
+    .reap = checked_reap,
+    .fd = checked_fd,
+    .depth = checked_depth,
 };
 
 /* Per input. */
@@ -381,7 +494,7 @@ static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
     case 5: {
         uint64_t offset = take_le(r, 4);
         size_t n = (size_t)take_le(r, 2);
-        if (kind % 7 == 5) {
+        if (kind % 9 == 5) {
             uint8_t byte = (uint8_t)take_le(r, 1);
             write_guest(offset, &byte, n, 1);
         } else {
@@ -393,7 +506,7 @@ static void op(struct run *r, uint8_t kind, int *passes, int *invalidations)
     case 1:
     case 2:
         if ((*passes)++ < MAX_PASSES)
-            serve(r, kind % 7 == 1 ? MAX_TRIPS : 1);
+            serve(r, kind % 9 == 1 ? MAX_TRIPS : 1);
         break;
     case 3: {
         uint64_t start = take_le(r, 4), len = take_le(r, 4);
@@ -470,6 +583,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t qosbits = (uint8_t)take_le(&r, 1), limits = (uint8_t)take_le(&r, 1);
     uint8_t flags[32];
     take(&r, flags, sizeof flags);
+    int rbd = layout & 2;
+    uint8_t script[FAKE_RBD_SCRIPT];
+    if (rbd)
+        take(&r, script, sizeof script);
 
     uint32_t code = shape & 15;
     uint32_t num = code <= 10 ? 1u << code : bad_sizes[code - 11];
@@ -520,27 +637,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         goto free_qos;
     }
     struct dp_aio *aio = NULL;
-    if (engine == 1 || (engine == 2 && !g.uring))
+    if (!rbd && (engine == 1 || (engine == 2 && !g.uring)))
         aio = g.threads;
-    else if (engine == 2)
+    else if (!rbd && engine == 2)
         aio = g.uring;
     struct dp_file file;
     dp_file_init(&file, g.backfd, -1, 4096);
     file.stats = q->stats;
     dp_file_use_aio(&file, aio);
     struct queue_all *qa = NULL;
+    struct fake_rbd_image *image = NULL;
+    struct dp_rbd *rb = NULL;
     struct dp_backend *backend = dp_file_backend(&file);
-    if (engine == 3) {
+    struct checked checker = {.base = {&checked_ops}, .num = num};
+    if (rbd) {
+        /* RbdQueues.queue_backend(info.num), or deeper or shallower than the queue. */
+        uint32_t depths[4] = {num, num - 1, 2 * num, 1};
+        image = fake_rbd_open(g.backfd, BACKING, script);
+        rb = dp_rbd_backend_new(image, depths[engine]);
+        if (!rb)
+            goto out;
+        backend = dp_rbd_backend(rb);
+    } else if (engine == 3) {
         qa = calloc(1, sizeof *qa);
         if (!qa)
             goto out;
         *qa = (struct queue_all){.base = {&queue_all_ops}, .file = &file};
         backend = &qa->base;
     }
-    int queued = dp_queue_attach(q, backend);
+    checker.inner = backend;
+    checker.queued = calloc(num, sizeof *checker.queued);
+    checker.busy = calloc(num, 1);
+    if (!checker.queued || !checker.busy)
+        goto out;
+    int queued = dp_queue_attach(q, &checker.base);
     if (queued < 0)
         goto out;
-    if (queued && thresholds) {
+    if (!rbd && queued && thresholds) {
         file.async_min = thresholds == 3 ? UINT32_MAX : 0;
         file.async_write_min = thresholds == 2 ? UINT32_MAX : 0;
     }
@@ -566,6 +699,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     serve(&r, MAX_TRIPS);
 out:
     dp_queue_free(q); /* completes what is still in flight first */
+    dp_rbd_backend_free(rb);
+    fake_rbd_close(image); /* a callback stopped after publishing finishes now */
+    free(checker.queued);
+    free(checker.busy);
     free(qa);
     free(q);
     for (int i = 0; i < NREGIONS; i++)

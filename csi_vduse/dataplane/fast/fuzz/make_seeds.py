@@ -4,11 +4,12 @@
 
 rewrites corpus/seeds and corpus/defects.
 
-Each input is fuzz_ring.c's 80-byte header (the queue's setup) followed by operations; its
-header comment is the format. The drivers here lay rings out as tests/unit/fake_virtio.py
-does: split chains and indirect tables, packed chains with the first descriptor made
-available last. ``corpus/seeds`` reach the loop's features and replay clean;
-``corpus/defects`` hold one input per known defect and crash or hang until it is fixed.
+Each input is fuzz_ring.c's 80-byte header (the queue's setup), with the RBD backend the
+fake librbd's script (fake_librbd.h), then operations; fuzz_ring.c's header comment is the
+format. The drivers here lay rings out as tests/unit/fake_virtio.py does: split chains and
+indirect tables, packed chains with the first descriptor made available last.
+``corpus/seeds`` reach the loop's features and replay clean; ``corpus/defects`` hold one
+input per known defect and crash or hang until it is fixed.
 """
 
 from __future__ import annotations
@@ -34,12 +35,26 @@ UNSUPPORTED = 2  # VIRTIO_BLK_T_SCSI_CMD: a type the device does not serve
 
 WRITE, SERVE, STEP, INVALIDATE, CAPACITY, FILL, DISK, CLOCK, LIMITS = range(9)
 ENGINES = {"none": 0, "threads": 1, "io_uring": 2, "queue-all": 3}
+DEPTHS = {"queue": 0, "shallow": 1, "double": 2, "one": 3}  # the RBD backend's, in the engine bits
+SCRIPT = 64  # fake_librbd.h FAKE_RBD_SCRIPT
+CALLS = {"ok": 0, "create-enomem": 5, "enomem": 6, "einval": 7}
+RESULTS = {"ok": 0, "eio": 1, "enospc": 2, "short": 3}  # short: a read moves half, else -EROFS
+IMAGE = 1 << 20  # fuzz_ring.c BACKING: the fake image's size
 THRESHOLDS = {"default": 0, "all": 1, "reads": 2, "writes": 3}
 BAD_SIZES = [2048, 32768, 3, 1000, 1025]
+MAX_OPS = 64  # fuzz_ring.c reads no more operations than this
 MAX = 2**64 - 1  # a limit beyond qos.MAX_RATE or MAX_BURST_MS
 RATES = [0, 1, 1000, MAX]  # what fuzz_ring.c's QoS limits code chooses from
 BURSTS = [0, 1000, 3_600_000, MAX]
 Segment = tuple[int, int, bool]  # IOVA, length, device-writable
+
+
+def rbd_op(*, fire: int = 0, stop: bool = False, call: str = "ok", result: str = "ok") -> int:
+    """The fake librbd's script byte for one operation (fake_librbd.h): `fire` completions
+    land before it, its callback `stop`s after publishing, the `call` fails before queueing,
+    or the operation completes with `result`."""
+    assert 0 <= fire <= 3
+    return fire | stop << 2 | CALLS[call] << 3 | RESULTS[result] << 6
 
 
 def limits_code(*, iops: int = 0, read_bps: int = 0, write_bps: int = 0, burst_ms: int = 0) -> int:
@@ -63,6 +78,9 @@ class Guest:
     b_readonly: bool = False
     b_high: bool = False
     engine: str = "none"
+    rbd: bool = False  # the RBD backend on the fake librbd; `engine` is then unused
+    depth: str = "queue"  # the RBD backend's depth (DEPTHS)
+    script: bytes = b""  # the fake librbd's, zero-padded to SCRIPT bytes
     thresholds: str = "default"
     avail: int = 0  # split: last_avail = used_idx; packed: last_avail (pos | wrap << 15)
     used: int = 0  # packed: used_idx
@@ -79,6 +97,14 @@ class Guest:
     limits: int | None = None  # a QoS page with these limits (limits_code), on a fake clock
     qos_bad_magic: bool = False
     ops: bytearray = field(default_factory=bytearray)
+    nops: int = 0
+    # While the last operation is a WRITE: where it starts in ops, where it ends in memory.
+    last_write: tuple[int, int] | None = None
+
+    def op(self, raw: bytes) -> None:
+        self.ops += raw
+        self.nops += 1
+        self.last_write = None
 
     def header(self) -> bytes:
         bad = self.size in BAD_SIZES
@@ -87,15 +113,17 @@ class Guest:
         features = (self.packed | self.event_idx << 1 | self.indirect << 2 | self.readonly << 3
                     | self.can_flush << 4 | self.can_discard << 5 | self.stats << 6
                     | self.b_readonly << 7)  # fmt: skip
-        shape = code | ENGINES[self.engine] << 4 | THRESHOLDS[self.thresholds] << 6
+        engine = DEPTHS[self.depth] if self.rbd else ENGINES[self.engine]
+        shape = code | engine << 4 | THRESHOLDS[self.thresholds] << 6
         logbits = (self.log | self.resume << 1 | (self.log_num is not None) << 2
                    | (self.log_valid is not None) << 3)  # fmt: skip
         flags = bytearray(32)
         for head in self.inflight:
             flags[head // 8] |= 1 << head % 8
         qos = (self.limits is not None) | self.qos_bad_magic << 1
+        layout = self.b_high | self.rbd << 1
         return HEADER.pack(
-            features, shape, logbits, int(self.b_high), self.avail, self.used, *self.rings,
+            features, shape, logbits, layout, self.avail, self.used, *self.rings,
             self.log_avail, self.log_used, self.log_num or 0, self.log_valid or 0,
             self.sectors, self.submit_faults, qos, self.limits or 0, bytes(flags),
         )  # fmt: skip
@@ -112,31 +140,43 @@ class Guest:
             return
         for at in range(0, len(data), 0xFFFF):
             chunk = data[at : at + 0xFFFF]
-            self.ops += struct.pack("<BIH", WRITE, self.offset(iova + at), len(chunk)) + chunk
+            offset = self.offset(iova + at)
+            if self.last_write and self.last_write[1] == offset:
+                # Right after the last WRITE: one operation for both, as MAX_OPS counts them.
+                start = self.last_write[0]
+                (size,) = struct.unpack_from("<H", self.ops, start + 5)
+                if size + len(chunk) <= 0xFFFF:
+                    struct.pack_into("<H", self.ops, start + 5, size + len(chunk))
+                    self.ops += chunk
+                    self.last_write = (start, offset + len(chunk))
+                    continue
+            start = len(self.ops)
+            self.op(struct.pack("<BIH", WRITE, offset, len(chunk)) + chunk)
+            self.last_write = (start, offset + len(chunk))
 
     def fill(self, iova: int, length: int, *, byte: int) -> None:
-        self.ops += struct.pack("<BIHB", FILL, self.offset(iova), length, byte)
+        self.op(struct.pack("<BIHB", FILL, self.offset(iova), length, byte))
 
     def disk(self, offset: int, data: bytes) -> None:
-        self.ops += struct.pack("<BIH", DISK, offset, len(data)) + data
+        self.op(struct.pack("<BIH", DISK, offset, len(data)) + data)
 
     def serve(self) -> None:
-        self.ops.append(SERVE)
+        self.op(bytes([SERVE]))
 
     def step(self) -> None:
-        self.ops.append(STEP)
+        self.op(bytes([STEP]))
 
     def invalidate(self, iova: int, length: int) -> None:
-        self.ops += struct.pack("<BII", INVALIDATE, iova, length)
+        self.op(struct.pack("<BII", INVALIDATE, iova, length))
 
     def capacity(self, sectors: int) -> None:
-        self.ops += struct.pack("<BH", CAPACITY, sectors)
+        self.op(struct.pack("<BH", CAPACITY, sectors))
 
     def clock(self, us: int) -> None:
-        self.ops += struct.pack("<BI", CLOCK, us)
+        self.op(struct.pack("<BI", CLOCK, us))
 
     def set_limits(self, code: int, *, torn: bool = False) -> None:
-        self.ops += struct.pack("<BBB", LIMITS, code, torn)
+        self.op(struct.pack("<BBB", LIMITS, code, torn))
 
     def memory(self, length: int) -> bytes:
         """The first `length` bytes of guest memory after this input's WRITE and FILL ops."""
@@ -152,7 +192,9 @@ class Guest:
         return bytes(mem)
 
     def input(self) -> bytes:
-        return self.header() + bytes(self.ops)
+        assert len(self.script) <= SCRIPT
+        script = self.script.ljust(SCRIPT, b"\0") if self.rbd else b""
+        return self.header() + script + bytes(self.ops)
 
 
 class Buffers:
@@ -231,9 +273,13 @@ class Split:
             self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         self.guest.write(self.avail + 2, struct.pack("<H", self.avail_idx))
 
-    def request(self, kind: int, *, indirect: bool = False, **kw: int | bytes) -> int:
+    def prepare(self, kind: int, *, indirect: bool = False, **kw: int | bytes) -> int:
+        """Write a request's chain without making it available; returns its head."""
         segments = segments_for(self.guest, self.buffers, kind, **kw)  # type: ignore[arg-type]
-        head = self.indirect_chain(segments) if indirect else self.chain(segments)
+        return self.indirect_chain(segments) if indirect else self.chain(segments)
+
+    def request(self, kind: int, *, indirect: bool = False, **kw: int | bytes) -> int:
+        head = self.prepare(kind, indirect=indirect, **kw)
         self.publish(head)
         return head
 
@@ -252,8 +298,6 @@ class Packed:
         self.guest.write(self.driver_event, struct.pack("<HH", off_wrap, flags))
 
     def post(self, segments: list[Segment], *, indirect: bool = False) -> int:
-        buffer_id = self.next_id
-        self.next_id = (self.next_id + 1) % self.guest.size
         if indirect:
             table = self.buffers.alloc(16 * len(segments))
             for i, (addr, length, writable) in enumerate(segments):
@@ -266,6 +310,12 @@ class Packed:
                  | (DescFlag.NEXT if i < len(segments) - 1 else 0))
                 for i, (addr, length, writable) in enumerate(segments)
             ]  # fmt: skip
+        return self.post_ring(ring)
+
+    def post_ring(self, ring: list[tuple[int, int, int]]) -> int:
+        """Make ring descriptors (addr, len, flags) available as one chain; its buffer id."""
+        buffer_id = self.next_id
+        self.next_id = (self.next_id + 1) % self.guest.size
         slots = []
         for addr, length, flags in ring:
             bits = PACKED_AVAIL if self.wrap else PACKED_USED
@@ -386,16 +436,17 @@ def seed_split_engine(engine: str, thresholds: str) -> Callable[[], Guest]:
     def make() -> Guest:
         g = Guest(size=64, engine=engine, thresholds=thresholds, stats=True)
         q = Split(g)
-        for i in range(6):
-            q.request(RequestType.OUT, sector=8 * i, out=bytes([i]) * 4096)
+        # Made available together, in one write of the avail ring (MAX_OPS).
+        heads = [q.prepare(RequestType.OUT, sector=8 * i, out=bytes([i]) * 4096) for i in range(6)]
         # Six buffers in one request: more than a slot's four small iovecs.
         header = q.buffers.alloc(16)
         g.write(header, REQUEST_HEADER.pack(RequestType.IN, 0, 0))
         data = [(q.buffers.alloc(512), 512, True) for _ in range(6)]
-        q.publish(q.chain([(header, 16, False), *data, (q.buffers.alloc(1), 1, True)]))
+        heads.append(q.chain([(header, 16, False), *data, (q.buffers.alloc(1), 1, True)]))
         for i in range(6):
-            q.request(RequestType.IN, sector=8 * i, in_len=4096)
-        q.request(RequestType.FLUSH)
+            heads.append(q.prepare(RequestType.IN, sector=8 * i, in_len=4096))
+        heads.append(q.prepare(RequestType.FLUSH))
+        q.publish(*heads)
         g.serve()
         # A read larger than INLINE_MAX (64 KiB) and SPREAD_MIN (128 KiB) straddling B.
         big = Split(g, Buffers(0x1000))
@@ -425,7 +476,12 @@ def seed_split_queue_all() -> Guest:
 def seed_split_step() -> Guest:
     """Single dp_serve calls: requests stay in flight across a NEED_MAP round trip while the
     guest posts more, and an invalidation pauses the queue to finish them."""
-    g = Guest(size=16, engine="threads", thresholds="all")
+    return in_flight_across_need_map(Guest(size=16, engine="threads", thresholds="all"))
+
+
+def in_flight_across_need_map(g: Guest) -> Guest:
+    """Two writes in flight while a read waits for region B to be mapped, one more read
+    posted meanwhile, then an invalidation of region B."""
     q = Split(g)
     q.request(RequestType.OUT, sector=0, out=b"a" * 4096)
     q.request(RequestType.OUT, sector=8, out=b"b" * 4096)
@@ -600,6 +656,184 @@ def seed_split_qos_resume() -> Guest:
     return g
 
 
+# ---- seeds for the RBD backend (rbd.c on the fake librbd) ---------------------------------
+
+# Every byte below 40 lets an operation go ahead and succeed (fake_librbd.h), whichever of
+# the script's readers takes it: as an operation's byte it fires 0-3 completions first and
+# may stop its callback after publishing; as a pick it chooses among the pending ones.
+SHUFFLE = bytes((7 * i + 3) % 40 for i in range(SCRIPT))
+
+
+def seed_rbd_split_every_type() -> Guest:
+    """The RBD backend on a split ring: every request type queued on librbd (flush, discard
+    and write zeroes too) and completed oldest first as the pass drains; a discard of two
+    ranges waits for each on the queue's thread while the rest stay in flight."""
+    g = Guest(size=32, rbd=True, stats=True)
+    q = Split(g)
+    every_type(q)
+    g.serve()
+    q.request(RequestType.IN, sector=8, in_len=1024)
+    q.request(RequestType.IN, sector=64, in_len=2048)  # zeroed with unmap
+    g.serve()
+    return g
+
+
+def seed_rbd_split_out_of_order() -> Guest:
+    """Completions land while the pass is still taking requests (when the next operation is
+    made, or reap takes its list), in the order the script picks, and some callbacks stop
+    right after publishing until librbd is next entered: writes and reads of the same
+    sectors in flight together, over several passes."""
+    g = Guest(size=64, rbd=True, script=SHUFFLE)
+    q = Split(g)
+    q.publish(
+        *[q.prepare(RequestType.OUT, sector=8 * i, out=bytes([i + 1]) * 4096) for i in range(6)]
+    )
+    g.serve()
+    heads = [q.prepare(RequestType.IN, sector=8 * i, in_len=4096) for i in range(6)]
+    for i in range(4):
+        heads.append(q.prepare(RequestType.OUT, sector=8 * i + 4, out=bytes([i + 0x40]) * 512))
+    heads.append(q.prepare(RequestType.FLUSH))
+    q.publish(*heads)
+    g.serve()
+    q.publish(*[q.prepare(RequestType.IN, sector=8 * i, in_len=4096) for i in range(3)])
+    g.serve()
+    return g
+
+
+def seed_rbd_split_failures() -> Guest:
+    """librbd failing: completions with -EIO, -ENOSPC and -EROFS, reads cut short,
+    rbd_aio_create_completion and the aio calls failing before queueing (-ENOMEM, -EINVAL);
+    ranges that start past the 1 MiB image (capacity 2 MiB) fail with -EINVAL, a discard
+    there is settled as a hint, a read across the end fails, and a write across it is
+    clipped by librbd and still reports success."""
+    failures = [
+        rbd_op(result="eio"),
+        rbd_op(call="enomem"),
+        rbd_op(result="enospc", fire=1),
+        rbd_op(call="einval"),
+        rbd_op(call="create-enomem"),
+        rbd_op(stop=True, fire=2),
+        rbd_op(result="short"),
+    ]
+    script = bytes(b for failure in failures for b in (failure, 0)) * 4
+    g = Guest(size=32, rbd=True, stats=True, sectors=4096, script=script)
+    q = Split(g)
+    heads = []
+    for sector in range(4):
+        heads.append(q.prepare(RequestType.OUT, sector=sector, out=bytes([sector]) * 512))
+        heads.append(q.prepare(RequestType.FLUSH))
+    heads.append(q.prepare(RequestType.IN, sector=0, in_len=2048))
+    q.publish(*heads)
+    g.serve()
+    end = IMAGE // 512
+    requests: list[tuple[int, dict[str, int | bytes]]] = [
+        (RequestType.IN, {"sector": end + 8, "in_len": 512}),  # past the image
+        (RequestType.OUT, {"sector": end + 8, "out": b"e" * 512}),
+        (RequestType.OUT, {"sector": end - 1, "out": b"f" * 1024}),  # clipped
+        (RequestType.IN, {"sector": end - 1, "in_len": 1024}),  # short
+        (RequestType.DISCARD, {"out": ZERO_RANGE.pack(end + 16, 8, 0)}),
+        (RequestType.WRITE_ZEROES, {"out": ZERO_RANGE.pack(end + 16, 8, 0)}),
+        (RequestType.DISCARD, {"out": ZERO_RANGE.pack(0, 2, 0) + ZERO_RANGE.pack(end, 2, 0)}),
+    ]
+    q.publish(*[q.prepare(kind, indirect=False, **kw) for kind, kw in requests])
+    g.serve()
+    return g
+
+
+def seed_rbd_packed() -> Guest:
+    """A packed ring on the RBD backend: every request waits for librbd on the queue's
+    thread, in order; completions fail, an aio call and rbd_aio_create_completion too."""
+    # Each request takes two bytes: its operation's, and the pick when it is waited for.
+    script = bytes([0, 0, rbd_op(result="eio"), 0, 0, 0, rbd_op(result="enospc"), 0,
+                    rbd_op(call="einval"), rbd_op(call="create-enomem"), 0, 0])  # fmt: skip
+    g = Guest(size=16, packed=True, indirect=True, rbd=True, avail=1 << 15, used=1 << 15,
+              script=script)  # fmt: skip
+    every_type(Packed(g), indirect=True)
+    g.serve()
+    return g
+
+
+def seed_rbd_short_reads() -> Guest:
+    """Reads librbd completes short fail (IOERR) on a packed ring, where each is waited for:
+    one the script cuts to half, one across the image's end, one past it (-EINVAL); a write
+    across the end is clipped and succeeds; a whole read succeeds."""
+    # Two bytes a request: its operation's, and the pick when it is waited for.
+    script = bytes([rbd_op(result="short"), 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    g = Guest(size=16, packed=True, rbd=True, sectors=4096, avail=1 << 15, used=1 << 15,
+              script=script)  # fmt: skip
+    q = Packed(g)
+    end = IMAGE // 512
+    q.request(RequestType.IN, sector=0, in_len=4096)  # cut to half
+    q.request(RequestType.IN, sector=end - 4, in_len=4096)  # across the end
+    q.request(RequestType.IN, sector=end + 4, in_len=512)  # past it
+    q.request(RequestType.OUT, sector=end - 1, out=b"w" * 1024)  # clipped, reported whole
+    q.request(RequestType.IN, sector=end - 1, in_len=512)
+    g.serve()
+    return g
+
+
+def seed_rbd_zero_length() -> Guest:
+    """A read and a write of no data (a header and a status byte): librbd refuses an empty
+    iovec array, so the backend does them at once; they succeed as on a file."""
+    g = Guest(size=8, rbd=True)
+    q = Split(g)
+    q.publish(q.prepare(RequestType.IN, sector=8), q.prepare(RequestType.OUT, sector=8))
+    g.serve()
+    return g
+
+
+def seed_rbd_many_buffers() -> Guest:
+    """A read into 1100 buffers, more than librbd takes in one call (IOV_MAX, 1024), on a
+    packed ring of 2048 behind one indirect table: done in two slices. The table's 1100 like
+    entries are made without 17 KiB of input: 32 of them in one 512-byte buffer, written to
+    the image 35 times by one request, then read back over the table by another."""
+    g = Guest(size=2048, packed=True, indirect=True, rbd=True, avail=1 << 15, used=1 << 15,
+              rings=(0x0, 0x8000, 0x8010))  # fmt: skip
+    q = Packed(g, Buffers(0x9000))
+    entries, sector = 1100, 1536
+    data = q.buffers.alloc(512)
+    pattern = q.buffers.alloc(512)
+    g.write(pattern, PACKED_DESC.pack(data, 512, 0, DescFlag.WRITE) * 32)
+    header = q.buffers.alloc(16)
+    g.write(header, REQUEST_HEADER.pack(RequestType.OUT, 0, sector))
+    status = q.buffers.alloc(1)
+    copies = [(pattern, 512, False)] * 35
+    q.post([(header, 16, False), *copies, (status, 1, True)], indirect=True)
+    g.serve()
+    table = q.buffers.alloc(35 * 512)
+    read = segments_for(g, q.buffers, RequestType.IN, sector=sector, status=False)
+    q.post([*read, (table, 35 * 512, True), (status, 1, True)], indirect=True)
+    g.serve()
+    g.write(header, REQUEST_HEADER.pack(RequestType.IN, 0, 0))
+    g.write(table, PACKED_DESC.pack(header, 16, 0, 0))
+    g.write(table + 16 * (entries + 1), PACKED_DESC.pack(status, 1, 0, DescFlag.WRITE))
+    q.post_ring([(table, 16 * (entries + 2), DescFlag.INDIRECT)])
+    g.serve()
+    return g
+
+
+def seed_rbd_depth(depth: str) -> Callable[[], Guest]:
+    def make() -> Guest:
+        g = Guest(size=32, rbd=True, depth=depth, script=SHUFFLE)
+        q = Split(g)
+        for sector in range(4):
+            q.request(RequestType.OUT, sector=8 * sector, out=bytes([sector + 1]) * 4096)
+            q.request(RequestType.IN, sector=8 * sector, in_len=4096)
+        q.request(RequestType.DISCARD, out=ZERO_RANGE.pack(0, 8, 0) + ZERO_RANGE.pack(16, 8, 0))
+        g.serve()
+        return g
+
+    make.__doc__ = f"A split ring on an RBD backend of depth {depth} (fuzz_ring.c)."
+    return make
+
+
+def seed_rbd_step() -> Guest:
+    """Single dp_serve calls on the RBD backend: requests stay in librbd across a NEED_MAP
+    round trip, and an invalidation pauses the queue (dp_run) to finish them; completions
+    land out of order, callbacks stop after publishing."""
+    return in_flight_across_need_map(Guest(size=16, rbd=True, script=SHUFFLE))
+
+
 # ---- defects: each crashes or hangs at 51811a9 -------------------------------------------
 
 
@@ -679,6 +913,35 @@ def defect5_io_uring_continuation_not_submitted() -> Guest:
     return g
 
 
+# ---- defects of rbd.c: each crashes at 1f8fd9a ------------------------------------------
+
+
+def defect6_rbd_callback_after_publish() -> Guest:
+    """D6. The completion callback bumped the eventfd after it had published the operation
+    and released the lock: the queue's thread could reap it, finish the pass, and free the
+    backend (closing the eventfd) before the callback's write read b->efd, a use-after-free
+    (and a write to whatever the descriptor number had become). One write; its callback
+    stops right after its unlock (script: its operation's byte), reap fires it when it takes
+    its list (1) picking it (0), the queue finishes and frees the backend, and the fake lets
+    the callback go on when the image closes."""
+    g = Guest(size=8, rbd=True, script=bytes([rbd_op(stop=True), 1, 0]))
+    Split(g).request(RequestType.OUT, sector=0, out=b"u" * 512)
+    g.serve()
+    return g
+
+
+def defect7_rbd_short_read_reported_whole() -> Guest:
+    """D7. A read librbd completes short was reported whole: librbd clips a read at the
+    image's end (and reports the bytes it read), as when the image shrank under the device,
+    and rbd.c answered every read that did not fail with its full length, so the guest got
+    OK and its buffer's old bytes as data. A read of 8 KiB across the end of the 1 MiB
+    image (capacity 2 MiB)."""
+    g = Guest(size=8, rbd=True, sectors=4096)
+    Split(g).request(RequestType.IN, sector=IMAGE // 512 - 8, in_len=8192)
+    g.serve()
+    return g
+
+
 SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-split-direct-every-type": seed_split_direct,
     "seed-split-indirect-every-type": seed_split_indirect,
@@ -704,6 +967,16 @@ SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-split-qos-throttled": seed_split_qos_throttled,
     "seed-packed-qos-bytes": seed_packed_qos_bytes,
     "seed-split-qos-resume": seed_split_qos_resume,
+    "seed-rbd-split-every-type": seed_rbd_split_every_type,
+    "seed-rbd-split-out-of-order": seed_rbd_split_out_of_order,
+    "seed-rbd-split-failures": seed_rbd_split_failures,
+    "seed-rbd-packed": seed_rbd_packed,
+    "seed-rbd-short-reads": seed_rbd_short_reads,
+    "seed-rbd-zero-length": seed_rbd_zero_length,
+    "seed-rbd-many-buffers": seed_rbd_many_buffers,
+    "seed-rbd-shallow": seed_rbd_depth("shallow"),
+    "seed-rbd-double": seed_rbd_depth("double"),
+    "seed-rbd-step-in-flight-need-map": seed_rbd_step,
 }
 
 DEFECTS: dict[str, Callable[[], Guest]] = {
@@ -712,6 +985,8 @@ DEFECTS: dict[str, Callable[[], Guest]] = {
     "defect3-packed-position-past-ring": defect3_packed_position_past_ring,
     "defect4-queue-size-over-log-block": defect4_queue_size_over_log_block,
     "defect5-io-uring-continuation-not-submitted": defect5_io_uring_continuation_not_submitted,
+    "defect6-rbd-callback-after-publish": defect6_rbd_callback_after_publish,
+    "defect7-rbd-short-read-reported-whole": defect7_rbd_short_read_reported_whole,
 }
 
 
@@ -722,8 +997,10 @@ def main() -> None:
         for stale in out.iterdir():
             stale.unlink()
         for name, make in makers.items():
-            data = make().input()
+            guest = make()
+            data = guest.input()
             assert len(data) <= 4096, f"{name}: {len(data)} bytes"
+            assert guest.nops <= MAX_OPS, f"{name}: {guest.nops} operations, the rest unread"
             (out / name).write_bytes(data)
             print(f"{sub}/{name}: {len(data)} bytes")
 
