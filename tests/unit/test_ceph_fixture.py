@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.ceph import CephCluster, CephError, bootstrap, commands, conf, daemons, node
 from tests.ceph.layout import Layout, State
+from tests.vm import guest
 
 
 def _state() -> State:
@@ -120,3 +124,28 @@ def test_a_command_past_its_timeout_is_an_error_naming_it() -> None:
 def test_a_failed_command_reports_its_stderr() -> None:
     with pytest.raises(CephError, match="status 3:\nno such pool"):
         commands.run(["sh", "-c", "echo 'no such pool' >&2; exit 3"], timeout=10)
+
+
+@pytest.fixture
+def lookalike_driver() -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose command line the guest cleanup takes for a leftover driver."""
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "csi_vduse", "serve"]
+    proc = subprocess.Popen(argv)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_guest_cleanup_spares_processes_a_session_fixture_keeps(
+    lookalike_driver: subprocess.Popen[bytes],
+) -> None:
+    def kept() -> list[int]:
+        return [lookalike_driver.pid]
+
+    assert lookalike_driver.pid in guest._drivers()
+    guest.keep(kept)
+    try:
+        assert lookalike_driver.pid not in guest._drivers()
+    finally:
+        guest.release(kept)
+    assert lookalike_driver.pid in guest._drivers()
