@@ -231,14 +231,19 @@ class CephCluster:
         if daemons.pid(self.layout, name) is None:
             argv = ["ceph-osd", "-f", "-c", str(self.conf_path), "-i", str(osd_id)]
             daemons.start(self.layout, name, argv)
-        self._wait(lambda: self._osd_is_up(osd_id), name, deadline)
+        self._wait(lambda: self._osd_is_up(osd_id, daemons.pid(self.layout, name)), name, deadline)
 
-    def _osd_is_up(self, osd_id: int) -> bool:
+    def _osd_is_up(self, osd_id: int, pid: int | None) -> bool:
+        """Whether the monitor has this OSD process up. After a SIGKILL the monitor still has
+        the dead one up for a while: an address's nonce (the daemon's pid) tells them apart."""
         done = self.ceph("osd", "dump", "--format", "json", timeout=60, check=False)
         if done.returncode != 0:
             return False
-        osds = json.loads(done.stdout).get("osds", [])
-        return any(osd.get("osd") == osd_id and osd.get("up") == 1 for osd in osds)
+        for osd in json.loads(done.stdout).get("osds", []):
+            if osd.get("osd") == osd_id and osd.get("up") == 1:
+                addresses = osd.get("public_addrs", {}).get("addrvec", [])
+                return any(address.get("nonce") == pid for address in addresses)
+        return False
 
     def _wait(self, ready: Callable[[], bool], daemon: str, deadline: float) -> None:
         """Until ``ready``; CephError if ``daemon`` exits or the deadline passes first."""

@@ -45,24 +45,19 @@ def pid(layout: Layout, name: str) -> int | None:
         recorded = int(layout.pid_file(name).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return recorded if recorded in members(layout) else None
+    if recorded in _children:
+        # Started by this process: ours for sure. Its command line can read empty for a
+        # moment after Popen returns (the kernel closes the exec pipe before it sets up
+        # the new arguments), so it is not asked.
+        return recorded if _alive(recorded) else None
+    return recorded if _names_config(recorded, layout) and _alive(recorded) else None
 
 
 def members(layout: Layout) -> list[int]:
     """Live processes whose command line names this cluster's config: its daemons, and any
     client a test started with ``-c`` (an ``rbd-nbd`` serving a mapping, say)."""
-    conf = os.fsencode(layout.conf)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if conf in argv and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [pid for pid in pids if _names_config(pid, layout) and _alive(pid)]
 
 
 def stop(layout: Layout, name: str, *, kill: bool = False) -> None:
@@ -102,6 +97,14 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
 def _signal(target: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(target, sig)
+
+
+def _names_config(target: int, layout: Layout) -> bool:
+    try:
+        argv = Path(f"/proc/{target}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(layout.conf) in argv
 
 
 def _alive(target: int) -> bool:
