@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,6 +132,11 @@ def lookalike_driver() -> Iterator[subprocess.Popen[bytes]]:
     """A process whose command line the guest cleanup takes for a leftover driver."""
     argv = [sys.executable, "-c", "import time; time.sleep(60)", "csi_vduse", "serve"]
     proc = subprocess.Popen(argv)
+    # Its command line reads empty for a moment after Popen returns, while it execs.
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"serve" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
