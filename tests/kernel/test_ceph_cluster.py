@@ -36,23 +36,23 @@ def test_a_wrong_key_is_refused(ceph_client: CephClient, tmp_path: Path) -> None
     assert "Permission denied" in done.stderr
 
 
-def test_krbd_maps_an_image_through_the_v1_address(ceph_client: CephClient) -> None:
-    ceph_client.rbd("create", "--size", "64M", ceph_client.image("krbd"))
-    # The kernel client's default protocol (ms_mode=legacy) reaches only a v1 address.
-    device = ceph_client.map_krbd("krbd")
+# krbd reaches the monitor through its v1 address (the kernel's default protocol,
+# ms_mode=legacy, speaks only v1); rbd-nbd through librbd, like any userspace client.
+MAPPERS = {
+    "krbd": (CephClient.map_krbd, CephClient.unmap_krbd),
+    "rbd-nbd": (CephClient.map_nbd, CephClient.unmap_nbd),
+}
+
+
+@pytest.mark.parametrize("mapper", MAPPERS)
+def test_a_kernel_client_maps_an_image(ceph_client: CephClient, mapper: str) -> None:
+    map_image, unmap = MAPPERS[mapper]
+    ceph_client.rbd("create", "--size", "64M", ceph_client.image(mapper))
+    device = map_image(ceph_client, mapper)
     try:
         _round_trip(device)
     finally:
-        ceph_client.unmap_krbd(device)
-
-
-def test_rbd_nbd_maps_an_image(ceph_client: CephClient) -> None:
-    ceph_client.rbd("create", "--size", "64M", ceph_client.image("nbd"))
-    device = ceph_client.map_nbd("nbd")
-    try:
-        _round_trip(device)
-    finally:
-        ceph_client.unmap_nbd(device)
+        unmap(ceph_client, device)
 
 
 def _round_trip(device: Path) -> None:
