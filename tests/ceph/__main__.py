@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{' '.join(cluster.mon_addresses)}; config {cluster.conf_path}")  # fmt: skip
         elif args.action == "down":
             cluster.down()
+        elif not cluster.is_up():
+            print(f"ceph: no test cluster runs in {args.directory}", file=sys.stderr)
+            return 1
         else:
             for key, value in cluster.env().items():
                 print(f"export {key}={shlex.quote(value)}")

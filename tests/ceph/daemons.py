@@ -2,8 +2,9 @@
 
 Daemons run in the foreground (``-f``) as children in their own session, so their pid is
 known the moment they start, before any log exists, and their early complaints land in
-``<name>.out``. A pid is only ever signalled while its command line still names this
-cluster's config: a pid file that outlived its daemon never kills a stranger.
+``<name>.out``. A pid is only ever signalled while it is this cluster's: a child this
+process started and has not reaped, or a process whose command line names the cluster's
+config. A pid file that outlived its daemon never kills a stranger.
 """
 
 from __future__ import annotations
