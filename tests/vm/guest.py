@@ -4,8 +4,13 @@ One test that dies half-way (a module it unloaded, a device, dataplane, driver o
 it left) must not fail every test after it. So each vm test starts by checking the
 guest: the modules loaded, and nothing left from an earlier test. What can be repaired
 is (modprobe; leftover drivers and dataplanes killed; devices deleted through the CLI;
-mounts made since the first test unmounted); what cannot fails this test alone, saying
-what is wrong.
+krbd and nbd mappings removed; mounts made since the first test unmounted); what cannot
+fails this test alone, saying what is wrong.
+
+Session fixtures outlive tests by design: the test Ceph cluster's daemons run from the
+first test that asks for it to the end of the session. They make no mounts, their loop
+device is none of the above, and the processes they name through ``keep`` are never
+killed here, whatever the matchers below come to match.
 """
 
 from __future__ import annotations
@@ -17,16 +22,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from csi_vduse.devices import dataplane_process
+from tests.ceph import kernel_clients
 
 MODULES = ("vdpa", "vduse", "virtio_vdpa", "virtio_blk")
 VDUSE_DIR = Path("/dev/vduse")
 VDPA_DIR = Path("/sys/bus/vdpa/devices")
 
 _baseline_mounts: list[set[str]] = []  # the guest's own mounts, seen before the first test
+_kept: list[Callable[[], Iterable[int]]] = []  # the processes of session fixtures
+
+
+def keep(pids: Callable[[], Iterable[int]]) -> None:
+    """Never count or kill the processes ``pids()`` names (asked afresh at each check, as a
+    fixture's daemons may be restarted): a session fixture's, not a test's leftovers."""
+    _kept.append(pids)
+
+
+def release(pids: Callable[[], Iterable[int]]) -> None:
+    """Undo ``keep(pids)``, once the fixture has stopped its processes."""
+    _kept.remove(pids)
 
 
 def mounts() -> list[str]:
@@ -42,6 +60,8 @@ def problems() -> list[str]:
     found += [f"vDPA device {name} is left" for name in _vdpa_devices()]
     found += [f"driver pid {pid} is left" for pid in _drivers()]
     found += [f"dataplane pid {pid} is left" for pid in _dataplanes()]
+    found += [f"krbd device rbd{device} is left" for device in kernel_clients.krbd_devices()]
+    found += [f"nbd device {name} is left" for name in _nbd_servers()]
     found += [f"mount {point} is left" for point in _extra_mounts()]
     return found
 
@@ -60,6 +80,9 @@ def ensure_clean() -> list[str]:
     _kill(_dataplanes())
     for point in reversed(_extra_mounts()):
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=60, check=False)
+    for device in kernel_clients.krbd_devices():
+        kernel_clients.remove_krbd(device)
+    _kill(sorted(set(_nbd_servers().values())))  # an rbd-nbd: its device goes with it
     names = sorted(set(_vduse_devices()) | set(_vdpa_devices()))
     if names:
         with tempfile.TemporaryDirectory(prefix="guest-cleanup-") as state:
@@ -100,11 +123,22 @@ def _dataplanes() -> list[int]:
     )
 
 
+def _nbd_servers() -> dict[str, int]:
+    """Connected nbd devices and their serving processes, those of session fixtures aside."""
+    kept = _kept_pids()
+    return {name: pid for name, pid in kernel_clients.nbd_servers().items() if pid not in kept}
+
+
+def _kept_pids() -> set[int]:
+    return {pid for pids in _kept for pid in pids()}
+
+
 def _processes(match: Callable[[list[bytes]], bool]) -> list[int]:
-    """Other live processes whose command line ``match``es."""
+    """Other live processes whose command line ``match``es, those of session fixtures aside."""
     found = []
+    kept = _kept_pids()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *kept):
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
