@@ -1,0 +1,227 @@
+"""Devices on Ceph RBD images, on the real kernel against the test cluster (tests.ceph).
+
+fio verifies every block it writes through one and two queues; discard and write zeroes
+reach the image (it holds less); the image grown by ``rbd resize`` grows the device
+online; a second writer of an image is refused; bad credentials, monitors and images get
+clear errors and leave nothing behind. The headline: the dataplane SIGKILLed every two
+seconds for a minute under verified fio, and the driver killed and restarted in the
+middle, loses nothing and fails no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.ceph import CephClient
+from tests.driver import Driver
+from tests.kernel.conftest import Cli, dataplane_pids, leftovers, sh
+from tests.kernel.test_crash_recovery import kernel_io_errors, wait_for_new_dataplane
+
+pytestmark = pytest.mark.vm
+
+MiB = 1 << 20
+STORM_SECONDS = 60
+KILL_GAPS = (1.5, 2.5)  # seconds between dataplane kills
+MIN_KILLS = 15
+
+
+@dataclass
+class RbdCli:
+    """``csi-vduse device create --rbd`` as the test cluster's user."""
+
+    cli: Cli
+    ceph: CephClient
+    images: list[str] = field(default_factory=list)
+
+    def image(self, name: str, size: str = "256M") -> str:
+        spec = self.ceph.image(f"{name}-{random.randrange(1 << 30):x}")
+        self.ceph.rbd("create", "--size", size, spec)
+        self.images.append(spec)
+        return spec
+
+    def create(
+        self, name: str, spec: str, *extra: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cli.run(
+            "device", "create", name, "--rbd", spec, *self.ceph_flags(), *extra, check=check
+        )
+
+    def ceph_flags(self, keyfile: Path | None = None) -> list[str]:
+        return [
+            "--ceph-conf", str(self.ceph.cluster.conf_path), "--ceph-user", self.ceph.user,
+            "--ceph-keyfile", str(keyfile or self.ceph.keyring),
+        ]  # fmt: skip
+
+    def used_bytes(self, spec: str) -> int:
+        done = self.ceph.rbd("du", "--format", "json", spec)
+        [image] = json.loads(done.stdout)["images"]
+        return int(image["used_size"])
+
+
+@pytest.fixture
+def rbd(cli: Cli, ceph_client: CephClient) -> Iterator[RbdCli]:
+    tool = RbdCli(cli, ceph_client)
+    yield tool
+    for device in cli.list():  # images are removed only once no device holds them
+        cli.run("device", "delete", device["name"], check=False)
+    for spec in tool.images:
+        ceph_client.rbd("rm", "--no-progress", spec, check=False)
+
+
+def fio_verify(device: Path, *extra: str, runtime: int | None = None) -> subprocess.Popen[str]:
+    """Mixed sizes, written then read back and checked (crc32c)."""
+    timed = ["--time_based", f"--runtime={runtime}"] if runtime else []
+    return subprocess.Popen(
+        [
+            "fio", "--name=rbd", f"--filename={device}", "--size=96M", "--rw=randwrite",
+            "--bssplit=4k/50:64k/30:1M/20", "--ioengine=libaio", "--direct=1",
+            "--iodepth=16", "--verify=crc32c", "--verify_fatal=1", "--output-format=json",
+            *timed, *extra,
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finished(fio: subprocess.Popen[str], timeout: float) -> dict[str, object]:
+    out, err = fio.communicate(timeout=timeout)
+    assert fio.returncode == 0, f"fio failed ({fio.returncode}): {err}\n{out[-2000:]}"
+    [job] = json.loads(out[out.index("{") :])["jobs"]
+    assert job["error"] == 0
+    return dict(job)
+
+
+@pytest.mark.parametrize("queues", [1, 2])
+def test_every_block_written_through_an_rbd_device_verifies(rbd: RbdCli, queues: int) -> None:
+    spec = rbd.image("verify")
+    device = Path(rbd.create("rbd0", spec, "--num-queues", str(queues)).stdout.strip())
+    errors = kernel_io_errors()
+    job = finished(fio_verify(device, "--verify_backlog=256"), timeout=600)
+    assert job["write"]["io_bytes"] >= 96 * MiB  # type: ignore[index]
+    assert kernel_io_errors() == errors
+    log = (rbd.cli.state_dir / "devices" / "rbd0.log").read_text()
+    assert "reads and writes via librbd" in log
+    assert "with IPv4/IPv6 sockets for Ceph" in log  # confined, with exactly that widening
+
+
+def test_discard_and_write_zeroes_reach_the_image(rbd: RbdCli) -> None:
+    spec = rbd.image("trim", size="64M")
+    device = rbd.create("rbd0", spec).stdout.strip()
+    sh("dd", "if=/dev/urandom", f"of={device}", "bs=1M", "count=48", "oflag=direct")
+    full = rbd.used_bytes(spec)
+    assert full >= 40 * MiB
+    sh("blkdiscard", "--offset", "0", "--length", str(32 * MiB), device)
+    sh("blkdiscard", "--zeroout", "--offset", str(32 * MiB), "--length", str(16 * MiB), device)
+    assert rbd.used_bytes(spec) < full - 24 * MiB  # whole objects (4 MiB) are freed
+    with open(device, "rb", buffering=0) as disk:
+        disk.seek(32 * MiB)
+        assert disk.read(16 * MiB) == bytes(16 * MiB)
+
+
+def test_an_image_grown_anywhere_grows_the_device_online(rbd: RbdCli) -> None:
+    spec = rbd.image("grow", size="64M")
+    device = Path(rbd.create("rbd0", spec).stdout.strip())
+    sectors = Path(f"/sys/block/{device.name}/size")
+    rbd.ceph.rbd("resize", "--no-progress", "--size", "96M", spec)  # by someone else
+    deadline = time.monotonic() + 60
+    while int(sectors.read_text()) != 96 * MiB // 512:
+        assert time.monotonic() < deadline, f"still {sectors.read_text().strip()} sectors"
+        time.sleep(0.2)
+    rbd.cli.run("device", "resize", "rbd0", "--size", "128M")  # by the driver
+    assert int(sectors.read_text()) == 128 * MiB // 512
+    info = json.loads(rbd.ceph.rbd("info", "--format", "json", spec).stdout)
+    assert info["size"] == 128 * MiB
+
+
+def test_a_second_writer_of_an_image_is_refused_and_leaves_nothing(rbd: RbdCli) -> None:
+    spec = rbd.image("one-writer")
+    rbd.create("rbd0", spec)
+    done = rbd.create("rbd1", spec, check=False)
+    assert done.returncode != 0
+    assert "in use" in done.stderr and "exclusive lock" in done.stderr, done.stderr
+    assert leftovers("rbd1") == []
+    assert [d["name"] for d in rbd.cli.list()] == ["rbd0"]
+
+
+def test_bad_credentials_monitors_or_images_get_clear_errors_and_leave_nothing(
+    rbd: RbdCli, tmp_path: Path
+) -> None:
+    spec = rbd.image("refused")
+    wrong = tmp_path / "wrong.keyring"
+    sh(
+        "ceph-authtool",
+        "--create-keyring",
+        str(wrong),
+        "--gen-key",
+        "-n",
+        f"client.{rbd.ceph.user}",
+    )
+    wrong_key = wrong.read_text().split("key = ")[1].split()[0]
+    cases = {
+        "permission denied": [*rbd.ceph_flags(keyfile=wrong)],
+        "no Ceph monitor answered within 5 s (mon_host 127.0.0.1:1)": [
+            *rbd.ceph_flags(),
+            "--ceph-mon-host",
+            "127.0.0.1:1",
+            "--ceph-timeout",
+            "5",
+        ],
+    }
+    for message, flags in cases.items():
+        done = rbd.cli.run("device", "create", "rbd0", "--rbd", spec, *flags, check=False)
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+        assert wrong_key not in done.stderr  # never quoted
+    done = rbd.create("rbd0", rbd.ceph.image("no-such-image"), check=False)
+    assert "does not exist" in done.stderr, done.stderr
+    assert leftovers("rbd0") == [] and rbd.cli.list() == []
+
+
+def test_kills_every_two_seconds_and_a_driver_restart_lose_nothing(
+    rbd: RbdCli, tmp_path: Path
+) -> None:
+    """The headline: the same storm that breaks rbd-nbd's volumes is a stall here."""
+    driver = Driver(tmp_path / "driver", controller=False).start()  # supervises the device
+    try:
+        cli = Cli(driver.state_dir)
+        spec = rbd.image("storm", size="128M")
+        device = Path(RbdCli(cli, rbd.ceph).create("storm", spec).stdout.strip())
+        errors = kernel_io_errors()
+        fio = fio_verify(device, "--verify_backlog=256", runtime=STORM_SECONDS)
+        kills, log = 0, []
+        start = time.monotonic()
+        driver_killed = False
+        while fio.poll() is None and time.monotonic() - start < STORM_SECONDS:
+            time.sleep(random.uniform(*KILL_GAPS))
+            pids = set(dataplane_pids("storm"))
+            if not driver_killed and time.monotonic() - start > STORM_SECONDS / 2:
+                driver.stop(signal.SIGKILL)  # nobody supervises while it is down
+                driver_killed = True
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(1.0)
+                driver.start()
+                log.append(f"{time.monotonic() - start:.1f}s driver and dataplane killed")
+            else:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                log.append(f"{time.monotonic() - start:.1f}s killed {sorted(pids)}")
+            kills += bool(pids)  # successors starting up or taking over are killed too
+        job = finished(fio, timeout=STORM_SECONDS + 300)
+        wait_for_new_dataplane(driver.state_dir, "storm", set(), timeout=120)
+        print("\n".join(log))
+        assert kills >= MIN_KILLS, log
+        assert driver_killed
+        assert kernel_io_errors() == errors
+        print(f"{kills} kills, {job['write']['io_bytes'] // MiB} MiB written and verified")  # type: ignore[index]
+        cli.run("device", "delete", "storm")
+    finally:
+        driver.stop()
