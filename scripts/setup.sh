@@ -13,9 +13,9 @@ packages=(
     fio e2fsprogs xfsprogs util-linux iproute2 qemu-utils          # used inside the VM
     # A real one-node Ceph for the RBD tests (tests/ceph: monitor, OSD, CLI; no mgr), the
     # kernel-side peers our RBD dataplane is compared with (krbd is in the VM's kernel,
-    # rbd-nbd here), librbd to build that dataplane against, and qemu-storage-daemon's rbd
+    # rbd-nbd here), and qemu-storage-daemon's rbd
     # driver for the benchmark's third peer. Installing them starts no daemon.
-    ceph-mon ceph-osd ceph-common rbd-nbd librbd-dev librados-dev qemu-block-extra
+    ceph-mon ceph-osd ceph-common rbd-nbd qemu-block-extra
     buildah debootstrap                                            # container image build
 )
 missing=()
