@@ -31,19 +31,18 @@ class RbdImage:
         self.target = target
         self.readonly = readonly
         self.path = f"rbd:{target.spec}"  # for messages, as a file backing's path is
-        conf_fd = -1
-        if target.conf:
-            conf_fd = os.memfd_create("ceph.conf", os.MFD_CLOEXEC)
-            os.write(conf_fd, target.conf.encode())
-        keep = [ffi.new("char[]", value.encode()) for value in self._strings(conf_fd)]
-        spec = ffi.new("struct cv_image_target *")
-        (spec.conf_path, spec.mon_host, spec.user, spec.key, spec.pool, spec.pool_namespace,
-         spec.image) = keep  # fmt: skip
-        spec.connect_timeout = target.connect_timeout
-        spec.readonly = int(readonly)
+        conf_fd = os.memfd_create("ceph.conf", os.MFD_CLOEXEC) if target.conf else -1
         out = ffi.new("struct cv_image **")
         err = ffi.new("char[]", ERROR_BYTES)
         try:
+            if conf_fd >= 0:
+                os.write(conf_fd, target.conf.encode())
+            keep = [ffi.new("char[]", value.encode()) for value in self._strings(conf_fd)]
+            spec = ffi.new("struct cv_image_target *")
+            (spec.conf_path, spec.mon_host, spec.user, spec.key, spec.pool,
+             spec.pool_namespace, spec.image) = keep  # fmt: skip
+            spec.connect_timeout = target.connect_timeout
+            spec.readonly = int(readonly)
             rc = lib.cv_image_open(out, spec, err, ERROR_BYTES)
         finally:
             if conf_fd >= 0:
@@ -73,7 +72,7 @@ class RbdImage:
             raise RbdError("resize RBD image", os.strerror(-rc), -rc)
 
     def watch_growth(self) -> None:
-        """Raise SIGHUP in this process whenever the image grows (see rbd.h)."""
+        """Raise SIGHUP in this process whenever the image grows (see image.h)."""
         rc = lib.cv_image_watch_growth(self._image)
         if rc:
             raise RbdError("watch RBD image", os.strerror(-rc), -rc)
@@ -88,7 +87,7 @@ class RbdImage:
         return str(ffi.string(buf).decode())
 
     def lock(self, dead_owner: str = "") -> None:
-        """Hold the image's exclusive lock from now on (see rbd.h); ``dead_owner``'s lock is
+        """Hold the image's exclusive lock from now on (see image.h); ``dead_owner``'s lock is
         broken first."""
         err = ffi.new("char[]", ERROR_BYTES)
         rc = lib.cv_image_lock(self._image, dead_owner.encode(), err, ERROR_BYTES)

@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             stats = StatsFile(args.stats_fd, queues=profile.queues)
         except OSError as exc:
             log.warning("no I/O counters: cannot map their file: %s", exc)
+    image = None if isinstance(backend, FileBackend) else backend  # an RBD image's extras
     capacity = backend.size // SECTOR_SIZE * SECTOR_SIZE
     target = BlkTarget(
         backing_fd=backend.fd if isinstance(backend, FileBackend) else -1,
-        backends=None if isinstance(backend, FileBackend) else rbd_queues(backend),
+        backends=None if image is None else rbd_queues(image),
         capacity=capacity, readonly=profile.readonly, serial=serial, can_flush=writable,
         can_discard=writable,
     )  # fmt: skip
@@ -112,18 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(node, session, control=pausing)
     server.on_hangup = lambda: grow(backend, engine, node)
     server.install_signal_handlers()
-    if not isinstance(backend, FileBackend):
+    if image is not None:
         try:  # growth by `rbd resize` from anywhere, not only by the driver's SIGHUP
-            backend.watch_growth()
+            image.watch_growth()
         except CsiVduseError as exc:
             log.warning("growth of the image is noticed only when the driver says: %s", exc)
-    limit_memory(DATA_LIMIT if isinstance(backend, FileBackend) else RBD_DATA_LIMIT)
-    confine(network=not isinstance(backend, FileBackend))
+    limit_memory(DATA_LIMIT if image is None else RBD_DATA_LIMIT)
+    confine(network=image is not None)
     ready = time.monotonic()
-    report_ready(
-        args.ready_fd,
-        rbd_client="" if isinstance(backend, FileBackend) else backend.client_address(),
-    )
+    report_ready(args.ready_fd, rbd_client="" if image is None else image.client_address())
     log_start_up(
         started=dataplane.STARTED, imported=imported, set_up=set_up, resumed=took_over,
         ready=ready,

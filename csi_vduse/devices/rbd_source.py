@@ -135,7 +135,7 @@ def image_size(source: RbdSource) -> int:
     """The image's size in bytes, opened read-only (no lock taken): also proves the monitors,
     the key and the image before anything is made for a device."""
     with _opened(source, readonly=True) as image:
-        return image.current_size()
+        return image.size
 
 
 def grow_image(source: RbdSource, size: int) -> None:
