@@ -10,13 +10,10 @@ from pathlib import Path
 
 from csi_vduse.dataplane import control
 
-PROBE = textwrap.dedent(
+# What a probe calls to try something under the filter: "ok", or the errno's name.
+ATTEMPT = textwrap.dedent(
     """
-    import errno, fcntl, json, mmap, os, socket, threading, termios
-    from csi_vduse.dataplane.sandbox import confine
-
-    pipe_r, pipe_w = os.pipe()
-    assert confine()
+    import errno
     results = {}
 
     def attempt(name, fn):
@@ -25,6 +22,16 @@ PROBE = textwrap.dedent(
             results[name] = "ok"
         except OSError as exc:
             results[name] = errno.errorcode[exc.errno]
+    """
+)
+
+PROBE = ATTEMPT + textwrap.dedent(
+    """
+    import errno, fcntl, json, mmap, os, socket, threading, termios
+    from csi_vduse.dataplane.sandbox import confine
+
+    pipe_r, pipe_w = os.pipe()
+    assert confine()
 
     attempt("open", lambda: os.open("/etc/hostname", os.O_RDONLY))
     attempt("socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
@@ -63,7 +70,7 @@ def test_the_confined_dataplane_can_serve_but_not_open_exec_fork_or_connect() ->
     }
 
 
-NETWORK_PROBE = textwrap.dedent(
+NETWORK_PROBE = ATTEMPT + textwrap.dedent(
     """
     import ctypes, errno, json, os, socket
     from csi_vduse.dataplane.sandbox import confine
@@ -74,14 +81,6 @@ NETWORK_PROBE = textwrap.dedent(
     port = listener.getsockname()[1]
     assert confine(network=True)
     libc = ctypes.CDLL(None, use_errno=True)
-    results = {}
-
-    def attempt(name, fn):
-        try:
-            fn()
-            results[name] = "ok"
-        except OSError as exc:
-            results[name] = errno.errorcode[exc.errno]
 
     def prctl(option, arg):
         if libc.prctl(option, arg, 0, 0, 0) != 0:
