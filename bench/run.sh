@@ -7,13 +7,13 @@
 # and our takeover's phases (bench/takeover.py; JSON default takeover-results.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-script=bench/compare.py
+script=bench.compare
 json=bench-results.json
 marker=BENCH-JSON
 timeout=3600
 if [[ ${1:-} == takeover ]]; then
     shift
-    script=bench/takeover.py json=takeover-results.json marker=TAKEOVER-JSON timeout=1500
+    script=bench.takeover json=takeover-results.json marker=TAKEOVER-JSON timeout=1500
 fi
 args=()
 while (( $# )); do
@@ -23,6 +23,6 @@ bash scripts/setup.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 .venv/bin/python -m tests.vm run --timeout "$timeout" -- \
-    "$PWD/.venv/bin/python" "$script" "${args[@]}" | tee "$log"
+    "$PWD/.venv/bin/python" -m "$script" "${args[@]}" | tee "$log"
 sed -n "s/^.*$marker //p" "$log" | tail -1 > "$json"
 echo "bench: results in $json"

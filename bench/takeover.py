@@ -21,7 +21,7 @@ around them here, the dataplane's from its ``start-up:`` log line, the first com
 from fio's log), and it times interpreter start and imports without load
 (``--startup-only`` does just that, also outside a VDUSE kernel).
 
-Run in the test VM: ``bash bench/run.sh takeover [--kills N]``. Prints the tables and one
+Run in the test VM: ``bash bench/run.sh takeover [--kills N] [--backing rbd]``. Prints the tables and one
 ``TAKEOVER-JSON`` line with every number.
 """
 
