@@ -16,13 +16,17 @@ next kill. The systems:
   log ``$TMPDIR/vduse-blk-ID`` and resubmits what the log shows in flight. If it cannot
   take the device back, I/O stays stalled and the bench says so instead of a number.
 
+With ``--backing rbd`` each system serves its own RBD image on a test Ceph brought up in
+the VM (bench/ceph_pool.py), librbd's cache off in both: our successor breaks its dead
+predecessor's lock at once (it knows whose it is); qsd's librbd waits for the lock.
+
 For ours it also times each takeover's phases (the supervisor's steps from wrappers put
 around them here, the dataplane's from its ``start-up:`` log line, the first completion
 from fio's log), and it times interpreter start and imports without load
 (``--startup-only`` does just that, also outside a VDUSE kernel).
 
-Run in the test VM: ``bash bench/run.sh takeover [--kills N] [--backing rbd]``. Prints the tables and one
-``TAKEOVER-JSON`` line with every number.
+Run in the test VM: ``bash bench/run.sh takeover [--kills N] [--backing rbd]``. Prints the
+tables and one ``TAKEOVER-JSON`` line with every number.
 """
 
 from __future__ import annotations
@@ -47,17 +51,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench import ceph_pool
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.launcher import wanted
 from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.rbd_source import RbdSource
 from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.devices.state import StateStore
 from csi_vduse.devices.supervisor import Supervisor
 from csi_vduse.vdpa import sysfs
 
 SIZE = 256 << 20
-RESUME_TIMEOUT = 30.0  # seconds without a completion after a kill: the system hangs
+RESUME_TIMEOUT = 60.0  # seconds without a completion after a kill: the system hangs
+# (librbd waits out a dead lock owner's watch, 30 s by default, before it breaks the lock)
 POLL = 0.05
 T = TypeVar("T")
 
@@ -206,7 +213,10 @@ def dataplane_timelines(log: Path) -> list[list[float]]:
     return [[float(x) for x in m.groups()] for m in START_UP.finditer(text)]
 
 
-def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+Backing = Path | RbdSource  # a file, or an RBD image (bench/ceph_pool.py)
+
+
+def run_ours(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     name = "tko-ours"
     store = StateStore(work / "state")
     # As `csi-vduse serve` runs it: successors forked by the launcher, unless switched off.
@@ -218,9 +228,12 @@ def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
     manager.revive = stamps.wrap("revive", manager.revive)  # type: ignore[method-assign]
     original_start = dataplane_process._start
     dataplane_process._start = stamps.wrap("spawn", original_start)
-    record = manager.create(
-        DeviceSpec(name=name, backing=image, profile=BlkProfile(queues=args.queues))
-    )
+    profile = BlkProfile(queues=args.queues)
+    if isinstance(backing, RbdSource):
+        spec = DeviceSpec(name=name, rbd=backing, profile=profile)
+    else:
+        spec = DeviceSpec(name=name, backing=backing, profile=profile)
+    record = manager.create(spec)
     assert record.block_device is not None
     dev = record.block_device
     supervisor = Supervisor(manager)
@@ -285,18 +298,23 @@ def run_ours(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
 # -- qemu-storage-daemon ----------------------------------------------------------------------
 
 
-def qsd_argv(image: Path, name: str, queues: int) -> list[str]:
+def qsd_argv(backing: Backing, name: str, queues: int) -> list[str]:
+    if isinstance(backing, RbdSource):  # librbd's cache off, as ours runs it
+        node = (f"rbd,node-name=f0,pool={backing.pool},image={backing.image},"
+                f"conf={backing.conf},user={backing.user},cache.direct=on")  # fmt: skip
+    else:
+        node = f"file,node-name=f0,filename={backing},cache.direct=off"
     return [
         "qemu-storage-daemon",
-        "--blockdev", f"file,node-name=f0,filename={image},cache.direct=off",
+        "--blockdev", node,
         "--export", f"vduse-blk,id={name},node-name=f0,name={name},writable=on,"
                     f"num-queues={queues},queue-size=256",
     ]  # fmt: skip
 
 
-def run_qsd(image: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_qsd(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     name = "tko-qsd"
-    argv = qsd_argv(image, name, args.queues)
+    argv = qsd_argv(backing, name, args.queues)
     log = work / "qsd.log"
     out = log.open("ab")
     recon = Path(tempfile.gettempdir()) / f"vduse-blk-{name}"
@@ -516,6 +534,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kills", type=int, default=20, help="kills per system")
     parser.add_argument("--systems", default="ours,qsd", help="ours, qsd or both")
+    parser.add_argument(
+        "--backing",
+        choices=("file", "rbd"),
+        default="file",
+        help="a file on tmpfs, or an RBD image on a test Ceph in the VM",
+    )
     parser.add_argument("--queues", type=int, default=1)
     parser.add_argument("--iodepth", type=int, default=8)
     parser.add_argument("--rate-iops", type=int, default=1000, help="total; 0: unthrottled")
@@ -529,17 +553,26 @@ def main() -> int:
         report["startup"] = startup(args.startup_runs)
     if not args.startup_only:
         systems = [s.strip() for s in args.systems.split(",")]
-        with scratch() as mnt:
-            image = mnt / "disk.img"
-            subprocess.run(["fio", "--name=prefill", f"--filename={image}", "--rw=write",
-                            "--bs=1M", f"--size={SIZE}", "--output-format=terse"],
-                           check=True, capture_output=True)  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            mnt = stack.enter_context(scratch())
+            images: dict[str, Backing] = {}
+            if args.backing == "rbd":  # one image each: the first system holds its lock
+                client = stack.enter_context(ceph_pool.pool())
+                for system in systems:
+                    spec = ceph_pool.image(client, f"takeover-{system}", SIZE >> 20)
+                    images[system] = ceph_pool.source(client, spec)
+            else:
+                image = mnt / "disk.img"
+                subprocess.run(["fio", "--name=prefill", f"--filename={image}", "--rw=write",
+                                "--bs=1M", f"--size={SIZE}", "--output-format=terse"],
+                               check=True, capture_output=True)  # fmt: skip
+                images = dict.fromkeys(systems, image)
             for system in systems:
                 work = mnt / system
                 work.mkdir()
                 print(f"{system}: {args.kills} kills under fio", flush=True)
                 run = run_ours if system == "ours" else run_qsd
-                report[system] = run(image, work, args)
+                report[system] = run(images[system], work, args)
     print_report(report)
     print("TAKEOVER-JSON " + json.dumps(report), flush=True)
     return 0

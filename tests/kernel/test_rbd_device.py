@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.ceph import CephClient
+from tests.ceph.kernel_clients import nbd_servers
 from tests.driver import Driver
 from tests.kernel.conftest import Cli, dataplane_pids, leftovers, sh
 from tests.kernel.test_crash_recovery import kernel_io_errors, wait_for_new_dataplane
@@ -188,14 +189,19 @@ def test_bad_credentials_monitors_or_images_get_clear_errors_and_leave_nothing(
 def test_kills_every_two_seconds_and_a_driver_restart_lose_nothing(
     rbd: RbdCli, tmp_path: Path
 ) -> None:
-    """The headline: the same storm that breaks rbd-nbd's volumes is a stall here."""
+    """The headline: the same storm that breaks rbd-nbd's volumes is a stall here. fio
+    verifies a file on ext4, which must then check clean."""
     driver = Driver(tmp_path / "driver", controller=False).start()  # supervises the device
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
     try:
         cli = Cli(driver.state_dir)
-        spec = rbd.image("storm", size="128M")
+        spec = rbd.image("storm", size="160M")
         device = Path(RbdCli(cli, rbd.ceph).create("storm", spec).stdout.strip())
-        errors = kernel_io_errors()
-        fio = fio_verify(device, "--verify_backlog=256", runtime=STORM_SECONDS)
+        sh("mkfs.ext4", "-q", str(device))
+        sh("mount", str(device), str(mnt))
+        errors, fs_errors = kernel_io_errors(), ext4_errors()
+        fio = fio_verify(mnt / "verify.dat", "--verify_backlog=256", runtime=STORM_SECONDS)
         kills, log = 0, []
         start = time.monotonic()
         driver_killed = False
@@ -221,7 +227,82 @@ def test_kills_every_two_seconds_and_a_driver_restart_lose_nothing(
         assert kills >= MIN_KILLS, log
         assert driver_killed
         assert kernel_io_errors() == errors
+        assert ext4_errors() == fs_errors
+        sh("umount", str(mnt))
+        check = sh("e2fsck", "-f", "-n", str(device), check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
         print(f"{kills} kills, {job['write']['io_bytes'] // MiB} MiB written and verified")  # type: ignore[index]
         cli.run("device", "delete", "storm")
     finally:
+        sh("umount", str(mnt), check=False)
         driver.stop()
+
+
+def ext4_errors() -> int:
+    """Errors ext4 logged (it remounts read-only after one)."""
+    return sh("dmesg", check=False).stdout.count("EXT4-fs error")
+
+
+def io_completed(device: Path) -> int:
+    """Reads plus writes the guest saw complete on ``device`` (/sys/block/X/stat)."""
+    fields = Path(f"/sys/block/{device.name}/stat").read_text().split()
+    return int(fields[0]) + int(fields[4])
+
+
+def wait_for_progress(device: Path, timeout: float = 120.0) -> None:
+    """Until completions on ``device`` go on (fio takes seconds to start in the TCG VM)."""
+    before = io_completed(device)
+    deadline = time.monotonic() + timeout
+    while io_completed(device) < before + 64:
+        assert time.monotonic() < deadline, f"no I/O completed on {device} in {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+OSD_OUTAGE = 10.0  # seconds
+
+
+def test_an_osd_down_for_ten_seconds_stalls_io_and_fails_none(rbd: RbdCli) -> None:
+    """Requests wait for the OSD (librados resends them once it is back); the guest sees
+    them late, never failed."""
+    spec = rbd.image("outage")
+    device = Path(rbd.create("rbd0", spec).stdout.strip())
+    errors = kernel_io_errors()
+    fio = fio_verify(device, "--verify_backlog=256", runtime=45)
+    cluster = rbd.ceph.cluster
+    try:
+        wait_for_progress(device)
+        cluster.stop_osd()
+        time.sleep(1.0)  # what was on its way completes or waits
+        stalled_at = io_completed(device)
+        time.sleep(OSD_OUTAGE - 1.0)
+        assert io_completed(device) == stalled_at  # nothing is served without the OSD
+    finally:
+        cluster.start_osd()
+    job = finished(fio, timeout=600)
+    longest = max(job[side]["clat_ns"]["max"] for side in ("read", "write"))  # type: ignore[index]
+    assert longest >= (OSD_OUTAGE - 1.0) * 1e9  # some requests waited out the outage
+    assert kernel_io_errors() == errors
+
+
+def test_rbd_nbd_killed_once_fails_io_where_ours_stalls(rbd: RbdCli) -> None:
+    """Side by side with the headline, the peer ceph-csi offers for librbd: one SIGKILL of
+    the rbd-nbd daemon under the same fio fails I/O in the guest (nothing takes the device
+    over). Should rbd-nbd learn to survive it, this fails and the README must change."""
+    name = f"nbd-{random.randrange(1 << 30):x}"
+    rbd.ceph.rbd("create", "--size", "128M", rbd.ceph.image(name))
+    rbd.images.append(rbd.ceph.image(name))
+    device = rbd.ceph.map_nbd(name)
+    errors = kernel_io_errors()
+    fio = fio_verify(device, "--verify_backlog=256", runtime=20)
+    try:
+        wait_for_progress(device)
+        daemon = nbd_servers()[device.name]
+        os.kill(daemon, signal.SIGKILL)
+        out, err = fio.communicate(timeout=300)
+        failed = kernel_io_errors() - errors
+        print(f"rbd-nbd killed once: fio exited {fio.returncode}, {failed} kernel I/O errors")
+        assert fio.returncode != 0 and failed > 0, err + out[-2000:]
+    finally:
+        if fio.poll() is None:
+            fio.kill()
+        sh("rbd-nbd", "unmap", str(device), check=False)
