@@ -28,6 +28,7 @@ from typing import Any
 
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.devices.manager import DeviceManager
+from csi_vduse.devices.rbd_source import RbdSource
 from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, DeviceSpec, parse_size
 from csi_vduse.devices.state import StateStore
 from csi_vduse.vdpa import sysfs
@@ -51,13 +52,14 @@ class Result:
     p99_us: float
 
 
-def fio(dev: str, args: list[str], seconds: int, jobs: int) -> Result:
-    """One fio run; a mixed job's reads and writes are summed (latency: weighted mean, max p99)."""
+def fio(dev: str, args: list[str], seconds: int, jobs: int, *, size: int = SIZE) -> Result:
+    """One fio run over the first ``size`` bytes of ``dev``, a slice of it per fio job; a mixed
+    job's reads and writes are summed (latency: weighted mean, max p99)."""
     out = subprocess.run(
         ["fio", "--name=bench", f"--filename={dev}", "--ioengine=libaio", "--direct=1",
          "--time_based", f"--runtime={seconds}", "--ramp_time=1", "--output-format=json",
-         "--group_reporting", f"--numjobs={jobs}", f"--size={SIZE // jobs}",
-         f"--offset_increment={SIZE // jobs}", "--randrepeat=0", *args],
+         "--group_reporting", f"--numjobs={jobs}", f"--size={size // jobs}",
+         f"--offset_increment={size // jobs}", "--randrepeat=0", *args],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     job = json.loads(out)["jobs"][0]
@@ -83,12 +85,17 @@ def peak_rss_mib(pid: int) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def ours(image: Path, work: Path, queues: int, bounce: int) -> Iterator[tuple[str, int]]:
-    """A csi-vduse device on ``image``: its block device and dataplane pid."""
+def ours(
+    backing: Path | RbdSource, work: Path, queues: int, bounce: int
+) -> Iterator[tuple[str, int]]:
+    """A csi-vduse device on ``backing`` (a file or an RBD image): its block device and
+    dataplane pid."""
     manager = DeviceManager(StateStore(work / "state"))
+    image, rbd = (None, backing) if isinstance(backing, RbdSource) else (backing, None)
     spec = DeviceSpec(
-        name="bench-ours", backing=image, profile=BlkProfile(queues=queues), bounce_size=bounce
-    )
+        name="bench-ours", backing=image, rbd=rbd, profile=BlkProfile(queues=queues),
+        bounce_size=bounce,
+    )  # fmt: skip
     record = manager.create(spec)
     try:
         assert record.block_device is not None and record.pid is not None
@@ -100,17 +107,32 @@ def ours(image: Path, work: Path, queues: int, bounce: int) -> Iterator[tuple[st
 @contextlib.contextmanager
 def qsd(image: Path, queues: int) -> Iterator[tuple[str, int]]:
     """qemu-storage-daemon's vduse-blk export of ``image``: its block device and pid."""
-    name = "bench-qsd"
-    daemon = subprocess.Popen([
+    with qsd_export(f"file,node-name=f0,filename={image},cache.direct=off", queues) as found:
+        yield found
+
+
+def qsd_argv(blockdev: str, name: str, queues: int) -> list[str]:
+    """qemu-storage-daemon exporting block node ``f0`` (``blockdev``) as VDUSE device ``name``."""
+    return [
         "qemu-storage-daemon",
-        "--blockdev", f"file,node-name=f0,filename={image},cache.direct=off",
+        "--blockdev", blockdev,
         "--export", f"vduse-blk,id=e0,node-name=f0,name={name},writable=on,"
                     f"num-queues={queues},queue-size=256",
-    ])  # fmt: skip
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def qsd_export(
+    blockdev: str, queues: int, *, name: str = "bench-qsd", timeout: float = 20.0
+) -> Iterator[tuple[str, int]]:
+    """``qsd_argv``'s daemon with its device attached: the block device and the daemon's pid.
+    ``timeout``: seconds for the daemon to open its node and make the device."""
+    daemon = subprocess.Popen(qsd_argv(blockdev, name, queues))
     try:
-        for _ in range(400):
-            if Path(f"/dev/vduse/{name}").exists():
-                break
+        deadline = time.monotonic() + timeout
+        while not Path(f"/dev/vduse/{name}").exists() and time.monotonic() < deadline:
+            if daemon.poll() is not None:
+                raise RuntimeError(f"qemu-storage-daemon exited with status {daemon.returncode}")
             time.sleep(0.05)
         subprocess.run(["vdpa", "dev", "add", "name", name, "mgmtdev", "vduse"], check=True)
         try:

@@ -51,12 +51,13 @@ class CephClient:
     def unmap_krbd(self, device: Path) -> None:
         self.rbd("device", "unmap", "--options", "noudev", str(device), timeout=MAP_SECONDS)
 
-    def map_nbd(self, name: str) -> Path:
-        """Map image ``name`` through an ``rbd-nbd`` daemon; its ``/dev/nbdN``.
+    def map_nbd(self, name: str, *options: str) -> Path:
+        """Map image ``name`` through an ``rbd-nbd`` daemon; its ``/dev/nbdN``. ``options``
+        go before ``map``: Ceph settings (``--rbd_cache=false``) or rbd-nbd's own.
 
         The daemon's command line names the cluster's config, so ``down`` stops it."""
         node.require_module("nbd")
-        argv = [*self.cluster.client_args("rbd-nbd", self.user), "map", self.image(name)]
+        argv = [*self.cluster.client_args("rbd-nbd", self.user), *options, "map", self.image(name)]
         return Path(commands.run(argv, timeout=MAP_SECONDS).stdout.strip())
 
     def unmap_nbd(self, device: Path) -> None:

@@ -54,6 +54,12 @@ osd_objectstore = bluestore
 bluestore_block_create = true
 bluestore_block_size = {osd_size}
 osd_memory_target = {OSD_MEMORY_TARGET}
+# Freed space goes back to the sparse file under the loop device (a discard punches a hole):
+# BlueStore writes each whole allocation unit it overwrites (4 KiB over tmpfs, which the
+# loop device calls non-rotational) to new space, and its allocator walks the whole device
+# before it reuses any, so without this the file grows toward the OSD's size under
+# overwrites: in the test VM, in tmpfs, which is memory.
+bdev_enable_discard = true
 osd_op_num_shards = 1
 osd_op_num_threads_per_shard = 2
 

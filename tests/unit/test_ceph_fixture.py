@@ -63,6 +63,12 @@ def test_config_lowers_the_osd_memory_target_to_bluestores_floor(tmp_path: Path)
     assert int(osd["osd_memory_target"]) == 896 << 20
 
 
+def test_config_has_the_osd_give_freed_space_back_to_its_sparse_file(tmp_path: Path) -> None:
+    """Overwrites go to new space: without discards the file (tmpfs, in the VM) only grows."""
+    osd = _sections(conf.render(Layout(tmp_path), _state(), osd_size=1 << 30))["osd"]
+    assert osd["bdev_enable_discard"] == "true"
+
+
 def test_state_survives_a_round_trip_through_its_file(tmp_path: Path) -> None:
     layout, state = Layout(tmp_path), _state()
     state.osd_id = 0
