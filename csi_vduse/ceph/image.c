@@ -220,6 +220,7 @@ int cv_image_lock(struct cv_image *img, const char *dead_owner, char *err, size_
 {
     char owner[128] = "";
     uint64_t features = 0;
+    int broke = 0;
     if (rbd_get_features(img->image, &features) == 0 && !(features & RBD_FEATURE_EXCLUSIVE_LOCK)) {
         snprintf(err, errlen, "the RBD image lacks the exclusive-lock feature, without which "
                               "nothing stops a second client writing to it");
@@ -236,6 +237,7 @@ int cv_image_lock(struct cv_image *img, const char *dead_owner, char *err, size_
                      strerror(-rc));
             return rc;
         }
+        broke = rc == 0;
     }
     rc = rbd_lock_acquire(img->image, RBD_LOCK_MODE_EXCLUSIVE);
     if (rc < 0) {
@@ -244,6 +246,7 @@ int cv_image_lock(struct cv_image *img, const char *dead_owner, char *err, size_
         snprintf(err, errlen,
                  "the RBD image is in use: client %s holds its exclusive lock (%s)", owner,
                  strerror(-rc));
+        return rc;
     }
-    return rc;
+    return broke;
 }

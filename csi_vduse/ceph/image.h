@@ -44,7 +44,7 @@ int cv_image_watch_growth(struct cv_image *img);
 int cv_image_client_address(struct cv_image *img, char *buf, size_t len);
 /* Take the image's exclusive lock and keep it: librbd then refuses to hand it to another
  * client, whose writes fail, so two clients never both write. A lock held by `dead_owner`
- * (a client address, or NULL) is broken first, its client blocklisted. 0, or -errno with a
- * message in err. */
+ * (a client address, or NULL) is broken first, its client blocklisted. 1 if it broke that
+ * lock, 0 if there was none to break, or -errno with a message in err. */
 int cv_image_lock(struct cv_image *img, const char *dead_owner, char *err, size_t errlen);
 #endif

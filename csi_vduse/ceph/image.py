@@ -86,13 +86,14 @@ class RbdImage:
             raise RbdError("RADOS client address", os.strerror(-rc), -rc)
         return str(ffi.string(buf).decode())
 
-    def lock(self, dead_owner: str = "") -> None:
+    def lock(self, dead_owner: str = "") -> bool:
         """Hold the image's exclusive lock from now on (see image.h); ``dead_owner``'s lock is
-        broken first."""
+        broken first: whether there was one."""
         err = ffi.new("char[]", ERROR_BYTES)
         rc = lib.cv_image_lock(self._image, dead_owner.encode(), err, ERROR_BYTES)
-        if rc:
+        if rc < 0:
             raise RbdError("lock RBD image", ffi.string(err).decode(errors="replace"), -rc)
+        return bool(rc == 1)
 
     @property
     def handle(self) -> int:

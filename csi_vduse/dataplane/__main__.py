@@ -167,13 +167,24 @@ def open_backing(args: DataplaneArgs) -> FileBackend | RbdImage:
         raise DataplaneError("read the RBD target", str(exc)) from None
     finally:
         os.close(args.rbd_fd)
+    began = time.monotonic()
     image = RbdImage(target, readonly=args.profile.readonly)
+    opened = time.monotonic()
+    broke = False
     if not args.profile.readonly:
         try:
-            image.lock(target.dead_owner)
+            broke = image.lock(target.dead_owner)
         except CsiVduseError:
             image.close()
             raise
+    locked = time.monotonic()
+    log.info(
+        "RBD image %s: connected and opened in %.0f ms, locked in %.0f ms%s "
+        "(CLOCK_MONOTONIC opened=%.6f locked=%.6f)",
+        target.spec, (opened - began) * 1e3, (locked - opened) * 1e3,
+        f", the lock of dead client {target.dead_owner} broken first" if broke else "",
+        opened, locked,
+    )  # fmt: skip
     return image
 
 
