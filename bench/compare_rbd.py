@@ -20,10 +20,13 @@ its admin socket and printed.
 
 Only one client may hold an image's exclusive lock, and our dataplane takes it at start, so
 each system has its own image, all the same size and prefilled alike. Each job runs on
-every system before the next job starts (ours first), so a shared host's drifting load
-falls on all alike. Every job runs with 1 and 2 queues (fio ``numjobs`` = queues, each at
-the listed depth); krbd and rbd-nbd have no queue count of ours to set, so each row offers
-them the same load. Devices stay attached for a whole queue count's pass.
+every system before the next job starts, so a shared host's drifting load falls on all
+alike; each job starts with another system, and each run waits for the monitor and OSD to
+be at rest, since whoever runs first would otherwise take the compactions and discards
+the last run left. A run also notes the serving process's CPU time per I/O. Every job runs
+with 1 and 2 queues (fio ``numjobs`` = queues, each at the listed depth); krbd and rbd-nbd
+have no queue count of ours to set, so each row offers them the same load. Devices stay
+attached for a whole queue count's pass.
 
 Run inside a VDUSE kernel: ``bash bench/run.sh --backend rbd`` boots the test VM for it.
 Prints a table, the issue's targets met or missed, and one ``RBD-BENCH-JSON`` line with
@@ -37,6 +40,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -178,7 +182,8 @@ def run_queues(
     client: CephClient, images: dict[str, str], work: Path, queues: int, *, seconds: int,
     size: int, names: list[str], report: dict[str, Any], bounce: int,
 ) -> None:  # fmt: skip
-    """Every job on each system in turn before the next job; results into ``report``."""
+    """Every job on each system in turn before the next job (each job led by another
+    system); results into ``report``."""
     results: dict[str, dict[str, Result]] = {system: {} for system in SYSTEMS}
     with contextlib.ExitStack() as stack:
         attached = {
@@ -197,18 +202,52 @@ def run_queues(
         print(f"{queues} queue(s):", flush=True)
         for system, one in attached.items():
             print(f"  {system}: {one.device}; cache: {one.cache}\n    {one.command}", flush=True)
-        for name in names:
-            for system in SYSTEMS:
+        cpu: dict[str, dict[str, float]] = {system: {} for system in SYSTEMS}
+        for turn, name in enumerate(names):
+            # Who goes first takes whatever the cluster still does after the last run, so
+            # each job starts with another system, and each run waits for a quiet OSD.
+            for system in SYSTEMS[turn % len(SYSTEMS) :] + SYSTEMS[: turn % len(SYSTEMS)]:
+                quiet_cluster(client)
+                pid = attached[system].pid
+                began = cpu_seconds(pid) if pid is not None else 0.0
                 result = fio(attached[system].device, JOBS[name], seconds, queues, size=size)
                 results[system][name] = result
                 show(LABELS[system], queues, name, result)
+                if pid is not None:  # fio's ramp second included in both
+                    ios = max(result.iops * (seconds + 1), 1.0)
+                    cpu[system][name] = (cpu_seconds(pid) - began) / ios * 1e6
         for system, one in attached.items():
             rss = peak_rss_mib(one.pid) if one.pid is not None else None
             report[f"{system}-q{queues}"] = {
                 "results": results[system], "rss": rss, "device": one.device,
                 "command": one.command, "cache": one.cache,
+                "cpu_us_per_io": cpu[system],
             }  # fmt: skip
         report[f"ours-q{queues}"]["rss"]["idle VmRSS"] = idle["VmRSS"]
+
+
+QUIET_SHARE = 0.05  # of one CPU: the cluster's daemons at rest
+QUIET_WAIT = 30.0  # seconds at most
+
+
+def quiet_cluster(client: CephClient) -> None:
+    """Until the monitor and OSD use under QUIET_SHARE of a CPU over half a second (BlueStore
+    discards and RocksDB compactions after a run would slow the next run), QUIET_WAIT at
+    most."""
+    deadline = time.monotonic() + QUIET_WAIT
+    while time.monotonic() < deadline:
+        pids = client.cluster.daemon_pids()
+        with contextlib.suppress(OSError):  # a daemon gone between the two looks
+            began = sum(cpu_seconds(pid) for pid in pids)
+            time.sleep(0.5)
+            if sum(cpu_seconds(pid) for pid in pids) - began < QUIET_SHARE * 0.5:
+                return
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time of every thread of ``pid`` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -234,6 +273,13 @@ def print_table(report: dict[str, Any], names: list[str]) -> None:
             ratios = [ratio(mine.iops, rows[other][name].iops) for other in SYSTEMS[1:]]
             lat = ratio(mine.mean_us, rows["rbd-nbd"][name].mean_us)
             print(f"{queues:>2} {name:22} | {' | '.join(cells)} | {' '.join(ratios)} {lat}")
+    print("\nCPU per I/O, us (the serving process's user and system time; krbd's is in the "
+          "kernel, not counted; neither is the kernel's share of VDUSE or nbd)")  # fmt: skip
+    for queues in report["queues"]:
+        for name in names:
+            cells = [f"{s} {report[f'{s}-q{queues}']['cpu_us_per_io'].get(name, 0.0):7.0f}"
+                     for s in SYSTEMS if s != "krbd"]  # fmt: skip
+            print(f"{queues:>2} {name:22} | {' | '.join(cells)}")
     for queues in report["queues"]:
         mine = report[f"ours-q{queues}"]["rss"]
         nbd = report[f"rbd-nbd-q{queues}"]["rss"]

@@ -208,9 +208,12 @@ START_UP = re.compile(r"CLOCK_MONOTONIC started=([\d.]+) imported=([\d.]+) set_u
                       r"resumed=([\d.]+) ready=([\d.]+)")  # fmt: skip
 
 
-def dataplane_timelines(log: Path) -> list[list[float]]:
+RBD_OPEN = re.compile(r"CLOCK_MONOTONIC opened=([\d.]+) locked=([\d.]+)")
+
+
+def dataplane_timelines(log: Path, line: re.Pattern[str] = START_UP) -> list[list[float]]:
     text = log.read_text(errors="replace") if log.exists() else ""
-    return [[float(x) for x in m.groups()] for m in START_UP.finditer(text)]
+    return [[float(x) for x in m.groups()] for m in line.finditer(text)]
 
 
 Backing = Path | RbdSource  # a file, or an RBD image (bench/ceph_pool.py)
@@ -271,6 +274,7 @@ def run_ours(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str
             launcher.close()
         dataplane_process._start = original_start
         timelines = dataplane_timelines(store.log_path(name))  # delete removes the log
+        images = dataplane_timelines(store.log_path(name), RBD_OPEN)
         manager.delete(name)
     measure_stalls(kills, completions(prefix), end)
     for kill in kills:
@@ -292,6 +296,9 @@ def run_ours(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str
                 strict=True,
             ):
                 kill.phases[key] = value
+        opened = next((t for t in images if t[0] > kill.mono), None)
+        if opened:
+            kill.phases["image connected and open"], kill.phases["image locked"] = opened
     return {"fio": summary, "kills": [asdict(k) for k in kills]}
 
 
@@ -448,7 +455,8 @@ def stall_summary(kills: list[dict[str, Any]]) -> dict[str, float] | None:
 
 PHASES = [
     "supervisor wakes", "revive begins", "spawn", "interpreter up", "imports done",
-    "set-up done", "queues resumed", "ready", "supervisor has ready line", "first completion",
+    "image connected and open", "image locked", "set-up done", "queues resumed", "ready",
+    "supervisor has ready line", "first completion",
 ]  # fmt: skip
 
 
