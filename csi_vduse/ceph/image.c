@@ -60,6 +60,11 @@ static int connect_cluster(rados_t cluster, const struct cv_image_target *t, cha
         return fail(err, errlen, rc, "cannot read the Ceph configuration %s: %s", t->conf_path);
     const char *fixed[][2] = {
         {"rbd_cache", "false"},    /* see rbd.h: acknowledged means on the OSDs */
+        /* Dispatch each request on the caller's (the queue's) thread rather than hand it
+         * to librbd's op thread: a thread hop less per request. It may then block the queue
+         * for a while (librados's in-flight throttle), which is back-pressure, and may
+         * complete a request before the call returns (rbd.c allows for both). */
+        {"rbd_non_blocking_aio", "false"},
         {"admin_socket", ""},      /* no socket files: we may not create any */
         {"log_file", ""},
         {"log_to_stderr", "false"},

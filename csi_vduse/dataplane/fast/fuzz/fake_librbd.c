@@ -360,6 +360,13 @@ static int start(rbd_image_t image, rbd_completion_t comp, enum kind kind, const
     c->off = off;
     c->len = len;
     c->state = PENDING;
+    if (call == 4) {
+        /* Done before the call returns, its callback on the caller's thread: librbd may do
+         * that when it dispatches on the caller's thread (rbd_non_blocking_aio false). */
+        trace("%p completes inline", (void *)c);
+        run(c);
+        return 0;
+    }
     im->pending = grow(im->pending, &im->pending_cap, im->npending + 1, sizeof *im->pending);
     im->pending[im->npending++] = c;
     return 0;

@@ -26,8 +26,10 @@
  *   each rbd_aio_create_completion takes one byte for its operation:
  *     bits 0-1  completions fired first (0-3)
  *     bit  2    its callback stops after its first unlock until the next fire point
- *     bits 3-5  0-4 the operation goes ahead; 5 rbd_aio_create_completion fails with
- *               -ENOMEM; 6, 7 the aio call fails before queueing with -ENOMEM, -EINVAL
+ *     bits 3-5  0-3 the operation goes ahead; 4 it completes inline, its callback run
+ *               on the caller's thread before the aio call returns (as librbd may when it
+ *               dispatches there); 5 rbd_aio_create_completion fails with -ENOMEM; 6, 7
+ *               the aio call fails before queueing with -ENOMEM, -EINVAL
  *     bits 6-7  its result: 0 done as asked; 1 -EIO; 2 -ENOSPC; 3 a read moves half its
  *               bytes (rounded down to 512) and reports that, anything else -EROFS
  *   each completion fired takes one byte: which pending one (modulo their number, oldest

@@ -37,7 +37,7 @@ WRITE, SERVE, STEP, INVALIDATE, CAPACITY, FILL, DISK, CLOCK, LIMITS = range(9)
 ENGINES = {"none": 0, "threads": 1, "io_uring": 2, "queue-all": 3}
 DEPTHS = {"queue": 0, "shallow": 1, "double": 2, "one": 3}  # the RBD backend's, in the engine bits
 SCRIPT = 64  # fake_librbd.h FAKE_RBD_SCRIPT
-CALLS = {"ok": 0, "create-enomem": 5, "enomem": 6, "einval": 7}
+CALLS = {"ok": 0, "inline": 4, "create-enomem": 5, "enomem": 6, "einval": 7}
 RESULTS = {"ok": 0, "eio": 1, "enospc": 2, "short": 3}  # short: a read moves half, else -EROFS
 IMAGE = 1 << 20  # fuzz_ring.c BACKING: the fake image's size
 THRESHOLDS = {"default": 0, "all": 1, "reads": 2, "writes": 3}
@@ -700,6 +700,31 @@ def seed_rbd_split_out_of_order() -> Guest:
     return g
 
 
+def seed_rbd_split_inline() -> Guest:
+    """Operations completing inline, their callbacks run on the queue's thread before the
+    aio call returns, between ones queued and landing later, some failing: reads and writes
+    of the same sectors, a flush and a write zeroes among them."""
+    ops = [
+        rbd_op(call="inline"),
+        rbd_op(),
+        rbd_op(call="inline", fire=1),
+        rbd_op(call="inline", result="eio"),
+        rbd_op(stop=True),
+        rbd_op(call="inline", result="short"),
+    ]
+    g = Guest(size=32, rbd=True, stats=True, script=bytes(ops) * 8)
+    q = Split(g)
+    heads = [q.prepare(RequestType.OUT, sector=8 * i, out=bytes([i + 1]) * 4096) for i in range(4)]
+    heads.append(q.prepare(RequestType.FLUSH))
+    heads += [q.prepare(RequestType.IN, sector=8 * i, in_len=4096) for i in range(4)]
+    heads.append(q.prepare(RequestType.WRITE_ZEROES, out=ZERO_RANGE.pack(64, 8, 0)))
+    q.publish(*heads)
+    g.serve()
+    q.publish(*[q.prepare(RequestType.IN, sector=8 * i, in_len=4096) for i in range(4)])
+    g.serve()
+    return g
+
+
 def seed_rbd_split_failures() -> Guest:
     """librbd failing: completions with -EIO, -ENOSPC and -EROFS, reads cut short,
     rbd_aio_create_completion and the aio calls failing before queueing (-ENOMEM, -EINVAL);
@@ -972,6 +997,7 @@ SEEDS: dict[str, Callable[[], Guest]] = {
     "seed-rbd-split-failures": seed_rbd_split_failures,
     "seed-rbd-packed": seed_rbd_packed,
     "seed-rbd-short-reads": seed_rbd_short_reads,
+    "seed-rbd-inline-completions": seed_rbd_split_inline,
     "seed-rbd-zero-length": seed_rbd_zero_length,
     "seed-rbd-many-buffers": seed_rbd_many_buffers,
     "seed-rbd-shallow": seed_rbd_depth("shallow"),
