@@ -55,3 +55,11 @@ def source(client: CephClient, spec: str) -> RbdSource:
     return RbdSource.parse(
         spec, conf=str(client.cluster.conf_path), user=client.user, keyfile=str(client.keyring)
     )
+
+
+def qsd_blockdev(source: RbdSource) -> str:
+    """qemu-storage-daemon's block node ``f0`` on ``source``'s image with librbd's cache off,
+    as our dataplane runs it (QEMU's rbd driver sets ``rbd_cache`` from ``cache.direct``).
+    The cluster's config names the user's keyring, so librados finds the key there."""
+    return (f"rbd,node-name=f0,pool={source.pool},image={source.image},conf={source.conf},"
+            f"user={source.user},cache.direct=on")  # fmt: skip

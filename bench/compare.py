@@ -84,19 +84,21 @@ def peak_rss_mib(pid: int) -> dict[str, float]:
     return {k: mib(k) for k in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")}
 
 
+Backing = Path | RbdSource  # a file, or an RBD image (bench/ceph_pool.py)
+
+
+def device_spec(name: str, backing: Backing, queues: int, **extra: Any) -> DeviceSpec:
+    """Our device ``name`` on ``backing``, with ``queues`` queues."""
+    image, rbd = (None, backing) if isinstance(backing, RbdSource) else (backing, None)
+    return DeviceSpec(name=name, backing=image, rbd=rbd, profile=BlkProfile(queues=queues), **extra)
+
+
 @contextlib.contextmanager
-def ours(
-    backing: Path | RbdSource, work: Path, queues: int, bounce: int
-) -> Iterator[tuple[str, int]]:
+def ours(backing: Backing, work: Path, queues: int, bounce: int) -> Iterator[tuple[str, int]]:
     """A csi-vduse device on ``backing`` (a file or an RBD image): its block device and
     dataplane pid."""
     manager = DeviceManager(StateStore(work / "state"))
-    image, rbd = (None, backing) if isinstance(backing, RbdSource) else (backing, None)
-    spec = DeviceSpec(
-        name="bench-ours", backing=image, rbd=rbd, profile=BlkProfile(queues=queues),
-        bounce_size=bounce,
-    )  # fmt: skip
-    record = manager.create(spec)
+    record = manager.create(device_spec("bench-ours", backing, queues, bounce_size=bounce))
     try:
         assert record.block_device is not None and record.pid is not None
         yield record.block_device, record.pid
@@ -112,11 +114,12 @@ def qsd(image: Path, queues: int) -> Iterator[tuple[str, int]]:
 
 
 def qsd_argv(blockdev: str, name: str, queues: int) -> list[str]:
-    """qemu-storage-daemon exporting block node ``f0`` (``blockdev``) as VDUSE device ``name``."""
+    """qemu-storage-daemon exporting block node ``f0`` (``blockdev``) as VDUSE device ``name``
+    (the export's id too, which names its reconnect log ``$TMPDIR/vduse-blk-NAME``)."""
     return [
         "qemu-storage-daemon",
         "--blockdev", blockdev,
-        "--export", f"vduse-blk,id=e0,node-name=f0,name={name},writable=on,"
+        "--export", f"vduse-blk,id={name},node-name=f0,name={name},writable=on,"
                     f"num-queues={queues},queue-size=256",
     ]  # fmt: skip
 
@@ -226,10 +229,15 @@ def print_table(report: dict[str, Any], names: list[str]) -> None:
             print(f"{queues:>2} {name:22} | {' | '.join(cells)} | {vs_qsd} {vs_loop} {lat}")
     for queues in report["queues"]:
         mine, theirs = report[f"ours-q{queues}"]["rss"], report[f"qsd-q{queues}"]["rss"]
-        print(f"peak RSS with {queues} queue(s): ours {mine['VmHWM']:.1f} MiB "
-              f"(idle after attach {mine['idle VmRSS']:.1f}; at the end anon "
-              f"{mine['RssAnon']:.1f}, file {mine['RssFile']:.1f}, shmem {mine['RssShmem']:.1f}); "
-              f"qsd {theirs['VmHWM']:.1f} MiB")  # fmt: skip
+        print(f"peak RSS with {queues} queue(s): {our_rss(mine)}; qsd {theirs['VmHWM']:.1f} MiB")
+
+
+def our_rss(rss: dict[str, float]) -> str:
+    """Our dataplane's peak RSS and what it was made of (``peak_rss_mib`` at the end, with
+    ``idle VmRSS`` read after attach)."""
+    return (f"ours {rss['VmHWM']:.1f} MiB (idle after attach {rss['idle VmRSS']:.1f}; at the "
+            f"end anon {rss['RssAnon']:.1f}, file {rss['RssFile']:.1f}, shmem "
+            f"{rss['RssShmem']:.1f})")  # fmt: skip
 
 
 def main() -> int:

@@ -52,7 +52,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import ceph_pool
-from bench.compare import JOBS, Result, fio, ours, peak_rss_mib, qsd_argv, qsd_export, ratio, show
+from bench.compare import (
+    JOBS,
+    Result,
+    fio,
+    our_rss,
+    ours,
+    peak_rss_mib,
+    qsd_argv,
+    qsd_export,
+    ratio,
+    show,
+)
 from csi_vduse.devices.spec import DEFAULT_BOUNCE_SIZE, parse_size
 from tests.ceph import CephClient
 
@@ -166,10 +177,8 @@ def librbd_setting(asok: Path, option: str) -> str:
 
 @contextlib.contextmanager
 def qsd(client: CephClient, image: str, queues: int) -> Iterator[Attached]:
-    """qsd's vduse-blk export over its rbd driver as our user; the cluster's config names
-    the user's keyring, so librados finds the key there."""
-    blockdev = (f"rbd,node-name=f0,pool={client.pool},image={image},"
-                f"conf={client.cluster.conf_path},user={client.user},cache.direct=on")  # fmt: skip
+    """qsd's vduse-blk export over its rbd driver as our user."""
+    blockdev = ceph_pool.qsd_blockdev(ceph_pool.source(client, client.image(image)))
     command = shlex.join(qsd_argv(blockdev, QSD_NAME, queues))
     with qsd_export(blockdev, queues, name=QSD_NAME, timeout=QSD_TIMEOUT) as (dev, pid):
         yield Attached(dev, pid, command, CACHE["qsd"])
@@ -284,9 +293,7 @@ def print_table(report: dict[str, Any], names: list[str]) -> None:
         mine = report[f"ours-q{queues}"]["rss"]
         nbd = report[f"rbd-nbd-q{queues}"]["rss"]
         qsd_rss = report[f"qsd-q{queues}"]["rss"]
-        print(f"peak RSS with {queues} queue(s): ours {mine['VmHWM']:.1f} MiB "
-              f"(idle after attach {mine['idle VmRSS']:.1f}; at the end anon "
-              f"{mine['RssAnon']:.1f}, file {mine['RssFile']:.1f}, shmem {mine['RssShmem']:.1f}); "
+        print(f"peak RSS with {queues} queue(s): {our_rss(mine)}; "
               f"rbd-nbd {nbd['VmHWM']:.1f} MiB; qsd {qsd_rss['VmHWM']:.1f} MiB; "
               "krbd: in the kernel, no process")  # fmt: skip
 

@@ -52,12 +52,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import ceph_pool
-from csi_vduse.dataplane.blk.profile import BlkProfile
+from bench.compare import Backing, device_spec, qsd_argv
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.launcher import wanted
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.rbd_source import RbdSource
-from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.devices.state import StateStore
 from csi_vduse.devices.supervisor import Supervisor
 from csi_vduse.vdpa import sysfs
@@ -216,9 +215,6 @@ def dataplane_timelines(log: Path, line: re.Pattern[str] = START_UP) -> list[lis
     return [[float(x) for x in m.groups()] for m in line.finditer(text)]
 
 
-Backing = Path | RbdSource  # a file, or an RBD image (bench/ceph_pool.py)
-
-
 def run_ours(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     name = "tko-ours"
     store = StateStore(work / "state")
@@ -231,12 +227,7 @@ def run_ours(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str
     manager.revive = stamps.wrap("revive", manager.revive)  # type: ignore[method-assign]
     original_start = dataplane_process._start
     dataplane_process._start = stamps.wrap("spawn", original_start)
-    profile = BlkProfile(queues=args.queues)
-    if isinstance(backing, RbdSource):
-        spec = DeviceSpec(name=name, rbd=backing, profile=profile)
-    else:
-        spec = DeviceSpec(name=name, backing=backing, profile=profile)
-    record = manager.create(spec)
+    record = manager.create(device_spec(name, backing, args.queues))
     assert record.block_device is not None
     dev = record.block_device
     supervisor = Supervisor(manager)
@@ -305,23 +296,17 @@ def run_ours(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str
 # -- qemu-storage-daemon ----------------------------------------------------------------------
 
 
-def qsd_argv(backing: Backing, name: str, queues: int) -> list[str]:
-    if isinstance(backing, RbdSource):  # librbd's cache off, as ours runs it
-        node = (f"rbd,node-name=f0,pool={backing.pool},image={backing.image},"
-                f"conf={backing.conf},user={backing.user},cache.direct=on")  # fmt: skip
-    else:
-        node = f"file,node-name=f0,filename={backing},cache.direct=off"
-    return [
-        "qemu-storage-daemon",
-        "--blockdev", node,
-        "--export", f"vduse-blk,id={name},node-name=f0,name={name},writable=on,"
-                    f"num-queues={queues},queue-size=256",
-    ]  # fmt: skip
+def qsd_node(backing: Backing) -> str:
+    """qsd's block node on ``backing``; for a file as compare.py's, for an image librbd's
+    cache off as ours runs it."""
+    if isinstance(backing, RbdSource):
+        return ceph_pool.qsd_blockdev(backing)
+    return f"file,node-name=f0,filename={backing},cache.direct=off"
 
 
 def run_qsd(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     name = "tko-qsd"
-    argv = qsd_argv(backing, name, args.queues)
+    argv = qsd_argv(qsd_node(backing), name, args.queues)
     log = work / "qsd.log"
     out = log.open("ab")
     recon = Path(tempfile.gettempdir()) / f"vduse-blk-{name}"
