@@ -1,7 +1,7 @@
 /*
- * An open RBD image and the RADOS connection it came through (image.h): connecting with the
- * target's settings, opening, measuring, growing, locking. What serves I/O on the image is
- * the dataplane's (dataplane/rbd/rbd.c), given the librbd handle.
+ * An open RBD image and the RADOS connection it came through (image.h): opening, measuring,
+ * growing, locking. What serves I/O on the image is the dataplane's (dataplane/rbd/rbd.c),
+ * given the librbd handle.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "image.h"
 
 struct cv_image {
@@ -29,106 +30,21 @@ rbd_image_t cv_image_handle(struct cv_image *img)
     return img->image;
 }
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, const char *what)
-{
-    snprintf(err, errlen, fmt, what, strerror(-rc));
-    return rc;
-}
-
-static int set(rados_t cluster, const char *option, const char *value, char *err, size_t errlen)
-{
-    int rc = rados_conf_set(cluster, option, value);
-    if (rc < 0)
-        return fail(err, errlen, rc, "cannot set Ceph option %s: %s", option);
-    return 0;
-}
-
-/* The monitors we were told to reach, for messages. */
-static void monitors(rados_t cluster, char *buf, size_t len)
-{
-    if (rados_conf_get(cluster, "mon_host", buf, len) < 0 || !buf[0])
-        snprintf(buf, len, "(none configured)");
-}
-
-static int connect_cluster(rados_t cluster, const struct cv_image_target *t, char *err,
-                           size_t errlen)
-{
-    char timeout[16];
-    snprintf(timeout, sizeof timeout, "%u", t->connect_timeout ? t->connect_timeout : 30);
-    int rc;
-    if (t->conf_path && t->conf_path[0] && (rc = rados_conf_read_file(cluster, t->conf_path)))
-        return fail(err, errlen, rc, "cannot read the Ceph configuration %s: %s", t->conf_path);
-    const char *fixed[][2] = {
-        {"rbd_cache", "false"},    /* see rbd.h: acknowledged means on the OSDs */
-        /* Dispatch each request on the caller's (the queue's) thread rather than hand it
-         * to librbd's op thread: a thread hop less per request. It may then block the queue
-         * for a while (librados's in-flight throttle), which is back-pressure, and may
-         * complete a request before the call returns (rbd.c allows for both). */
-        {"rbd_non_blocking_aio", "false"},
-        {"admin_socket", ""},      /* no socket files: we may not create any */
-        {"log_file", ""},
-        {"log_to_stderr", "false"},
-        {"err_to_stderr", "true"}, /* into the dataplane's log */
-        {"client_mount_timeout", timeout},
-        {"rados_mon_op_timeout", timeout},
-    };
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        if ((rc = set(cluster, fixed[i][0], fixed[i][1], err, errlen)))
-            return rc;
-    if (t->mon_host && t->mon_host[0] && (rc = set(cluster, "mon_host", t->mon_host, err, errlen)))
-        return rc;
-    if (t->key && t->key[0]) {
-        /* The key alone: no keyring file is looked for. */
-        if ((rc = rados_conf_set(cluster, "key", t->key))) {
-            snprintf(err, errlen, "the Ceph key is not valid: %s", strerror(-rc));
-            return rc;
-        }
-        if ((rc = set(cluster, "keyring", "", err, errlen)))
-            return rc;
-    }
-    rc = rados_connect(cluster);
-    if (rc < 0) {
-        char mons[256];
-        monitors(cluster, mons, sizeof mons);
-        if (rc == -ETIMEDOUT)
-            snprintf(err, errlen, "no Ceph monitor answered within %s s (mon_host %s)", timeout,
-                     mons);
-        else if (rc == -EACCES || rc == -EPERM)
-            snprintf(err, errlen,
-                     "the Ceph monitors (%s) refused client.%s: permission denied (wrong key?)",
-                     mons, t->user && t->user[0] ? t->user : "admin");
-        else
-            snprintf(err, errlen, "cannot connect to the Ceph monitors (%s): %s", mons,
-                     strerror(-rc));
-    }
-    return rc;
-}
-
 int cv_image_open(struct cv_image **out, const struct cv_image_target *t, char *err,
-                size_t errlen)
+                  size_t errlen)
 {
     struct cv_image *img = calloc(1, sizeof *img);
     if (!img)
-        return fail(err, errlen, -ENOMEM, "%s%s", "no memory: ");
-    char name[128];
-    snprintf(name, sizeof name, "client.%s", t->user && t->user[0] ? t->user : "admin");
-    int rc = rados_create2(&img->cluster, "ceph", name, 0);
-    if (rc < 0) {
+        return cv_fail(err, errlen, -ENOMEM, "no memory");
+    int rc = cv_cluster_connect(&img->cluster, &t->cluster, err, errlen);
+    if (rc) {
         free(img);
-        return fail(err, errlen, rc, "cannot make a RADOS client %s: %s", name);
+        return rc;
     }
-    if ((rc = connect_cluster(img->cluster, t, err, errlen)))
-        goto out;
-    if ((rc = rados_ioctx_create(img->cluster, t->pool, &img->io)) < 0) {
-        if (rc == -ENOENT)
-            snprintf(err, errlen, "Ceph pool %s does not exist", t->pool);
-        else
-            fail(err, errlen, rc, "cannot use Ceph pool %s: %s", t->pool);
+    if ((rc = cv_cluster_pool(img->cluster, t->pool, t->pool_namespace, &img->io, err, errlen))) {
         img->io = NULL;
         goto out;
     }
-    if (t->pool_namespace)
-        rados_ioctx_set_namespace(img->io, t->pool_namespace);
     rc = t->readonly ? rbd_open_read_only(img->io, t->image, &img->image, NULL)
                      : rbd_open(img->io, t->image, &img->image, NULL);
     if (rc < 0) {

@@ -3,10 +3,7 @@
  * measure and grow images) and the dataplane (to serve one; its backend takes the librbd
  * handle from cv_image_handle).
  *
- * librbd's cache is off: a write completes once the OSDs hold it, so a dataplane killed at
- * any moment loses nothing the guest was told is written (the guest's page cache believes
- * it; a successor could not know otherwise). librados reads no file but conf_path, makes no
- * admin socket and writes its errors to stderr.
+ * The connection is made as cluster.h says (librbd's cache off among its settings).
  */
 #ifndef CEPH_IMAGE_H
 #define CEPH_IMAGE_H
@@ -14,16 +11,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster.h"
+
 struct cv_image;
 
-/* Where the image is and who we are. NULL or "" leaves a setting to librados's defaults. */
+/* Where the image is and how to reach its cluster. */
 struct cv_image_target {
-    const char *conf_path;  /* a ceph.conf to read, or NULL */
-    const char *mon_host;   /* overrides the conf's monitors, or NULL */
-    const char *user;       /* the cephx id, without "client." (NULL: admin) */
-    const char *key;        /* the cephx key (a secret: never logged or copied) */
-    const char *pool, *pool_namespace, *image;
-    unsigned connect_timeout; /* seconds to reach the monitors and authenticate */
+    struct cv_cluster_target cluster;
+    const char *pool, *pool_namespace, *image; /* pool_namespace: NULL or "" for none */
     int readonly;
 };
 

@@ -1,8 +1,7 @@
 """An RBD image, open: the RADOS connection and the image (``image.c``), for the driver to
 measure and grow images and for a dataplane to serve one.
 
-librbd reads no file but the configuration the target carries, which it reads here from a
-memfd; it never sees a path of ours.
+The connection is made as ``connection`` hands it to ``cluster.c``.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import os
 from typing import Any
 
 from csi_vduse.ceph._librbd import ffi, lib
+from csi_vduse.ceph.connection import c_target
 from csi_vduse.ceph.target import RbdTarget
 from csi_vduse.errors import CsiVduseError
 
@@ -31,31 +31,20 @@ class RbdImage:
         self.target = target
         self.readonly = readonly
         self.path = f"rbd:{target.spec}"  # for messages, as a file backing's path is
-        conf_fd = os.memfd_create("ceph.conf", os.MFD_CLOEXEC) if target.conf else -1
         out = ffi.new("struct cv_image **")
         err = ffi.new("char[]", ERROR_BYTES)
-        try:
-            if conf_fd >= 0:
-                os.write(conf_fd, target.conf.encode())
-            keep = [ffi.new("char[]", value.encode()) for value in self._strings(conf_fd)]
+        with c_target(target.access) as cluster:
+            names = (target.pool, target.namespace, target.image)
+            keep = [ffi.new("char[]", name.encode()) for name in names]
             spec = ffi.new("struct cv_image_target *")
-            (spec.conf_path, spec.mon_host, spec.user, spec.key, spec.pool,
-             spec.pool_namespace, spec.image) = keep  # fmt: skip
-            spec.connect_timeout = target.connect_timeout
+            spec.cluster = cluster[0]
+            spec.pool, spec.pool_namespace, spec.image = keep
             spec.readonly = int(readonly)
             rc = lib.cv_image_open(out, spec, err, ERROR_BYTES)
-        finally:
-            if conf_fd >= 0:
-                os.close(conf_fd)
         if rc:
             raise RbdError("open RBD image", ffi.string(err).decode(errors="replace"), -rc)
         self._image: Any = out[0]
         self.size = self.current_size()
-
-    def _strings(self, conf_fd: int) -> list[str]:
-        t = self.target
-        conf = f"/proc/self/fd/{conf_fd}" if conf_fd >= 0 else ""
-        return [conf, t.mon_host, t.user, t.key, t.pool, t.namespace, t.image]
 
     def current_size(self) -> int:
         """The image's size now (``rbd resize`` may have grown it since it was opened)."""

@@ -1,5 +1,7 @@
-"""cffi builder for ``image.c`` (an open RBD image, see image.h) against Debian's librbd
-and librados: ``csi_vduse.ceph._librbd``. Loaded only where an RBD image is used."""
+"""cffi builder for the Ceph layer's C against Debian's librbd and librados:
+``csi_vduse.ceph._librbd``. ``cluster.c`` connects, ``image.c`` opens one image (for the
+driver and a dataplane), ``pool.c`` manages a pool's images (for the controller). Loaded only
+where Ceph is used."""
 
 import os
 from pathlib import Path
@@ -9,15 +11,20 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 
 CDEF = """
-struct cv_image;
-
-struct cv_image_target {
+struct cv_cluster_target {
     const char *conf_path;
     const char *mon_host;
     const char *user;
     const char *key;
-    const char *pool, *pool_namespace, *image;
     unsigned connect_timeout;
+    unsigned op_timeout;
+};
+
+struct cv_image;
+
+struct cv_image_target {
+    struct cv_cluster_target cluster;
+    const char *pool, *pool_namespace, *image;
     int readonly;
 };
 
@@ -30,15 +37,39 @@ int cv_image_resize(struct cv_image *img, uint64_t size);
 int cv_image_watch_growth(struct cv_image *img);
 int cv_image_client_address(struct cv_image *img, char *buf, size_t len);
 int cv_image_lock(struct cv_image *img, const char *dead_owner, char *err, size_t errlen);
+
+struct cv_pool;
+int cv_pool_open(struct cv_pool **out, const struct cv_cluster_target *t, const char *pool,
+                 const char *pool_namespace, char *err, size_t errlen);
+void cv_pool_close(struct cv_pool *p);
+int64_t cv_pool_id(struct cv_pool *p);
+int cv_pool_create(struct cv_pool *p, const char *name, uint64_t size, uint64_t features,
+                   const char *data_pool, char *err, size_t errlen);
+int cv_pool_remove(struct cv_pool *p, const char *name);
+int cv_pool_stat(struct cv_pool *p, const char *name, uint64_t *size, uint64_t *features);
+int cv_pool_resize(struct cv_pool *p, const char *name, uint64_t size);
+int cv_pool_metadata_get(struct cv_pool *p, const char *name, const char *key, char *value,
+                         size_t len);
+int cv_pool_metadata_set(struct cv_pool *p, const char *name, const char *key,
+                         const char *value);
+int cv_pool_list(struct cv_pool *p, char *buf, size_t *len);
+int cv_pool_watchers(struct cv_pool *p, const char *name, char *buf, size_t len);
+
+#define RBD_FEATURE_LAYERING ...
+#define RBD_FEATURE_EXCLUSIVE_LOCK ...
+#define RBD_FEATURE_OBJECT_MAP ...
+#define RBD_FEATURE_FAST_DIFF ...
+#define RBD_FEATURE_DEEP_FLATTEN ...
+#define RBD_FEATURE_JOURNALING ...
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "csi_vduse.ceph._librbd",
-    '#include "image.h"',
+    '#include "image.h"\n#include "pool.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
-    sources=[os.path.relpath(HERE / "image.c")],
+    sources=[os.path.relpath(HERE / name) for name in ("cluster.c", "image.c", "pool.c")],
     include_dirs=[os.path.relpath(HERE)],
     libraries=["rbd", "rados"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -25,6 +25,35 @@ class TargetError(ValueError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CephAccess:
+    """Who we are to a cluster and where its monitors are."""
+
+    user: str = "admin"  # the cephx id, without "client."
+    key: str = field(default="", repr=False)  # a secret
+    mon_host: str = ""  # overrides the configuration's monitors
+    conf: str = field(default="", repr=False)  # a ceph.conf's text, or none
+    connect_timeout: int = 30  # seconds to reach the monitors
+    op_timeout: int = 0  # seconds an OSD request may take; 0: as long as it takes
+
+    def __post_init__(self) -> None:
+        for name in ("user", "key", "mon_host", "conf"):
+            if not isinstance(getattr(self, name), str):
+                raise TargetError(f"Ceph access field {name} is not a string")
+        for name in ("connect_timeout", "op_timeout"):
+            if type(getattr(self, name)) is not int:
+                raise TargetError(f"Ceph access field {name} is not an integer")
+        if not self.user or self.user.startswith("client."):
+            raise TargetError(f"the Ceph user {self.user!r} must be an id without client.")
+        if self.key and not _is_cephx_secret(self.key):
+            # Said without the key: librados would print a key it cannot decode.
+            raise TargetError("the Ceph key is malformed: not a base64 cephx secret")
+        if not 1 <= self.connect_timeout <= 3600:
+            raise TargetError(f"connect timeout {self.connect_timeout} s is not 1-3600")
+        if not 0 <= self.op_timeout <= 3600:
+            raise TargetError(f"operation timeout {self.op_timeout} s is not 0-3600")
+
+
+@dataclass(frozen=True, kw_only=True)
 class RbdTarget:
     pool: str
     image: str
@@ -38,24 +67,24 @@ class RbdTarget:
     dead_owner: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("pool", "image", "namespace", "user", "key", "mon_host", "conf", "dead_owner"):
+        for name in ("pool", "image", "namespace", "dead_owner"):
             if not isinstance(getattr(self, name), str):
                 raise TargetError(f"RBD target field {name} is not a string")
-        if type(self.connect_timeout) is not int:
-            raise TargetError("RBD target field connect_timeout is not an integer")
         for name in ("pool", "image"):
             value = getattr(self, name)
             if not value or "/" in value or "@" in value:
                 raise TargetError(f"RBD {name} {value!r} is not a plain name")
         if "/" in self.namespace or "@" in self.namespace:
             raise TargetError(f"RBD namespace {self.namespace!r} is not a plain name")
-        if not self.user or self.user.startswith("client."):
-            raise TargetError(f"the Ceph user {self.user!r} must be an id without client.")
-        if self.key and not _is_cephx_secret(self.key):
-            # Said without the key: librados would print a key it cannot decode.
-            raise TargetError("the Ceph key is malformed: not a base64 cephx secret")
-        if not 1 <= self.connect_timeout <= 3600:
-            raise TargetError(f"connect timeout {self.connect_timeout} s is not 1-3600")
+        self.access  # noqa: B018 -- checks the fields that say how to reach the cluster
+
+    @property
+    def access(self) -> CephAccess:
+        """How to reach the image's cluster."""
+        return CephAccess(
+            user=self.user, key=self.key, mon_host=self.mon_host, conf=self.conf,
+            connect_timeout=self.connect_timeout,
+        )  # fmt: skip
 
     @property
     def spec(self) -> str:

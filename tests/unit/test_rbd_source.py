@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_vduse.ceph.target import RbdTarget, TargetError
+from csi_vduse.ceph.target import CephAccess, RbdTarget, TargetError
 from csi_vduse.dataplane.interface import DataplaneArgs
 from csi_vduse.devices.errors import DeviceError
 from csi_vduse.devices.rbd_source import RbdSource
@@ -48,6 +48,8 @@ def test_the_key_and_the_conf_stay_out_of_a_targets_repr() -> None:
         ({"user": "client.admin"}, "must be an id without client."),
         ({"connect_timeout": 0}, "connect timeout 0 s is not 1-3600"),
         ({"pool": 7}, "field pool is not a string"),
+        ({"user": 7}, "field user is not a string"),
+        ({"connect_timeout": "30"}, "field connect_timeout is not an integer"),
     ],
 )
 def test_a_target_refuses_what_librbd_would_misread(
@@ -55,6 +57,17 @@ def test_a_target_refuses_what_librbd_would_misread(
 ) -> None:
     with pytest.raises(TargetError, match=message):
         RbdTarget(**{"pool": "rbd", "image": "vol", **fields})  # type: ignore[arg-type]
+
+
+def test_access_to_a_cluster_refuses_what_librados_would_misread() -> None:
+    assert RbdTarget(pool="rbd", image="vol", key=KEY, user="u").access == CephAccess(
+        user="u", key=KEY
+    )
+    with pytest.raises(TargetError, match="operation timeout -1 s is not 0-3600"):
+        CephAccess(op_timeout=-1)
+    with pytest.raises(TargetError, match=r"must be an id without client\."):
+        CephAccess(user="")
+    assert KEY not in repr(CephAccess(key=KEY, conf=CONF))
 
 
 def test_a_malformed_key_is_refused_without_being_quoted() -> None:
