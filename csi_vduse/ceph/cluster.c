@@ -48,6 +48,12 @@ static int configure(rados_t cluster, const struct cv_cluster_target *t, const c
          * for a while (librados's in-flight throttle), which is back-pressure, and may
          * complete a request before the call returns (rbd.c allows for both). */
         {"rbd_non_blocking_aio", "false"},
+        /* Send writes from the caller's buffers rather than a copy: half the memory and a
+         * copy less per write. librbd's default copies, lest a caller change a buffer while
+         * it is being sent (a CRC mismatch). A dataplane's are the device's bounce pages,
+         * which the kernel filled before the request was posted and does not touch until it
+         * has completed; librbd holds the completion back until it has let go of them. */
+        {"rbd_disable_zero_copy_writes", "false"},
         {"admin_socket", ""},      /* no socket files: a dataplane may not create any */
         {"log_file", ""},
         {"log_to_stderr", "false"},

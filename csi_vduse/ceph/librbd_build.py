@@ -61,13 +61,16 @@ int cv_pool_watchers(struct cv_pool *p, const char *name, char *buf, size_t len)
 #define RBD_FEATURE_FAST_DIFF ...
 #define RBD_FEATURE_DEEP_FLATTEN ...
 #define RBD_FEATURE_JOURNALING ...
+
+int mallopt(int param, int value);
+#define M_ARENA_MAX ...
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "csi_vduse.ceph._librbd",
-    '#include "image.h"\n#include "pool.h"',
+    '#include <malloc.h>\n#include "image.h"\n#include "pool.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
     sources=[os.path.relpath(HERE / name) for name in ("cluster.c", "image.c", "pool.c")],
     include_dirs=[os.path.relpath(HERE)],

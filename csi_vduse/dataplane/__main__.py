@@ -158,7 +158,7 @@ def open_backing(args: DataplaneArgs) -> FileBackend | RbdImage:
     """The file, or the RBD image (whose module, and librbd, only an RBD dataplane loads)."""
     if args.rbd_fd is None:
         return FileBackend(args.backing, args.profile.readonly, fd=args.backing_fd)
-    from csi_vduse.ceph.image import RbdImage  # noqa: PLC0415
+    from csi_vduse.ceph.image import RbdImage, cap_malloc_arenas  # noqa: PLC0415
     from csi_vduse.ceph.target import RbdTarget, TargetError  # noqa: PLC0415
 
     try:
@@ -168,6 +168,7 @@ def open_backing(args: DataplaneArgs) -> FileBackend | RbdImage:
     finally:
         os.close(args.rbd_fd)
     began = time.monotonic()
+    cap_malloc_arenas()
     image = RbdImage(target, readonly=args.profile.readonly)
     opened = time.monotonic()
     broke = False
