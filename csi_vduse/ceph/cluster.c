@@ -138,3 +138,20 @@ int cv_cluster_pool(rados_t cluster, const char *pool, const char *pool_namespac
         rados_ioctx_set_namespace(*out, pool_namespace);
     return 0;
 }
+
+int cv_cluster_pool_id(rados_t cluster, int64_t pool_id, const char *pool_namespace,
+                       rados_ioctx_t *out, char *err, size_t errlen)
+{
+    int rc = rados_ioctx_create2(cluster, pool_id, out);
+    if (rc < 0) {
+        if (rc == -ENOENT)
+            snprintf(err, errlen, "Ceph pool %lld does not exist", (long long)pool_id);
+        else
+            snprintf(err, errlen, "cannot use Ceph pool %lld: %s", (long long)pool_id,
+                     strerror(-rc));
+        return rc;
+    }
+    if (pool_namespace && pool_namespace[0])
+        rados_ioctx_set_namespace(*out, pool_namespace);
+    return 0;
+}

@@ -12,6 +12,7 @@
 #define CEPH_CLUSTER_H
 #include <rados/librados.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Who we are and where the monitors are. NULL or "" leaves a setting to librados. */
 struct cv_cluster_target {
@@ -29,6 +30,9 @@ int cv_cluster_connect(rados_t *out, const struct cv_cluster_target *t, char *er
 /* An I/O context on pool (and namespace, NULL or "" for none); 0 or -errno with err. */
 int cv_cluster_pool(rados_t cluster, const char *pool, const char *pool_namespace,
                     rados_ioctx_t *out, char *err, size_t errlen);
+/* The same for the pool with id pool_id (what stays the same when a pool is renamed). */
+int cv_cluster_pool_id(rados_t cluster, int64_t pool_id, const char *pool_namespace,
+                       rados_ioctx_t *out, char *err, size_t errlen);
 /* err gets "<what>: <strerror(-rc)>"; returns rc. */
 int cv_fail(char *err, size_t errlen, int rc, const char *what);
 #endif

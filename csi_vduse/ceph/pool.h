@@ -19,6 +19,9 @@ struct cv_pool;
  * 0 or -errno with a message in err (which never holds the key). */
 int cv_pool_open(struct cv_pool **out, const struct cv_cluster_target *t, const char *pool,
                  const char *pool_namespace, char *err, size_t errlen);
+/* The same, the pool given by its id (pool_id >= 0) rather than pool, which is then NULL. */
+int cv_pool_open_id(struct cv_pool **out, const struct cv_cluster_target *t, int64_t pool_id,
+                    const char *pool_namespace, char *err, size_t errlen);
 void cv_pool_close(struct cv_pool *p);
 /* The pool's id: what stays the same when the pool is renamed. */
 int64_t cv_pool_id(struct cv_pool *p);

@@ -43,15 +43,23 @@ class ImageInfo:
 class RbdPool:
     """``pool`` (and ``namespace``) on ``access``'s cluster, connected until ``close``."""
 
-    def __init__(self, access: CephAccess, pool: str, namespace: str = "") -> None:
-        self.name = pool
+    def __init__(self, access: CephAccess, pool: str | int, namespace: str = "") -> None:
+        """``pool`` by name, or by id (what stays the same when a pool is renamed)."""
+        self.name = str(pool)
         self.namespace = namespace
         out = ffi.new("struct cv_pool **")
         err = ffi.new("char[]", ERROR_BYTES)
         with c_target(access) as target:
-            rc = lib.cv_pool_open(out, target, pool.encode(), namespace.encode(), err, ERROR_BYTES)
-        if rc:
-            raise RbdError("open Ceph pool", ffi.string(err).decode(errors="replace"), -rc)
+            if isinstance(pool, int):
+                opened = lib.cv_pool_open_id(
+                    out, target, pool, namespace.encode(), err, ERROR_BYTES
+                )
+            else:
+                opened = lib.cv_pool_open(
+                    out, target, pool.encode(), namespace.encode(), err, ERROR_BYTES
+                )
+        if opened:
+            raise RbdError("open Ceph pool", ffi.string(err).decode(errors="replace"), -opened)
         self._pool: Any = out[0]
 
     def __enter__(self) -> RbdPool:

@@ -20,20 +20,21 @@ _SNAPSHOT_ID = re.compile(rf"{SNAPSHOT_PREFIX}[0-9a-f]{{{_DIGEST_CHARS}}}")
 _GROUP_ID = re.compile(rf"{GROUP_PREFIX}[0-9a-f]{{{_DIGEST_CHARS}}}")
 
 
-def _digest(name: str) -> str:
+def digest(name: str) -> str:
+    """The hex digits every id of ``name`` ends in (an RBD volume's too, ``csi_vduse.rbd``)."""
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
 
 
 def volume_id_for(name: str) -> str:
-    return VOLUME_PREFIX + _digest(name)
+    return VOLUME_PREFIX + digest(name)
 
 
 def snapshot_id_for(name: str) -> str:
-    return SNAPSHOT_PREFIX + _digest(name)
+    return SNAPSHOT_PREFIX + digest(name)
 
 
 def group_snapshot_id_for(name: str) -> str:
-    return GROUP_PREFIX + _digest(name)
+    return GROUP_PREFIX + digest(name)
 
 
 def member_snapshot_id(group_snapshot_id: str, *, volume_id: str) -> str:
