@@ -220,6 +220,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "so that they outlive its container",
     )
     serve.add_argument(
+        "--ceph-clusters",
+        type=Path,
+        default=None,
+        help="with --controller, serve RBD volumes (StorageClass backend: rbd) of the Ceph "
+        "clusters in this file, ceph-csi's config.json format",
+    )
+    serve.add_argument(
         "--modify-routing",
         action="store_true",
         help="route ControllerModifyVolume through PersistentVolumes (needs in-cluster "
@@ -329,6 +336,7 @@ def run(args: argparse.Namespace) -> int:
                 metrics_address=args.metrics_address,
                 dataplane_cgroup=args.dataplane_cgroup,
                 modify_routing=args.modify_routing,
+                ceph_clusters=args.ceph_clusters,
                 **({} if args.modify_timeout is None else {"modify_timeout": args.modify_timeout}),
             )
         )

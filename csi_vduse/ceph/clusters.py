@@ -28,7 +28,7 @@ class ClusterConfigError(CsiVduseError):
     """The clusters file is unreadable or says something we cannot use."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CephCluster:
     id: str
     monitors: tuple[str, ...]
@@ -40,7 +40,7 @@ class CephCluster:
         return ",".join(self.monitors)
 
 
-def parse(text: str, origin: str = "the clusters file") -> dict[str, CephCluster]:
+def parse(text: str, *, origin: str = "the clusters file") -> dict[str, CephCluster]:
     """The clusters in ceph-csi's ``config.json`` format, by clusterID."""
     try:
         entries: Any = json.loads(text)
@@ -68,7 +68,7 @@ def load(path: Path) -> dict[str, CephCluster]:
         raise ClusterConfigError("read Ceph clusters", why, exc.errno) from exc
     if len(data) > MAX_BYTES:
         raise ClusterConfigError("read Ceph clusters", f"{path} is over {MAX_BYTES} bytes")
-    return parse(data.decode(errors="replace"), str(path))
+    return parse(data.decode(errors="replace"), origin=str(path))
 
 
 def _cluster(entry: Any, where: str) -> CephCluster:

@@ -21,7 +21,8 @@ from csi_vduse.ceph.connection import c_target
 from csi_vduse.ceph.image import ERROR_BYTES, RbdError
 from csi_vduse.ceph.target import CephAccess
 
-# Feature names as ``rbd --image-feature`` and ceph-csi's imageFeatures write them.
+# Feature names as ``rbd --image-feature`` and ceph-csi's imageFeatures write them
+# (rbd.placement.FEATURE_NAMES).
 FEATURES = {
     "layering": lib.RBD_FEATURE_LAYERING,
     "exclusive-lock": lib.RBD_FEATURE_EXCLUSIVE_LOCK,
@@ -34,7 +35,15 @@ METADATA_BYTES = 4096  # a value we store: a CO's name and the like
 WATCHERS_BYTES = 4096
 
 
-@dataclass(frozen=True)
+def feature_bits(names: tuple[str, ...]) -> int:
+    """The RBD_FEATURE_* bits of features named as FEATURES names them."""
+    bits = 0
+    for name in names:
+        bits |= FEATURES[name]
+    return bits
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageInfo:
     size: int
     features: int
@@ -80,7 +89,7 @@ class RbdPool:
         """The pool's id: what stays the same if the pool is renamed."""
         return int(lib.cv_pool_id(self._pool))
 
-    def create(self, image: str, size: int, features: int, data_pool: str = "") -> None:
+    def create(self, image: str, *, size: int, features: int, data_pool: str = "") -> None:
         """A new image; RbdError with EEXIST where the name is taken."""
         err = ffi.new("char[]", ERROR_BYTES)
         rc = lib.cv_pool_create(
@@ -92,7 +101,8 @@ class RbdPool:
     def remove(self, image: str) -> None:
         """Remove ``image`` and its data: RbdError with ENOENT (no such image), EBUSY (a
         client has it open) or ENOTEMPTY (it has snapshots)."""
-        self._check("remove RBD image", image, lib.cv_pool_remove(self._pool, image.encode()))
+        rc = lib.cv_pool_remove(self._pool, image.encode())
+        self._check(rc, "remove RBD image", image=image)
 
     def stat(self, image: str) -> ImageInfo | None:
         """``image``'s size and features; None where there is no such image."""
@@ -100,14 +110,15 @@ class RbdPool:
         rc = lib.cv_pool_stat(self._pool, image.encode(), size, features)
         if rc == -errno.ENOENT:
             return None
-        self._check("open RBD image", image, rc)
+        self._check(rc, "open RBD image", image=image)
         return ImageInfo(size=int(size[0]), features=int(features[0]))
 
     def resize(self, image: str, size: int) -> None:
         """Make ``image`` ``size`` bytes; a client holding its lock does it for us."""
-        self._check("resize RBD image", image, lib.cv_pool_resize(self._pool, image.encode(), size))
+        rc = lib.cv_pool_resize(self._pool, image.encode(), size)
+        self._check(rc, "resize RBD image", image=image)
 
-    def metadata(self, image: str, key: str) -> str | None:
+    def metadata(self, image: str, *, key: str) -> str | None:
         """``image``'s metadata ``key``; None where the image has no such key."""
         value = ffi.new("char[]", METADATA_BYTES)
         rc = lib.cv_pool_metadata_get(
@@ -115,12 +126,12 @@ class RbdPool:
         )
         if rc == -errno.ENOENT and self.stat(image) is not None:
             return None
-        self._check(f"read metadata {key} of RBD image", image, rc)
+        self._check(rc, f"read metadata {key} of RBD image", image=image)
         return str(ffi.string(value).decode())
 
-    def set_metadata(self, image: str, key: str, value: str) -> None:
+    def set_metadata(self, image: str, *, key: str, value: str) -> None:
         rc = lib.cv_pool_metadata_set(self._pool, image.encode(), key.encode(), value.encode())
-        self._check(f"set metadata {key} of RBD image", image, rc)
+        self._check(rc, f"set metadata {key} of RBD image", image=image)
 
     def images(self) -> list[str]:
         """The names of the pool's (namespace's) images."""
@@ -139,11 +150,11 @@ class RbdPool:
         """The addresses of the clients that have ``image`` open for writing."""
         buf = ffi.new("char[]", WATCHERS_BYTES)
         rc = lib.cv_pool_watchers(self._pool, image.encode(), buf, WATCHERS_BYTES)
-        self._check("list watchers of RBD image", image, min(rc, 0))
+        self._check(min(rc, 0), "list watchers of RBD image", image=image)
         raw = ffi.unpack(buf, WATCHERS_BYTES).split(b"\0")[:rc]
         return [address.decode() for address in raw]
 
-    def _check(self, step: str, image: str, rc: int) -> None:
+    def _check(self, rc: int, step: str, *, image: str) -> None:
         if rc == -errno.ENOENT:
             raise RbdError(step, f"RBD image {self.name}/{image} does not exist", errno.ENOENT)
         if rc:

@@ -1,4 +1,5 @@
-"""The Controller service for node-local pools: volumes, snapshots and clones as files.
+"""The Controller service for node-local pools: volumes, snapshots and clones as files;
+the calls about RBD volumes go to its RBD half (``rbd_controller``).
 
 Volumes live on the node that serves them, so this service runs next to the Node
 service on every node (external-provisioner in node-deployment mode). Started without a
@@ -17,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from csi_vduse.csi import capabilities, mutable, parameters, validate
+from csi_vduse.csi.capacity import capacity_for, fits
 from csi_vduse.csi.edge import rpc
 from csi_vduse.csi.errors import (
     Code,
@@ -32,40 +34,13 @@ from csi_vduse.csi.modify import VolumeModifier
 from csi_vduse.csi.modify_routing import ModifyRouter
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
+from csi_vduse.csi.rbd_controller import RbdController
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, SnapshotRecord, VolumeRecord
+from csi_vduse.rbd.ids import RbdVolumeId
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CAPACITY = 1 << 30
-
-
-def _round_up(size: int) -> int:
-    return -(-size // SIZE_ALIGNMENT) * SIZE_ALIGNMENT
-
-
-def capacity_for(capacity_range: pb.CapacityRange | None, at_least: int = 0) -> int:
-    """The size to provision for a CapacityRange (whole MiB), or OUT_OF_RANGE."""
-    required = capacity_range.required_bytes if capacity_range else 0
-    limit = capacity_range.limit_bytes if capacity_range else 0
-    if required < 0 or limit < 0:
-        raise invalid("capacity_range must not be negative")
-    if limit and required > limit:
-        raise invalid(f"capacity_range required_bytes {required} exceeds limit_bytes {limit}")
-    wanted = max(required, at_least) or DEFAULT_CAPACITY
-    if limit and not required and not at_least:
-        wanted = min(wanted, limit)
-    size = _round_up(wanted)
-    if limit and size > limit:
-        size = limit // SIZE_ALIGNMENT * SIZE_ALIGNMENT
-    if size < max(required, at_least) or size <= 0:
-        raise RpcError(
-            Code.OUT_OF_RANGE,
-            f"no size in whole MiB fits required_bytes {required}, limit_bytes {limit}"
-            + (f" and the source's {at_least} bytes" if at_least else ""),
-        )
-    return size
 
 
 def timestamp(ns: int) -> Timestamp:
@@ -86,13 +61,6 @@ def snapshot_of(record: SnapshotRecord) -> pb.Snapshot:
     )
 
 
-def _fits(capacity: int, capacity_range: pb.CapacityRange | None) -> bool:
-    if capacity_range is None:
-        return True
-    required, limit = capacity_range.required_bytes, capacity_range.limit_bytes
-    return capacity >= required and (not limit or capacity <= limit)
-
-
 class ControllerService:
     def __init__(
         self,
@@ -102,6 +70,7 @@ class ControllerService:
         *,
         locks: OperationLocks | None = None,
         router: ModifyRouter | None = None,
+        rbd: RbdController | None = None,
     ) -> None:
         self.pool = pool
         self.devices = devices
@@ -109,6 +78,14 @@ class ControllerService:
         self.locks = locks or OperationLocks()
         self.modifier = VolumeModifier(pool, devices, self.locks) if pool is not None else None
         self.router = router  # without a pool: ControllerModifyVolume goes to the node
+        self.rbd = rbd  # RBD volumes' calls go there
+
+    def _rbd(self) -> RbdController:
+        if self.rbd is None:
+            raise invalid(
+                "this driver serves no RBD volumes (start it with --controller --ceph-clusters)"
+            )
+        return self.rbd
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -183,8 +160,10 @@ class ControllerService:
         name = validate.require_name(request.name)
         validate.accesses_of(list(request.volume_capabilities))
         capacity_range = request.capacity_range if request.HasField("capacity_range") else None
-        capacity_for(capacity_range)  # range checks before any lookup
+        size = capacity_for(capacity_range)  # range checks before any lookup
         own = parameters.own(dict(request.parameters))
+        if parameters.backend_of(own) == parameters.RBD:
+            return self._rbd().create(request, name=name, own=own, size=size)
         parameters.parse(own)  # refuses bad ones; the record keeps the caller's own text
         source_snapshot = source_volume = None
         if request.HasField("volume_content_source"):
@@ -221,7 +200,7 @@ class ControllerService:
                 # job). They compare by meaning, so {"maxIops": "0"} matches {}. A retry of
                 # the original CreateVolume after a modify is refused the same way.
                 same = (
-                    _fits(existing.capacity, capacity_range)
+                    fits(existing.capacity, capacity_range)
                     and existing.parameters == own
                     and mutable.limits(existing.mutable_parameters) == limits
                     and existing.source_snapshot_id == source_snapshot
@@ -261,6 +240,8 @@ class ControllerService:
         self, request: pb.DeleteVolumeRequest, context: grpc.ServicerContext
     ) -> pb.DeleteVolumeResponse:
         volume_id = validate.require_id(request.volume_id, "volume_id")
+        if (rbd_id := RbdVolumeId.parse(volume_id)) is not None:
+            return self._rbd().delete(rbd_id, request)
         pool = self._pool()
         with self.locks.hold(volume_id):
             if ids.is_volume_id(volume_id) and self.devices.record(volume_id) is not None:
@@ -277,6 +258,8 @@ class ControllerService:
     ) -> pb.ValidateVolumeCapabilitiesResponse:
         volume_id = validate.require_id(request.volume_id, "volume_id")
         validate.require(request.volume_capabilities, "volume_capabilities")
+        if (rbd_id := RbdVolumeId.parse(volume_id)) is not None:
+            return self._rbd().validate(rbd_id, request)
         record = self._pool().volume(volume_id)
         if record is None:
             raise not_found(f"volume {volume_id} does not exist")
@@ -361,6 +344,8 @@ class ControllerService:
             served = {pb.ControllerServiceCapability.RPC.Type.EXPAND_VOLUME}
             if self.router is not None:
                 served.add(pb.ControllerServiceCapability.RPC.Type.MODIFY_VOLUME)
+            if self.rbd is not None:
+                served.add(pb.ControllerServiceCapability.RPC.Type.CREATE_DELETE_VOLUME)
             caps = [c for c in caps if c.rpc.type in served]
         return pb.ControllerGetCapabilitiesResponse(capabilities=caps)
 
@@ -373,6 +358,8 @@ class ControllerService:
         if request.HasField("volume_capability"):
             validate.access_of(request.volume_capability)
         capacity = capacity_for(request.capacity_range)
+        if (rbd_id := RbdVolumeId.parse(volume_id)) is not None:
+            return self._rbd().expand(rbd_id, request, capacity)
         if self.pool is None:
             # The central instance cannot see node-local pools: the node does the work.
             return pb.ControllerExpandVolumeResponse(

@@ -12,6 +12,7 @@ from csi_vduse.errors import CsiVduseError
 from csi_vduse.kube.volumes import KubeError
 from csi_vduse.mounts.errors import MountError
 from csi_vduse.pool.errors import PoolError
+from csi_vduse.rbd.errors import RbdVolumeError
 from csi_vduse.volumes.errors import VolumeError
 
 Code = grpc.StatusCode
@@ -65,6 +66,18 @@ _VOLUME_CODES = {
     errno.EINVAL: Code.INVALID_ARGUMENT,
     errno.ENOSPC: Code.RESOURCE_EXHAUSTED,  # the node's volume limit
 }
+_RBD_CODES = {
+    errno.EINVAL: Code.INVALID_ARGUMENT,  # the secrets, or a name Ceph refused
+    errno.ENXIO: Code.INVALID_ARGUMENT,  # a clusterID not in the clusters file
+    errno.ENOENT: Code.NOT_FOUND,
+    errno.EEXIST: Code.ALREADY_EXISTS,
+    errno.EBUSY: Code.FAILED_PRECONDITION,  # a node still has the image open
+    errno.ENOTEMPTY: Code.FAILED_PRECONDITION,  # it has snapshots
+    errno.EACCES: Code.PERMISSION_DENIED,  # the cluster refused the secrets' user
+    errno.EPERM: Code.PERMISSION_DENIED,
+    errno.ETIMEDOUT: Code.UNAVAILABLE,  # the monitors or OSDs did not answer in time
+    errno.EAGAIN: Code.ABORTED,
+}
 # HTTP statuses of the Kubernetes API (None: it did not answer).
 _KUBE_CODES: dict[int | None, grpc.StatusCode] = {
     None: Code.UNAVAILABLE,
@@ -103,6 +116,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         table = _VOLUME_CODES
     elif isinstance(exc, MountError):
         table = _MOUNT_CODES
+    elif isinstance(exc, RbdVolumeError):
+        table = _RBD_CODES
     elif isinstance(exc, CsiVduseError):
         table = {}
     else:

@@ -16,6 +16,8 @@ from csi_vduse.dataplane.blk.profile import BLOCK_SIZES, MAX_QUEUES, BlkProfile,
 BLOCK_SIZE = "blockSize"
 NUM_QUEUES = "numQueues"
 PACKED_RINGS = "packedRings"
+BACKEND = "backend"  # "file" (these parameters alone) or "rbd" (rbd_parameters adds its own)
+FILE, RBD = "file", "rbd"
 BOOLEANS = {"true": True, "false": False}
 # A profile's fields as StorageClass parameters name them.
 NAMES = {"queues": NUM_QUEUES, "block_size": BLOCK_SIZE}
@@ -50,19 +52,30 @@ class VolumeParameters:
         )
 
 
-def parse(parameters: dict[str, str]) -> VolumeParameters:
+def backend_of(parameters: dict[str, str]) -> str:
+    """Which kind of volume the parameters ask for: FILE or RBD."""
+    backend = parameters.get(BACKEND, FILE)
+    if backend not in (FILE, RBD):
+        raise invalid(f"{BACKEND} must be {FILE} (the default) or {RBD}, not {backend!r}")
+    return backend
+
+
+def parse(parameters: dict[str, str], *, others: tuple[str, ...] = ()) -> VolumeParameters:
+    """The device's parameters; ``others`` are keys a caller reads itself (an RBD
+    volume's), any other unknown key is refused."""
     sizes = " or ".join(map(str, BLOCK_SIZES))
     unknown = sorted(
         key
         for key in parameters
-        if key not in (BLOCK_SIZE, NUM_QUEUES, PACKED_RINGS)
+        if key not in (BLOCK_SIZE, NUM_QUEUES, PACKED_RINGS, BACKEND, *others)
         and not key.startswith(KUBERNETES_PREFIX)
     )
     if unknown:
         raise invalid(
             f"unknown parameter(s) {', '.join(unknown)}; this driver takes "
-            f"{BLOCK_SIZE} ({sizes}), {NUM_QUEUES} (1-{MAX_QUEUES}) "
-            f"and {PACKED_RINGS} (true or false)"
+            f"{BLOCK_SIZE} ({sizes}), {NUM_QUEUES} (1-{MAX_QUEUES}), "
+            f"{PACKED_RINGS} (true or false), {BACKEND} ({FILE} or {RBD})"
+            + (f" and {', '.join(others)}" if others else "")
         )
     block_size = parameters.get(BLOCK_SIZE, "512")
     if not DECIMAL.fullmatch(block_size):

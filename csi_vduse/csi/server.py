@@ -33,6 +33,7 @@ from csi_vduse.csi.modify_routing import DEFAULT_TIMEOUT, ModifyRouter
 from csi_vduse.csi.modify_watcher import ModifyWatcher
 from csi_vduse.csi.node import NodeService
 from csi_vduse.csi.proto import register
+from csi_vduse.csi.rbd_controller import RbdController
 from csi_vduse.devices import dataplane_process, launcher
 from csi_vduse.devices.launcher import Launcher
 from csi_vduse.devices.manager import DeviceManager, vdpa_problem
@@ -69,6 +70,7 @@ class ServeOptions:
     dataplane_cgroup: Path | None = None
     modify_routing: bool = False
     modify_timeout: float = DEFAULT_TIMEOUT
+    ceph_clusters: Path | None = None  # ceph-csi's config.json: the Controller serves RBD
 
 
 def socket_path(endpoint: str) -> Path:
@@ -117,6 +119,19 @@ def kubernetes_volumes() -> PersistentVolumes:
         raise ServeError("--modify-routing", f"{exc.step}: {exc.message}") from exc
 
 
+def rbd_controller(clusters_file: Path, locks: OperationLocks) -> RbdController:
+    """The Controller's RBD half on the clusters in ``clusters_file``; librbd loads here."""
+    from csi_vduse.ceph import clusters  # noqa: PLC0415
+    from csi_vduse.rbd.volumes import RbdVolumes  # noqa: PLC0415
+
+    try:
+        known = clusters.load(clusters_file)
+    except clusters.ClusterConfigError as exc:
+        raise ServeError("--ceph-clusters", exc.message) from exc
+    log.info("serving RBD volumes of Ceph cluster(s) %s", ", ".join(sorted(known)) or "(none)")
+    return RbdController(RbdVolumes(known), locks)
+
+
 def build(
     options: ServeOptions,
     launcher: Launcher | None = None,
@@ -125,6 +140,8 @@ def build(
 ) -> Plugin:
     """Assemble the services; nothing on the node is touched. ``kube`` is the API that
     ``--modify-routing`` uses (by default the cluster's, see ``kubernetes_volumes``)."""
+    if options.ceph_clusters is not None and not options.controller:
+        raise ServeError("--ceph-clusters", "RBD volumes are the Controller's: add --controller")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     pool = Pool(options.pool_dir) if options.pool_dir is not None else None
     devices = DeviceManager(
@@ -144,7 +161,12 @@ def build(
         router = None
         if routed is not None and pool is None:
             router = ModifyRouter(routed, options.driver_name, timeout=options.modify_timeout)
-        controller = ControllerService(pool, devices, options.node_id, locks=locks, router=router)
+        rbd = None
+        if options.ceph_clusters is not None:
+            rbd = rbd_controller(options.ceph_clusters, locks)
+        controller = ControllerService(
+            pool, devices, options.node_id, locks=locks, router=router, rbd=rbd
+        )
         register(server, "Controller", controller)
         if pool is not None:
             groups = GroupControllerService(GroupSnapshots(pool), devices, locks=locks)

@@ -23,15 +23,15 @@ _ID = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RbdVolumeId:
     cluster: str
     pool_id: int
     digits: str
 
     @classmethod
-    def for_name(cls, cluster: str, pool_id: int, name: str) -> RbdVolumeId:
-        return cls(cluster, pool_id, digest(name))
+    def for_name(cls, *, cluster: str, pool_id: int, name: str) -> RbdVolumeId:
+        return cls(cluster=cluster, pool_id=pool_id, digits=digest(name))
 
     @classmethod
     def parse(cls, text: str) -> RbdVolumeId | None:
@@ -39,7 +39,7 @@ class RbdVolumeId:
         match = _ID.fullmatch(text)
         if match is None:
             return None
-        return cls(match["cluster"], int(match["pool"], 16), match["digits"])
+        return cls(cluster=match["cluster"], pool_id=int(match["pool"], 16), digits=match["digits"])
 
     @property
     def image(self) -> str:

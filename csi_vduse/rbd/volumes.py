@@ -19,35 +19,19 @@ from dataclasses import dataclass
 
 from csi_vduse.ceph.clusters import CephCluster
 from csi_vduse.ceph.image import RbdError
-from csi_vduse.ceph.pool import FEATURES, RbdPool
+from csi_vduse.ceph.pool import FEATURES, RbdPool, feature_bits
 from csi_vduse.rbd import credentials
 from csi_vduse.rbd.errors import RbdVolumeError
 from csi_vduse.rbd.ids import RbdVolumeId
+from csi_vduse.rbd.placement import Placement
 
 log = logging.getLogger(__name__)
 
 NAME_KEY = "csi.vduse.name"  # image metadata: the CO's name for the volume
-DEFAULT_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff")
+PARAMETERS_KEY = "csi.vduse.parameters"  # and the parameters it was made with
 OP_TIMEOUT = 60  # seconds a controller call waits on an OSD or a monitor
 CONNECT_TIMEOUT = 30
 ALL_FEATURES = sum(FEATURES.values())
-
-
-@dataclass(frozen=True, kw_only=True)
-class Placement:
-    """Where and how a StorageClass has its volumes made."""
-
-    cluster: str  # a clusterID of the clusters file
-    pool: str
-    features: tuple[str, ...] = DEFAULT_FEATURES  # names, as rbd --image-feature takes them
-    data_pool: str = ""  # where the data goes, if not in pool (an erasure-coded pool)
-
-    @property
-    def feature_bits(self) -> int:
-        bits = 0
-        for name in self.features:
-            bits |= FEATURES[name]
-        return bits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,15 +74,22 @@ class RbdVolumes:
                 raise _volume_error(exc) from exc
 
     def create(
-        self, name: str, size: int, placement: Placement, secrets: Mapping[str, str]
-    ) -> RbdVolume:
-        """Volume ``name`` of ``size`` bytes, or the one an earlier call made: its size and
-        features are then what that call gave it, for the caller to judge."""
+        self, name: str, *, size: int, placement: Placement, secrets: Mapping[str, str],
+        parameters: str = "",
+    ) -> RbdVolume:  # fmt: skip
+        """Volume ``name`` of ``size`` bytes, or the one an earlier call made: its size is
+        then what that call gave it, for the caller to judge. ``parameters`` (the caller's
+        text) is kept in the image's metadata; another text for the same name is EEXIST."""
         with self._pool(placement.cluster, placement.pool, secrets) as pool:
-            volume_id = RbdVolumeId.for_name(placement.cluster, pool.id, name)
+            volume_id = RbdVolumeId.for_name(cluster=placement.cluster, pool_id=pool.id, name=name)
             image = volume_id.image
             try:
-                pool.create(image, size, placement.feature_bits, placement.data_pool)
+                pool.create(
+                    image,
+                    size=size,
+                    features=feature_bits(placement.features),
+                    data_pool=placement.data_pool,
+                )
                 log.info("created RBD image %s/%s for volume %s", pool.name, image, name)
             except RbdError as exc:
                 if exc.errno != errno.EEXIST:
@@ -109,16 +100,24 @@ class RbdVolumes:
                     "create RBD volume", f"image {pool.name}/{image} went away", errno.EAGAIN
                 )
             chosen = info.features & ALL_FEATURES  # librbd adds bits of its own (data-pool)
-            if chosen != placement.feature_bits:
+            if chosen != feature_bits(placement.features):
                 raise RbdVolumeError(
                     "create RBD volume",
                     f"volume {name} exists with features {describe(chosen)}, "
-                    f"not {describe(placement.feature_bits)}",
+                    f"not {describe(feature_bits(placement.features))}",
                     errno.EEXIST,
                 )
-            labelled = pool.metadata(image, NAME_KEY)
-            if labelled is None:
-                pool.set_metadata(image, NAME_KEY, name)
+            kept = pool.metadata(image, key=PARAMETERS_KEY)
+            if kept is not None and kept != parameters:
+                raise RbdVolumeError(
+                    "create RBD volume",
+                    f"volume {name} exists with parameters {kept}, not {parameters}",
+                    errno.EEXIST,
+                )
+            labelled = pool.metadata(image, key=NAME_KEY)
+            if labelled is None:  # a new image, or one a call that died left half made
+                pool.set_metadata(image, key=PARAMETERS_KEY, value=parameters)
+                pool.set_metadata(image, key=NAME_KEY, value=name)  # last: the image is complete
             elif labelled != name:
                 raise RbdVolumeError(
                     "create RBD volume",

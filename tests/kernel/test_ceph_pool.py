@@ -53,14 +53,14 @@ def fresh(name: str) -> str:
 
 def test_an_image_is_made_as_asked_and_listed_once(pool: RbdPool) -> None:
     name = fresh("made")
-    pool.create(name, 64 * MiB, features(*DEFAULT_FEATURES))
+    pool.create(name, size=64 * MiB, features=features(*DEFAULT_FEATURES))
     try:
         info = pool.stat(name)
         assert info is not None
         assert info.size == 64 * MiB
         assert info.features == features(*DEFAULT_FEATURES)
         with pytest.raises(RbdError) as taken:
-            pool.create(name, 32 * MiB, features("layering"))
+            pool.create(name, size=32 * MiB, features=features("layering"))
         assert taken.value.errno == errno.EEXIST
         assert pool.images().count(name) == 1
         assert pool.stat(name) == info  # the refused create changed nothing
@@ -72,15 +72,15 @@ def test_an_image_is_made_as_asked_and_listed_once(pool: RbdPool) -> None:
 
 def test_metadata_labels_an_image(pool: RbdPool) -> None:
     name = fresh("labelled")
-    pool.create(name, 16 * MiB, features("layering"))
+    pool.create(name, size=16 * MiB, features=features("layering"))
     try:
-        assert pool.metadata(name, "csi.volname") is None
-        pool.set_metadata(name, "csi.volname", "pvc-0f3a")
-        assert pool.metadata(name, "csi.volname") == "pvc-0f3a"
+        assert pool.metadata(name, key="csi.volname") is None
+        pool.set_metadata(name, key="csi.volname", value="pvc-0f3a")
+        assert pool.metadata(name, key="csi.volname") == "pvc-0f3a"
     finally:
         pool.remove(name)
     with pytest.raises(RbdError) as gone:
-        pool.metadata(name, "csi.volname")
+        pool.metadata(name, key="csi.volname")
     assert gone.value.errno == errno.ENOENT
 
 
@@ -90,7 +90,7 @@ def test_an_image_in_use_is_grown_through_its_user_and_not_removed(
     """A dataplane holds the image's exclusive lock: our resize is forwarded to it, and the
     device grows; removal is refused while it has the image open, and works after."""
     name = fresh("in-use")
-    pool.create(name, 64 * MiB, features(*DEFAULT_FEATURES))
+    pool.create(name, size=64 * MiB, features=features(*DEFAULT_FEATURES))
     try:
         device = Path(cli.run(
             "device", "create", "pool0", "--rbd", ceph_client.image(name),

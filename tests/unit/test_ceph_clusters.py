@@ -26,7 +26,7 @@ def test_ceph_csis_config_is_read_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(CEPH_CSI_CONFIG))
     clusters = load(path)
-    assert clusters["lab"] == CephCluster("lab", ("v2:10.0.0.5:3300/0",))
+    assert clusters["lab"] == CephCluster(id="lab", monitors=("v2:10.0.0.5:3300/0",))
     first = clusters["b9127830-b0cc-4e34-aa47-9d1a2e9949a8"]
     assert first.mon_host == "192.168.1.1:6789,[fd00::2]:3300"
     assert first.rados_namespace == "k8s"

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from csi_vduse.csi import parameters, validate
-from csi_vduse.csi.controller import capacity_for
+from csi_vduse.csi.capacity import capacity_for
 from csi_vduse.csi.errors import RpcError, status_of
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb

@@ -1,33 +1,42 @@
-"""RBD volume ids and credentials, without a cluster: an id says where its image is and
-parses back whatever dashes its clusterID has; secrets become access, and no message ever
-holds a key."""
+"""RBD volumes without a cluster: an id says where its image is and parses back whatever
+dashes its clusterID has; secrets become access, and no message ever holds a key; a
+StorageClass's parameters are checked before anything is made."""
 
 from __future__ import annotations
 
 import base64
 import errno
 
+import grpc
 import pytest
 
 from csi_vduse.ceph.clusters import CephCluster
+from csi_vduse.ceph.pool import FEATURES
+from csi_vduse.csi import rbd_parameters
+from csi_vduse.csi.errors import RpcError
 from csi_vduse.pool.ids import volume_id_for
 from csi_vduse.rbd import credentials
 from csi_vduse.rbd.errors import RbdVolumeError
 from csi_vduse.rbd.ids import RbdVolumeId
+from csi_vduse.rbd.placement import FEATURE_NAMES, Placement
 
 KEY = base64.b64encode(b"\x01\x00" + b"\x11" * 8 + (16).to_bytes(2, "little") + b"k" * 16).decode()
-CLUSTER = CephCluster("b9127830-b0cc-4e34-aa47-9d1a2e9949a8", ("10.0.0.1:6789", "10.0.0.2:6789"))
+CLUSTER = CephCluster(
+    id="b9127830-b0cc-4e34-aa47-9d1a2e9949a8", monitors=("10.0.0.1:6789", "10.0.0.2:6789")
+)
 
 
 def test_an_id_names_cluster_pool_and_image_and_parses_back() -> None:
-    made = RbdVolumeId.for_name(CLUSTER.id, 3, "pvc-1")
+    made = RbdVolumeId.for_name(cluster=CLUSTER.id, pool_id=3, name="pvc-1")
     text = str(made)
     assert text == f"rbd-{CLUSTER.id}-0000000000000003-{made.digits}"
     assert RbdVolumeId.parse(text) == made
     assert made.image == "csi-vol-" + made.digits
-    assert RbdVolumeId.for_name(CLUSTER.id, 3, "pvc-1") == made  # a retry finds it
-    assert RbdVolumeId.for_name(CLUSTER.id, 3, "pvc-2") != made
-    longest = RbdVolumeId.for_name("c" * 64, (1 << 63) - 1, "x")
+    assert (
+        RbdVolumeId.for_name(cluster=CLUSTER.id, pool_id=3, name="pvc-1") == made
+    )  # a retry finds it
+    assert RbdVolumeId.for_name(cluster=CLUSTER.id, pool_id=3, name="pvc-2") != made
+    longest = RbdVolumeId.for_name(cluster="c" * 64, pool_id=(1 << 63) - 1, name="x")
     assert len(str(longest).encode()) <= 128
     assert RbdVolumeId.parse(str(longest)) == longest
 
@@ -67,3 +76,45 @@ def test_bad_secrets_are_refused_without_their_values(
     assert caught.value.errno == errno.EINVAL
     if "userKey" in secrets:
         assert secrets["userKey"] not in str(caught.value)
+
+
+def test_the_feature_names_are_librbds() -> None:
+    assert set(FEATURE_NAMES) == set(FEATURES)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"pool": "rbd"}, "needs clusterID"),
+        ({"clusterID": "c"}, "needs pool"),
+        ({"clusterID": "c", "pool": "a/b"}, "'a/b' is not a Ceph pool name"),
+        ({"clusterID": "c", "pool": "rbd", "imageFeatures": "layering"}, "must include exclusive"),
+        ({"clusterID": "c", "pool": "rbd", "imageFeatures": "exclusive-lock,fast-diff"},
+         "fast-diff needs object-map"),
+        ({"clusterID": "c", "pool": "rbd", "monitors": "m:1"}, "unknown parameter(s) monitors"),
+        ({"clusterID": "c", "pool": "rbd", "blockSize": "3"}, "blockSize 3: use 512 or 4096"),
+    ],
+)  # fmt: skip
+def test_an_rbd_storage_class_is_refused_with_the_reason(
+    given: dict[str, str], message: str
+) -> None:
+    with pytest.raises(RpcError) as caught:
+        rbd_parameters.parse({"backend": "rbd", **given})
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in caught.value.message
+
+
+def test_an_rbd_storage_class_places_its_volumes() -> None:
+    chosen = rbd_parameters.parse(
+        {
+            "backend": "rbd",
+            "clusterID": "c",
+            "pool": "rbd",
+            "dataPool": "ec",
+            "numQueues": "2",
+            "csi.storage.k8s.io/provisioner-secret-name": "s",
+        }
+    )
+    assert chosen.placement == Placement(cluster="c", pool="rbd", data_pool="ec")
+    assert chosen.context("csi-vol-1")["imageName"] == "csi-vol-1"
+    assert chosen.context("csi-vol-1")["numQueues"] == "2"
