@@ -123,32 +123,21 @@ int cv_cluster_connect(rados_t *out, const struct cv_cluster_target *t, char *er
     return 0;
 }
 
-int cv_cluster_pool(rados_t cluster, const char *pool, const char *pool_namespace,
-                    rados_ioctx_t *out, char *err, size_t errlen)
+int cv_cluster_pool(rados_t cluster, const char *pool, int64_t pool_id,
+                    const char *pool_namespace, rados_ioctx_t *out, char *err, size_t errlen)
 {
-    int rc = rados_ioctx_create(cluster, pool, out);
+    char name[256];
+    if (pool)
+        snprintf(name, sizeof name, "%s", pool);
+    else
+        snprintf(name, sizeof name, "%lld", (long long)pool_id);
+    int rc = pool ? rados_ioctx_create(cluster, pool, out)
+                  : rados_ioctx_create2(cluster, pool_id, out);
     if (rc < 0) {
         if (rc == -ENOENT)
-            snprintf(err, errlen, "Ceph pool %s does not exist", pool);
+            snprintf(err, errlen, "Ceph pool %s does not exist", name);
         else
-            snprintf(err, errlen, "cannot use Ceph pool %s: %s", pool, strerror(-rc));
-        return rc;
-    }
-    if (pool_namespace && pool_namespace[0])
-        rados_ioctx_set_namespace(*out, pool_namespace);
-    return 0;
-}
-
-int cv_cluster_pool_id(rados_t cluster, int64_t pool_id, const char *pool_namespace,
-                       rados_ioctx_t *out, char *err, size_t errlen)
-{
-    int rc = rados_ioctx_create2(cluster, pool_id, out);
-    if (rc < 0) {
-        if (rc == -ENOENT)
-            snprintf(err, errlen, "Ceph pool %lld does not exist", (long long)pool_id);
-        else
-            snprintf(err, errlen, "cannot use Ceph pool %lld: %s", (long long)pool_id,
-                     strerror(-rc));
+            snprintf(err, errlen, "cannot use Ceph pool %s: %s", name, strerror(-rc));
         return rc;
     }
     if (pool_namespace && pool_namespace[0])

@@ -27,12 +27,11 @@ struct cv_cluster_target {
 /* Connected, into *out; 0, or -errno with a message in err (which never holds the key). */
 int cv_cluster_connect(rados_t *out, const struct cv_cluster_target *t, char *err,
                        size_t errlen);
-/* An I/O context on pool (and namespace, NULL or "" for none); 0 or -errno with err. */
-int cv_cluster_pool(rados_t cluster, const char *pool, const char *pool_namespace,
-                    rados_ioctx_t *out, char *err, size_t errlen);
-/* The same for the pool with id pool_id (what stays the same when a pool is renamed). */
-int cv_cluster_pool_id(rados_t cluster, int64_t pool_id, const char *pool_namespace,
-                       rados_ioctx_t *out, char *err, size_t errlen);
+/* An I/O context on pool, or where pool is NULL on the pool with id pool_id (what stays
+ * the same when a pool is renamed), and namespace (NULL or "" for none); 0 or -errno with
+ * err. */
+int cv_cluster_pool(rados_t cluster, const char *pool, int64_t pool_id,
+                    const char *pool_namespace, rados_ioctx_t *out, char *err, size_t errlen);
 /* err gets "<what>: <strerror(-rc)>"; returns rc. */
 int cv_fail(char *err, size_t errlen, int rc, const char *what);
 #endif

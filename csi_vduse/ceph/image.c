@@ -41,7 +41,8 @@ int cv_image_open(struct cv_image **out, const struct cv_image_target *t, char *
         free(img);
         return rc;
     }
-    if ((rc = cv_cluster_pool(img->cluster, t->pool, t->pool_namespace, &img->io, err, errlen))) {
+    if ((rc = cv_cluster_pool(img->cluster, t->pool, -1, t->pool_namespace, &img->io, err,
+                              errlen))) {
         img->io = NULL;
         goto out;
     }

@@ -40,9 +40,7 @@ int cv_image_lock(struct cv_image *img, const char *dead_owner, char *err, size_
 
 struct cv_pool;
 int cv_pool_open(struct cv_pool **out, const struct cv_cluster_target *t, const char *pool,
-                 const char *pool_namespace, char *err, size_t errlen);
-int cv_pool_open_id(struct cv_pool **out, const struct cv_cluster_target *t, int64_t pool_id,
-                    const char *pool_namespace, char *err, size_t errlen);
+                 int64_t pool_id, const char *pool_namespace, char *err, size_t errlen);
 void cv_pool_close(struct cv_pool *p);
 int64_t cv_pool_id(struct cv_pool *p);
 int cv_pool_create(struct cv_pool *p, const char *name, uint64_t size, uint64_t features,

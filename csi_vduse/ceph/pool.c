@@ -15,8 +15,8 @@ struct cv_pool {
     rados_ioctx_t io;
 };
 
-static int open_pool(struct cv_pool **out, const struct cv_cluster_target *t, const char *pool,
-                     int64_t pool_id, const char *pool_namespace, char *err, size_t errlen)
+int cv_pool_open(struct cv_pool **out, const struct cv_cluster_target *t, const char *pool,
+                 int64_t pool_id, const char *pool_namespace, char *err, size_t errlen)
 {
     struct cv_pool *p = calloc(1, sizeof *p);
     if (!p)
@@ -26,27 +26,13 @@ static int open_pool(struct cv_pool **out, const struct cv_cluster_target *t, co
         free(p);
         return rc;
     }
-    rc = pool ? cv_cluster_pool(p->cluster, pool, pool_namespace, &p->io, err, errlen)
-              : cv_cluster_pool_id(p->cluster, pool_id, pool_namespace, &p->io, err, errlen);
-    if (rc) {
+    if ((rc = cv_cluster_pool(p->cluster, pool, pool_id, pool_namespace, &p->io, err, errlen))) {
         rados_shutdown(p->cluster);
         free(p);
         return rc;
     }
     *out = p;
     return 0;
-}
-
-int cv_pool_open(struct cv_pool **out, const struct cv_cluster_target *t, const char *pool,
-                 const char *pool_namespace, char *err, size_t errlen)
-{
-    return open_pool(out, t, pool, -1, pool_namespace, err, errlen);
-}
-
-int cv_pool_open_id(struct cv_pool **out, const struct cv_cluster_target *t, int64_t pool_id,
-                    const char *pool_namespace, char *err, size_t errlen)
-{
-    return open_pool(out, t, NULL, pool_id, pool_namespace, err, errlen);
 }
 
 void cv_pool_close(struct cv_pool *p)

@@ -15,13 +15,11 @@
 
 struct cv_pool;
 
-/* Connected to the cluster, with pool (and pool_namespace, NULL or "" for none) open;
- * 0 or -errno with a message in err (which never holds the key). */
+/* Connected to the cluster, with pool open (or where pool is NULL, the pool with id
+ * pool_id; see cv_cluster_pool) and pool_namespace (NULL or "" for none); 0 or -errno with
+ * a message in err (which never holds the key). */
 int cv_pool_open(struct cv_pool **out, const struct cv_cluster_target *t, const char *pool,
-                 const char *pool_namespace, char *err, size_t errlen);
-/* The same, the pool given by its id (pool_id >= 0) rather than pool, which is then NULL. */
-int cv_pool_open_id(struct cv_pool **out, const struct cv_cluster_target *t, int64_t pool_id,
-                    const char *pool_namespace, char *err, size_t errlen);
+                 int64_t pool_id, const char *pool_namespace, char *err, size_t errlen);
 void cv_pool_close(struct cv_pool *p);
 /* The pool's id: what stays the same when the pool is renamed. */
 int64_t cv_pool_id(struct cv_pool *p);

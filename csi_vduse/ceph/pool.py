@@ -58,15 +58,11 @@ class RbdPool:
         self.namespace = namespace
         out = ffi.new("struct cv_pool **")
         err = ffi.new("char[]", ERROR_BYTES)
+        by_name, pool_id = (ffi.NULL, pool) if isinstance(pool, int) else (pool.encode(), -1)
         with c_target(access) as target:
-            if isinstance(pool, int):
-                opened = lib.cv_pool_open_id(
-                    out, target, pool, namespace.encode(), err, ERROR_BYTES
-                )
-            else:
-                opened = lib.cv_pool_open(
-                    out, target, pool.encode(), namespace.encode(), err, ERROR_BYTES
-                )
+            opened = lib.cv_pool_open(
+                out, target, by_name, pool_id, namespace.encode(), err, ERROR_BYTES
+            )
         if opened:
             raise RbdError("open Ceph pool", ffi.string(err).decode(errors="replace"), -opened)
         self._pool: Any = out[0]

@@ -275,13 +275,7 @@ class ControllerService:
             reason = self._other_limits(dict(request.mutable_parameters), record)
             if reason is not None:
                 return pb.ValidateVolumeCapabilitiesResponse(message=reason)
-        confirmed = pb.ValidateVolumeCapabilitiesResponse.Confirmed(
-            volume_context=request.volume_context,
-            volume_capabilities=request.volume_capabilities,
-            parameters=request.parameters,
-            mutable_parameters=request.mutable_parameters,
-        )
-        return pb.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+        return validate.confirmed(request)
 
     @rpc
     def ListVolumes(

@@ -95,9 +95,4 @@ class RbdController:
             reason = "RBD volumes take no mutable parameters yet"
         if reason is not None:
             return pb.ValidateVolumeCapabilitiesResponse(message=reason)
-        confirmed = pb.ValidateVolumeCapabilitiesResponse.Confirmed(
-            volume_context=request.volume_context,
-            volume_capabilities=request.volume_capabilities,
-            parameters=request.parameters,
-        )
-        return pb.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+        return validate.confirmed(request)  # no mutable parameters: refused above

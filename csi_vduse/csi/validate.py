@@ -114,3 +114,17 @@ def unsupported_reason(capabilities: list[pb.VolumeCapability]) -> str | None:
     except RpcError as exc:
         return exc.message
     return None
+
+
+def confirmed(
+    request: pb.ValidateVolumeCapabilitiesRequest,
+) -> pb.ValidateVolumeCapabilitiesResponse:
+    """ValidateVolumeCapabilities' yes: all the request asked about, confirmed."""
+    return pb.ValidateVolumeCapabilitiesResponse(
+        confirmed=pb.ValidateVolumeCapabilitiesResponse.Confirmed(
+            volume_context=request.volume_context,
+            volume_capabilities=request.volume_capabilities,
+            parameters=request.parameters,
+            mutable_parameters=request.mutable_parameters,
+        )
+    )

@@ -83,13 +83,9 @@ class RbdVolumes:
         with self._pool(placement.cluster, placement.pool, secrets) as pool:
             volume_id = RbdVolumeId.for_name(cluster=placement.cluster, pool_id=pool.id, name=name)
             image = volume_id.image
+            wanted = feature_bits(placement.features)
             try:
-                pool.create(
-                    image,
-                    size=size,
-                    features=feature_bits(placement.features),
-                    data_pool=placement.data_pool,
-                )
+                pool.create(image, size=size, features=wanted, data_pool=placement.data_pool)
                 log.info("created RBD image %s/%s for volume %s", pool.name, image, name)
             except RbdError as exc:
                 if exc.errno != errno.EEXIST:
@@ -100,11 +96,11 @@ class RbdVolumes:
                     "create RBD volume", f"image {pool.name}/{image} went away", errno.EAGAIN
                 )
             chosen = info.features & ALL_FEATURES  # librbd adds bits of its own (data-pool)
-            if chosen != feature_bits(placement.features):
+            if chosen != wanted:
                 raise RbdVolumeError(
                     "create RBD volume",
                     f"volume {name} exists with features {describe(chosen)}, "
-                    f"not {describe(feature_bits(placement.features))}",
+                    f"not {describe(wanted)}",
                     errno.EEXIST,
                 )
             kept = pool.metadata(image, key=PARAMETERS_KEY)
