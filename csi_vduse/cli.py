@@ -223,8 +223,22 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--ceph-clusters",
         type=Path,
         default=None,
-        help="with --controller, serve RBD volumes (StorageClass backend: rbd) of the Ceph "
-        "clusters in this file, ceph-csi's config.json format",
+        help="serve RBD volumes (StorageClass backend: rbd) of the Ceph clusters in this "
+        "file, ceph-csi's config.json format: create them with --controller, stage them with "
+        "--pool-dir",
+    )
+    serve.add_argument(
+        "--node",
+        action="store_true",
+        help="serve the Node service without --pool-dir: a node plugin of RBD volumes only "
+        "(with --ceph-clusters)",
+    )
+    serve.add_argument(
+        "--ceph-key-dir",
+        type=Path,
+        default=None,
+        help="where a node keeps its staged RBD volumes' Ceph keys for their dataplanes' "
+        "successors; must be on tmpfs (default /run/csi-vduse/ceph-keys)",
     )
     serve.add_argument(
         "--modify-routing",
@@ -331,12 +345,14 @@ def run(args: argparse.Namespace) -> int:
                 state_dir=args.serve_state_dir or args.state_dir or default_state_dir(),
                 pool_dir=args.pool_dir,
                 controller=args.controller,
+                node=args.node,
                 driver_name=args.driver_name,
                 max_volumes=args.max_volumes,
                 metrics_address=args.metrics_address,
                 dataplane_cgroup=args.dataplane_cgroup,
                 modify_routing=args.modify_routing,
                 ceph_clusters=args.ceph_clusters,
+                **({} if args.ceph_key_dir is None else {"ceph_key_dir": args.ceph_key_dir}),
                 **({} if args.modify_timeout is None else {"modify_timeout": args.modify_timeout}),
             )
         )

@@ -163,12 +163,15 @@ int cv_image_lock(struct cv_image *img, const char *dead_owner, char *err, size_
     }
     rc = rbd_lock_acquire(img->image, RBD_LOCK_MODE_EXCLUSIVE);
     if (rc < 0) {
-        if (lock_owner(img->image, owner, sizeof owner) < 0)
+        /* A live holder refuses to hand the lock over (-EROFS from librbd): that is the
+         * image being busy, whatever librbd's code for it. */
+        int held = lock_owner(img->image, owner, sizeof owner) == 0;
+        if (!held)
             snprintf(owner, sizeof owner, "an unknown client");
         snprintf(err, errlen,
                  "the RBD image is in use: client %s holds its exclusive lock (%s)", owner,
                  strerror(-rc));
-        return rc;
+        return held && (rc == -EROFS || rc == -EBUSY) ? -EBUSY : rc;
     }
     return broke;
 }

@@ -12,8 +12,12 @@ _Controller = pb.ControllerServiceCapability.RPC.Type
 _Node = pb.NodeServiceCapability.RPC.Type
 
 
-def plugin(controller: bool, *, group_controller: bool = False) -> list[pb.PluginCapability]:
-    services = [_PluginService.VOLUME_ACCESSIBILITY_CONSTRAINTS]
+def plugin(
+    controller: bool, *, group_controller: bool = False, topology: bool = True
+) -> list[pb.PluginCapability]:
+    """``topology``: volumes are reachable from one node only (the node-local pool's); an
+    RBD-only instance has none, so external-provisioner needs no view of the nodes."""
+    services = [_PluginService.VOLUME_ACCESSIBILITY_CONSTRAINTS] if topology else []
     if group_controller:
         services.insert(0, _PluginService.GROUP_CONTROLLER_SERVICE)
     if controller:

@@ -6,7 +6,7 @@ import errno
 
 import grpc
 
-from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.errors import DeviceError, RbdImageError
 from csi_vduse.devices.pausing import PauseError
 from csi_vduse.errors import CsiVduseError
 from csi_vduse.kube.volumes import KubeError
@@ -57,6 +57,14 @@ _POOL_CODES = {
 _DEVICE_CODES = {
     errno.ENODEV: Code.FAILED_PRECONDITION,  # the kernel lacks vduse / virtio_vdpa
     errno.ENOSPC: Code.RESOURCE_EXHAUSTED,
+}
+_RBD_IMAGE_CODES = {  # what Ceph said about the image a device is to serve
+    errno.ENOENT: Code.NOT_FOUND,
+    errno.EBUSY: Code.FAILED_PRECONDITION,  # another client (node) holds its lock
+    errno.EINVAL: Code.INVALID_ARGUMENT,
+    errno.EACCES: Code.PERMISSION_DENIED,  # the secrets' user was refused
+    errno.EPERM: Code.PERMISSION_DENIED,
+    errno.ETIMEDOUT: Code.UNAVAILABLE,  # no monitor answered
 }
 _VOLUME_CODES = {
     errno.ENOENT: Code.NOT_FOUND,
@@ -110,6 +118,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return _KUBE_CODES.get(exc.status, Code.INTERNAL), f"{exc.step}: {exc.message}"
     if isinstance(exc, PoolError):
         table = _POOL_CODES
+    elif isinstance(exc, RbdImageError):
+        table = _RBD_IMAGE_CODES
     elif isinstance(exc, DeviceError):
         table = _DEVICE_CODES
     elif isinstance(exc, VolumeError):

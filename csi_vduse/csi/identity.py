@@ -19,11 +19,12 @@ log = logging.getLogger(__name__)
 class IdentityService:
     def __init__(
         self, driver_name: str, controller: bool, readiness: Callable[[], str | None], *,
-        group_controller: bool = False,
+        group_controller: bool = False, topology: bool = True,
     ) -> None:  # fmt: skip
         self.driver_name = driver_name
         self.controller = controller
         self.group_controller = group_controller  # only where there is a pool to snapshot
+        self.topology = topology  # only where there is a pool: its volumes are the node's
         self.readiness = readiness  # returns why the plugin is not ready, or None
 
     @rpc
@@ -38,7 +39,7 @@ class IdentityService:
     ) -> pb.GetPluginCapabilitiesResponse:
         return pb.GetPluginCapabilitiesResponse(
             capabilities=capabilities.plugin(
-                self.controller, group_controller=self.group_controller
+                self.controller, group_controller=self.group_controller, topology=self.topology
             )
         )
 

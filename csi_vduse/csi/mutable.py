@@ -80,8 +80,8 @@ def merged(current: dict[str, str], *, changes: dict[str, str]) -> dict[str, str
     return {**current, **check(changes)}
 
 
-def current_limits(pool: Pool, volume_id: str) -> QosLimits:
+def current_limits(pool: Pool | None, volume_id: str) -> QosLimits:
     """The limits a volume's device should enforce now, from its pool record: what the node
-    starts a device with. A volume the pool does not know has none."""
-    record = pool.volume(volume_id)
+    starts a device with. A volume the pool does not know (or a node without one) has none."""
+    record = pool.volume(volume_id) if pool is not None else None
     return limits(record.mutable_parameters) if record is not None else qos.UNLIMITED

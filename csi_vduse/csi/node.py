@@ -4,23 +4,52 @@ from __future__ import annotations
 
 import grpc
 
-from csi_vduse.csi import capabilities, mutable, parameters, validate
+from csi_vduse.csi import capabilities, mutable, parameters, rbd_parameters, validate
 from csi_vduse.csi.edge import rpc
-from csi_vduse.csi.errors import invalid
+from csi_vduse.csi.errors import failed_precondition, invalid
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.proto import pb
 from csi_vduse.devices.spec import default_num_queues
+from csi_vduse.rbd.ids import RbdVolumeId
+from csi_vduse.rbd.staging import RbdStaging, StagedImage
 from csi_vduse.volumes.lifecycle import NodeVolumes, StageRequest
 
 Unit = pb.VolumeUsage.Unit
 
 
 class NodeService:
-    def __init__(self, volumes: NodeVolumes, node_id: str, max_volumes: int) -> None:
+    def __init__(
+        self,
+        volumes: NodeVolumes,
+        node_id: str,
+        max_volumes: int,
+        *,
+        rbd: RbdStaging | None = None,  # None: this node serves files only
+    ) -> None:
         self.volumes = volumes
         self.node_id = node_id
         self.max_volumes = max_volumes
+        self.rbd = rbd
         self.locks = OperationLocks()
+
+    def _shape(
+        self, volume_id: str, request: pb.NodeStageVolumeRequest
+    ) -> tuple[parameters.VolumeParameters, StagedImage | None]:
+        """The device a volume asks for, and for an RBD volume its image: a file volume's
+        parameters are in the pool, an RBD volume's in its context."""
+        rbd_id = RbdVolumeId.parse(volume_id)
+        if rbd_id is None:
+            return parameters.parse(self.volumes.parameters(volume_id)), None
+        if self.rbd is None:
+            raise failed_precondition(
+                f"volume {volume_id} is an RBD volume, and this node serves none: its driver "
+                "runs without --ceph-clusters"
+            )
+        context = rbd_parameters.from_context(rbd_id, dict(request.volume_context))
+        image = self.rbd.image(
+            rbd_id, pool=context.pool, image=context.image, secrets=dict(request.secrets)
+        )
+        return context.device, image
 
     @rpc
     def NodeStageVolume(
@@ -31,7 +60,7 @@ class NodeService:
         validate.require(request.HasField("volume_capability"), "volume_capability")
         access = validate.access_of(request.volume_capability)
         with self.locks.hold(volume_id):
-            shape = parameters.parse(self.volumes.parameters(volume_id))
+            shape, image = self._shape(volume_id, request)
             self.volumes.stage(
                 StageRequest(
                     volume_id=volume_id,
@@ -43,6 +72,7 @@ class NodeService:
                     profile=shape.profile(
                         readonly=access.readonly_mode, default_queues=default_num_queues()
                     ),
+                    rbd=image,
                     limits=lambda: mutable.current_limits(self.volumes.pool, volume_id),
                 )
             )
@@ -148,8 +178,12 @@ class NodeService:
     def NodeGetInfo(
         self, request: pb.NodeGetInfoRequest, context: grpc.ServicerContext
     ) -> pb.NodeGetInfoResponse:
+        # A node without a pool holds no node-local volumes: nothing is reachable from here only.
+        topology = None
+        if self.volumes.pool is not None:
+            topology = pb.Topology(segments={capabilities.TOPOLOGY_KEY: self.node_id})
         return pb.NodeGetInfoResponse(
             node_id=self.node_id,
             max_volumes_per_node=self.max_volumes,
-            accessible_topology=pb.Topology(segments={capabilities.TOPOLOGY_KEY: self.node_id}),
+            accessible_topology=topology,
         )

@@ -16,6 +16,7 @@ from csi_vduse.dataplane.blk.profile import BLOCK_SIZES, MAX_QUEUES, BlkProfile,
 BLOCK_SIZE = "blockSize"
 NUM_QUEUES = "numQueues"
 PACKED_RINGS = "packedRings"
+DEVICE_KEYS = (BLOCK_SIZE, NUM_QUEUES, PACKED_RINGS)
 BACKEND = "backend"  # "file" (these parameters alone) or "rbd" (rbd_parameters adds its own)
 FILE, RBD = "file", "rbd"
 BOOLEANS = {"true": True, "false": False}
@@ -67,8 +68,7 @@ def parse(parameters: dict[str, str], *, others: tuple[str, ...] = ()) -> Volume
     unknown = sorted(
         key
         for key in parameters
-        if key not in (BLOCK_SIZE, NUM_QUEUES, PACKED_RINGS, BACKEND, *others)
-        and not key.startswith(KUBERNETES_PREFIX)
+        if key not in (*DEVICE_KEYS, BACKEND, *others) and not key.startswith(KUBERNETES_PREFIX)
     )
     if unknown:
         raise invalid(

@@ -4,6 +4,8 @@
 (default ``layering,exclusive-lock,object-map,fast-diff``) and ``dataPool`` are optional.
 The device's own parameters (``blockSize``, ``numQueues``, ``packedRings``) apply as to
 file volumes. Problems are INVALID_ARGUMENT in the StorageClass's words.
+
+At stage time the node reads the volume context CreateVolume returned (``RbdContext``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 from csi_vduse.csi import parameters
 from csi_vduse.csi.errors import invalid
+from csi_vduse.rbd.ids import RbdVolumeId
 from csi_vduse.rbd.placement import DEFAULT_FEATURES, FEATURE_NAMES, Placement
 
 CLUSTER_ID = "clusterID"
@@ -69,3 +72,30 @@ def parse(given: dict[str, str]) -> RbdParameters:
         data_pool=given.get(DATA_POOL, ""),
     )  # fmt: skip
     return RbdParameters(placement=placement, device=device)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RbdContext:
+    """Where a volume's image is and the device to serve it, as its context says."""
+
+    pool: str
+    image: str
+    device: parameters.VolumeParameters
+
+
+def from_context(volume_id: RbdVolumeId, context: dict[str, str]) -> RbdContext:
+    """The context of RBD volume ``volume_id``; keys the CO adds of its own are ignored.
+
+    The id names the cluster and the image; a context that names others is not this
+    volume's.
+    """
+    pool = context.get(CONTEXT_POOL, "")
+    if not _NAME.fullmatch(pool):
+        raise invalid(f"volume {volume_id}: the volume context lacks a Ceph pool ({CONTEXT_POOL})")
+    for key, wanted in ((CLUSTER_ID, volume_id.cluster), (CONTEXT_IMAGE, volume_id.image)):
+        if context.get(key, wanted) != wanted:
+            raise invalid(f"volume {volume_id}: the volume context's {key} is not {wanted}")
+    device = parameters.parse(
+        {key: context[key] for key in parameters.DEVICE_KEYS if key in context}
+    )
+    return RbdContext(pool=pool, image=volume_id.image, device=device)

@@ -23,6 +23,8 @@ from types import FrameType
 import grpc
 
 from csi_vduse import metrics
+from csi_vduse.ceph import clusters
+from csi_vduse.ceph.clusters import CephCluster
 from csi_vduse.csi.capabilities import TOPOLOGY_KEY
 from csi_vduse.csi.controller import ControllerService
 from csi_vduse.csi.group_controller import GroupControllerService
@@ -43,6 +45,9 @@ from csi_vduse.errors import CsiVduseError
 from csi_vduse.kube.volumes import PersistentVolumes
 from csi_vduse.pool.groups import GroupSnapshots
 from csi_vduse.pool.store import Pool
+from csi_vduse.rbd.errors import RbdVolumeError
+from csi_vduse.rbd.keyfiles import KeyFiles
+from csi_vduse.rbd.staging import RbdStaging
 from csi_vduse.volumes.lifecycle import NodeVolumes
 from csi_vduse.volumes.records import NodeVolumeStore
 
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 30.0  # in-flight calls (a mkfs, say) get this long to finish on SIGTERM
 WORKERS = 32
 VDUSE_CONTROL = Path("/dev/vduse/control")
+DEFAULT_KEY_DIR = Path("/run/csi-vduse/ceph-keys")
 
 
 class ServeError(CsiVduseError):
@@ -64,13 +70,15 @@ class ServeOptions:
     state_dir: Path
     pool_dir: Path | None
     controller: bool
+    node: bool = False  # serve Node without a pool: RBD volumes only
     driver_name: str
     max_volumes: int = 0
     metrics_address: str | None = None
     dataplane_cgroup: Path | None = None
     modify_routing: bool = False
     modify_timeout: float = DEFAULT_TIMEOUT
-    ceph_clusters: Path | None = None  # ceph-csi's config.json: the Controller serves RBD
+    ceph_clusters: Path | None = None  # ceph-csi's config.json: serve RBD volumes
+    ceph_key_dir: Path = DEFAULT_KEY_DIR  # a node's staged RBD volumes' keys (tmpfs)
 
 
 def socket_path(endpoint: str) -> Path:
@@ -119,17 +127,30 @@ def kubernetes_volumes() -> PersistentVolumes:
         raise ServeError("--modify-routing", f"{exc.step}: {exc.message}") from exc
 
 
-def rbd_controller(clusters_file: Path, locks: OperationLocks) -> RbdController:
-    """The Controller's RBD half on the clusters in ``clusters_file``; librbd loads here."""
-    from csi_vduse.ceph import clusters  # noqa: PLC0415
-    from csi_vduse.rbd.volumes import RbdVolumes  # noqa: PLC0415
-
+def ceph_clusters(clusters_file: Path) -> dict[str, CephCluster]:
     try:
         known = clusters.load(clusters_file)
     except clusters.ClusterConfigError as exc:
         raise ServeError("--ceph-clusters", exc.message) from exc
     log.info("serving RBD volumes of Ceph cluster(s) %s", ", ".join(sorted(known)) or "(none)")
+    return known
+
+
+def rbd_controller(known: dict[str, CephCluster], locks: OperationLocks) -> RbdController:
+    """The Controller's RBD half on the clusters ``known``; librbd loads here."""
+    from csi_vduse.rbd.volumes import RbdVolumes  # noqa: PLC0415
+
     return RbdController(RbdVolumes(known), locks)
+
+
+def rbd_staging(known: dict[str, CephCluster], key_dir: Path) -> RbdStaging:
+    """The Node's way to RBD images; its key directory must be on tmpfs."""
+    keys = KeyFiles(key_dir)
+    try:
+        keys.check()
+    except RbdVolumeError as exc:
+        raise ServeError("--ceph-key-dir", exc.message) from exc
+    return RbdStaging(known, keys)
 
 
 def build(
@@ -140,10 +161,13 @@ def build(
 ) -> Plugin:
     """Assemble the services; nothing on the node is touched. ``kube`` is the API that
     ``--modify-routing`` uses (by default the cluster's, see ``kubernetes_volumes``)."""
-    if options.ceph_clusters is not None and not options.controller:
-        raise ServeError("--ceph-clusters", "RBD volumes are the Controller's: add --controller")
+    known = ceph_clusters(options.ceph_clusters) if options.ceph_clusters else None
+    if options.node and known is None:
+        raise ServeError("--node", "a node without --pool-dir serves RBD volumes only: add "
+                         "--ceph-clusters")  # fmt: skip
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     pool = Pool(options.pool_dir) if options.pool_dir is not None else None
+    serves_node = pool is not None or options.node
     devices = DeviceManager(
         StateStore(options.state_dir), dataplane_cgroup=options.dataplane_cgroup,
         launcher=launcher,
@@ -153,17 +177,16 @@ def build(
     identity = IdentityService(
         options.driver_name,
         controller=options.controller,
-        readiness=node_readiness if pool is not None else (lambda: None),
+        readiness=node_readiness if serves_node else (lambda: None),
         group_controller=options.controller and pool is not None,
+        topology=pool is not None,
     )
     register(server, "Identity", identity)
     if options.controller:
         router = None
         if routed is not None and pool is None:
             router = ModifyRouter(routed, options.driver_name, timeout=options.modify_timeout)
-        rbd = None
-        if options.ceph_clusters is not None:
-            rbd = rbd_controller(options.ceph_clusters, locks)
+        rbd = rbd_controller(known, locks) if known is not None else None
         controller = ControllerService(
             pool, devices, options.node_id, locks=locks, router=router, rbd=rbd
         )
@@ -173,12 +196,15 @@ def build(
             register(server, "GroupController", groups)
     volumes = None
     watcher = None
-    if pool is not None:
+    if serves_node:
+        staging = rbd_staging(known, options.ceph_key_dir) if known is not None else None
         volumes = NodeVolumes(
-            pool, devices, NodeVolumeStore(options.state_dir), max_volumes=options.max_volumes
-        )
-        register(server, "Node", NodeService(volumes, options.node_id, options.max_volumes))
-        if routed is not None:
+            pool, devices, NodeVolumeStore(options.state_dir), max_volumes=options.max_volumes,
+            node_id=options.node_id, keys=staging.keys if staging else None,
+        )  # fmt: skip
+        node = NodeService(volumes, options.node_id, options.max_volumes, rbd=staging)
+        register(server, "Node", node)
+        if routed is not None and pool is not None:
             watcher = ModifyWatcher(
                 routed, VolumeModifier(pool, devices, locks),
                 driver_name=options.driver_name, node_id=options.node_id,
@@ -207,7 +233,7 @@ def _bind(server: grpc.Server, path: Path) -> None:
 
 def start_launcher(options: ServeOptions) -> Launcher | None:
     """The dataplane launcher for a node plugin (see ``csi_vduse.devices.launcher``)."""
-    if options.pool_dir is None or not launcher.wanted():
+    if (options.pool_dir is None and not options.node) or not launcher.wanted():
         return None
     log_file = options.state_dir / "launcher.log"
     try:
@@ -237,7 +263,7 @@ def serve(options: ServeOptions) -> int:
         path,
         options.node_id,
         ", controller" if options.controller else "",
-        ", node" if options.pool_dir is not None else "",
+        ", node" if plugin.volumes is not None else "",
         "; modify requests routed through PersistentVolumes" if options.modify_routing else "",
     )
     stopping = threading.Event()

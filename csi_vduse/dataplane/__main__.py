@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         node = DeviceNode(args.name, nonblocking=True, fd=args.device_fd)
     except (CsiVduseError, OSError) as exc:
         log.error("cannot start: %s", exc)
-        report_ready(args.ready_fd, str(exc))
+        report_ready(args.ready_fd, str(exc), code=exc.errno)
         return 1
     profile = args.profile
     serial = args.serial.encode()

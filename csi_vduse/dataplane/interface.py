@@ -19,7 +19,8 @@ listening socket, ``csi_vduse.dataplane.control``) and ``--ready-fd``.
 ``{"protocol": N, "ready": true, "pid": P}`` once it holds the device and answers its
 messages (serving an RBD image, with ``"rbd_client"``: the address of its RADOS client,
 which holds the image's exclusive lock), or
-``{"protocol": N, "ready": false, "error": "..."}`` when it cannot start.
+``{"protocol": N, "ready": false, "error": "...", "errno": E}`` when it cannot start (E,
+when not 0, the errno saying why: EBUSY, say, for an RBD image another client holds).
 
 **While it runs.** It keeps its per-queue I/O counters in the stats file
 (``csi_vduse.dataplane.stats``) and its progress in the in-flight log
@@ -197,7 +198,9 @@ def open_flags(readonly: bool) -> int:
     return (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
 
 
-def report_ready(fd: int | None, error: str | None = None, *, rbd_client: str = "") -> None:
+def report_ready(
+    fd: int | None, error: str | None = None, *, code: int | None = None, rbd_client: str = ""
+) -> None:
     """Send the one readiness line and close the pipe.
 
     A closed pipe means the process that started us died before it read the line. That is
@@ -213,6 +216,7 @@ def report_ready(fd: int | None, error: str | None = None, *, rbd_client: str = 
             message["rbd_client"] = rbd_client
     else:
         message["error"] = error
+        message["errno"] = code or 0
     try:
         os.write(fd, (json.dumps(message) + "\n").encode())
     except BrokenPipeError:

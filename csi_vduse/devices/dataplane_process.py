@@ -33,13 +33,17 @@ from typing import Protocol
 
 from csi_vduse.dataplane import control, inflight_log, qos, stats
 from csi_vduse.dataplane.interface import CHILD_COMM, DataplaneArgs, open_flags, parse_ready
-from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
+from csi_vduse.devices.errors import DataplaneKilledError, DeviceError, RbdImageError
 from csi_vduse.devices.launcher import Launcher, LauncherError
 from csi_vduse.vduse.node import DEVICE_DIR, DeviceNode
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 15.0
+# An RBD dataplane first reaches the monitors (RbdSource.connect_timeout, 30 s at most) and
+# then takes the image's lock; a holder that died with its node keeps the lock until the
+# OSDs drop its watch (osd_client_watch_timeout, 30 s), after which librbd breaks it.
+RBD_READY_TIMEOUT = 75.0
 STOP_TIMEOUT = 10.0
 NOBODY = "65534:65534"
 
@@ -303,6 +307,7 @@ def _start(
     args: DataplaneArgs, log_file: Path, *, cgroup: Path | None, launcher: Launcher | None
 ) -> ProcessId:
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    timeout = READY_TIMEOUT if args.rbd is None else RBD_READY_TIMEOUT
     with ExitStack() as opened:
         args = _open_files(args, opened)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -314,7 +319,7 @@ def _start(
             os.close(ready_r)
             raise
     try:
-        line = _read_line(ready_r, READY_TIMEOUT)
+        line = _read_line(ready_r, timeout)
     finally:
         os.close(ready_r)
     report = parse_ready(line) if line else None
@@ -330,9 +335,17 @@ def _start(
         silent = proc.returncode is None  # still running: it missed the deadline
         stop(identity)
         proc.wait()
-        reason = report["error"] if report else _describe_exit(proc, log_file, silent)
+        reason = (
+            report["error"]
+            if report
+            else _describe_exit(proc, log_file, silent=silent, timeout=timeout)
+        )
         if not report and not silent and killed_from_outside(proc.returncode):
             raise DataplaneKilledError("start dataplane", str(reason), errno.EINTR)
+        code = report.get("errno") if report else None
+        if args.rbd is not None and isinstance(code, int) and code:
+            # What Ceph said (EBUSY: another client holds the image's lock).
+            raise RbdImageError("start dataplane", str(reason), code)
         raise DeviceError("start dataplane", str(reason), errno.EIO)
     with _children_lock:
         _children[identity] = proc
@@ -416,12 +429,12 @@ def _read_line(fd: int, timeout: float) -> bytes:
     return data
 
 
-def _describe_exit(proc: Child, log_file: Path, silent: bool) -> str:
+def _describe_exit(proc: Child, log_file: Path, *, silent: bool, timeout: float) -> str:
     tail = (
         log_file.read_text(errors="replace").strip().splitlines()[-5:] if log_file.exists() else []
     )
     state = (
-        f"did not report readiness within {READY_TIMEOUT:.0f} s"
+        f"did not report readiness within {timeout:.0f} s"
         if silent
         else f"exited with status {proc.poll()}"
     )

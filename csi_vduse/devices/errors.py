@@ -11,3 +11,9 @@ class DeviceError(CsiVduseError):
 
 class DataplaneKilledError(DeviceError):
     """A dataplane was killed from outside (not by its own fault) before it was ready."""
+
+
+class RbdImageError(DeviceError):
+    """What Ceph said about a device's RBD image (its ``errno``): it does not exist
+    (ENOENT), another client holds it (EBUSY), the key was refused (EACCES, EPERM), no
+    monitor answered (ETIMEDOUT), or its name is not one (EINVAL)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from csi_vduse.ceph.target import RbdTarget, TargetError
-from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.errors import DeviceError, RbdImageError
 
 if TYPE_CHECKING:
     from csi_vduse.ceph.image import RbdImage
@@ -100,7 +100,7 @@ class RbdSource:
                 connect_timeout=self.connect_timeout,
             )  # fmt: skip
         except TargetError as exc:
-            raise DeviceError("validate", str(exc), errno.EINVAL) from None
+            raise RbdImageError("validate", str(exc), errno.EINVAL) from None
 
 
 def _read(step: str, path: Path) -> str:
@@ -116,17 +116,17 @@ def _read(step: str, path: Path) -> str:
 
 @contextmanager
 def _opened(source: RbdSource, *, readonly: bool) -> Iterator[RbdImage]:
-    """The image open in this process, its failures as DeviceErrors."""
+    """The image open in this process, its failures as RbdImageErrors."""
     from csi_vduse.ceph.image import RbdError, RbdImage  # noqa: PLC0415
 
     try:
         image = RbdImage(source.target(), readonly=readonly)
     except RbdError as exc:
-        raise DeviceError("open RBD image", exc.message, exc.errno) from None
+        raise RbdImageError("open RBD image", exc.message, exc.errno) from None
     try:
         yield image
     except RbdError as exc:
-        raise DeviceError(exc.step, exc.message, exc.errno) from None
+        raise RbdImageError(exc.step, exc.message, exc.errno) from None
     finally:
         image.close()
 

@@ -56,3 +56,16 @@ def mount_at(path: Path | str) -> Mount | None:
 
 def is_mount_point(path: Path | str) -> bool:
     return mount_at(path) is not None
+
+
+def holding(path: Path | str) -> Mount | None:
+    """The mount whose filesystem ``path`` lies on: the topmost at the deepest mount point
+    above it."""
+    target = os.path.realpath(path)
+    found = None
+    for mount in mounts():
+        point = mount.mount_point
+        under = target == point or target.startswith(point.rstrip("/") + "/")
+        if under and (found is None or len(point) >= len(found.mount_point)):
+            found = mount
+    return found

@@ -18,6 +18,19 @@ USER_ID = "userID"
 USER_KEY = "userKey"
 
 
+def cluster(clusters: Mapping[str, CephCluster], cluster_id: str) -> CephCluster:
+    """The cluster ``cluster_id`` names in the clusters file."""
+    found = clusters.get(cluster_id)
+    if found is None:
+        known = ", ".join(sorted(clusters)) or "none"
+        raise RbdVolumeError(
+            "find Ceph cluster",
+            f"clusterID {cluster_id} is not in the clusters file (it has: {known})",
+            errno.ENXIO,
+        )
+    return found
+
+
 def access(
     secrets: Mapping[str, str], cluster: CephCluster, *, op_timeout: int, connect_timeout: int
 ) -> CephAccess:

@@ -52,14 +52,7 @@ class RbdVolumes:
     def _pool(
         self, cluster_id: str, pool: str | int, secrets: Mapping[str, str]
     ) -> Iterator[RbdPool]:
-        cluster = self.clusters.get(cluster_id)
-        if cluster is None:
-            known = ", ".join(sorted(self.clusters)) or "none"
-            raise RbdVolumeError(
-                "find Ceph cluster",
-                f"clusterID {cluster_id} is not in the clusters file (it has: {known})",
-                errno.ENXIO,
-            )
+        cluster = credentials.cluster(self.clusters, cluster_id)
         access = credentials.access(
             secrets, cluster, op_timeout=self.op_timeout, connect_timeout=CONNECT_TIMEOUT
         )

@@ -1,9 +1,9 @@
 """Stage, publish, unpublish, unstage, stats and expand: the node's half of a volume's life.
 
-Stage maps the pool's backing file onto a VDUSE device (the device layer's lifecycle)
-and, for mount access, makes sure it holds the requested filesystem and mounts it at
-the staging path. Block and mount access share every step up to the filesystem.
-Publish bind-mounts the staged filesystem, or the device node, onto the target.
+Stage maps the volume's data, the pool's backing file or an RBD image, onto a VDUSE device
+(the device layer's lifecycle) and, for mount access, makes sure it holds the requested
+filesystem and mounts it at the staging path. Block and mount access share every step up
+to the filesystem. Publish bind-mounts the staged filesystem, or the device node, onto the target.
 Every step is idempotent, and a failed stage undoes what it made.
 """
 
@@ -19,13 +19,16 @@ from pathlib import Path
 
 from csi_vduse.dataplane.blk.profile import BlkProfile
 from csi_vduse.dataplane.qos import UNLIMITED, QosLimits
+from csi_vduse.devices import rbd_source
 from csi_vduse.devices.backing import block_device_size
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
 from csi_vduse.devices.state import DeviceState
 from csi_vduse.mounts import filesystem, mounter, mountinfo
-from csi_vduse.pool import ids
-from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool
+from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, VolumeRecord
+from csi_vduse.rbd.keyfiles import KeyFiles
+from csi_vduse.rbd.staging import StagedImage
+from csi_vduse.volumes import kinds
 from csi_vduse.volumes.errors import VolumeError
 from csi_vduse.volumes.records import (
     SINGLE_WRITER,
@@ -47,6 +50,7 @@ class StageRequest:
     mount_flags: tuple[str, ...]
     mode: int
     profile: BlkProfile  # the device to serve the volume; read-only for a read-only stage
+    rbd: StagedImage | None = None  # an RBD volume's image; None: the pool's file
     # The volume's I/O limits as they stand, read again once its device exists, so a change
     # made while the stage ran is not lost.
     limits: Callable[[], QosLimits] = lambda: UNLIMITED
@@ -70,25 +74,47 @@ class Health:
 
 class NodeVolumes:
     def __init__(
-        self, pool: Pool, devices: DeviceManager, store: NodeVolumeStore, *, max_volumes: int
+        self,
+        pool: Pool | None,  # None: a node of RBD volumes only
+        devices: DeviceManager,
+        store: NodeVolumeStore,
+        *,
+        max_volumes: int,
+        node_id: str,
+        keys: KeyFiles | None = None,  # where staged RBD volumes' keys are kept
     ) -> None:
         self.pool = pool
+        self.node_id = node_id
         self.devices = devices
         self.store = store
         self.max_volumes = max_volumes
+        self.keys = keys
 
     def _known(self, volume_id: str) -> NodeVolume | None:
-        """The node record, or None for a pool volume not staged here; ENOENT otherwise."""
-        if not ids.is_volume_id(volume_id):  # never let a caller's string become a path
+        """The node record, or None for a volume not staged here that may exist (a pool
+        volume, or any RBD volume: its cluster is asked when staging); ENOENT otherwise."""
+        if not kinds.is_volume_id(volume_id):  # never let a caller's string become a path
             raise VolumeError("find volume", f"volume {volume_id!r} does not exist", errno.ENOENT)
         record = self.store.load(volume_id)
-        if record is None and self.pool.volume(volume_id) is None:
+        if record is None and not kinds.is_rbd(volume_id) and self._pool_volume(volume_id) is None:
             raise VolumeError("find volume", f"volume {volume_id} does not exist", errno.ENOENT)
         return record
 
+    def _pool_volume(self, volume_id: str) -> VolumeRecord | None:
+        return self.pool.volume(volume_id) if self.pool is not None else None
+
+    def _file_pool(self, volume_id: str) -> Pool:
+        """The pool holding file volume ``volume_id``: the caller found its record."""
+        if self.pool is None:
+            raise VolumeError("find volume", f"volume {volume_id} does not exist", errno.ENOENT)
+        return self.pool
+
+    def _device(self, volume_id: str) -> str:
+        return kinds.device_name(volume_id, node_id=self.node_id)
+
     def parameters(self, volume_id: str) -> dict[str, str]:
         """The parameters the volume was created with; {} for one the pool does not know."""
-        volume = self.pool.volume(volume_id)
+        volume = self._pool_volume(volume_id)
         return volume.parameters if volume else {}
 
     # -- restart ------------------------------------------------------------------------
@@ -138,6 +164,11 @@ class NodeVolumes:
                     errno.EEXIST,
                 )
             if record.state == VolumeState.STAGED and self._stage_intact(record):
+                if request.rbd is not None and self.keys is not None:
+                    # Lost with a key directory that did not outlive the driver: a successor
+                    # dataplane needs it. A key that is there stays; the one the running
+                    # dataplane was proven with.
+                    self.keys.keep(record.volume_id, key=request.rbd.key)
                 return
         elif self.max_volumes and len(self.store.records()) >= self.max_volumes:
             raise VolumeError(
@@ -173,14 +204,25 @@ class NodeVolumes:
         return record.block or mountinfo.is_mount_point(record.staging_path)
 
     def _bring_up(self, record: NodeVolume, request: StageRequest) -> None:
+        name = self._device(record.volume_id)
+        backing = None
+        if request.rbd is None:
+            backing = self._file_pool(record.volume_id).backing_path(record.volume_id)
+        elif self.keys is None:
+            raise VolumeError(
+                "stage", "this node serves no RBD volumes (no --ceph-clusters)", errno.EINVAL
+            )
+        else:
+            self.keys.write(record.volume_id, key=request.rbd.key)
         spec = DeviceSpec(
-            name=record.volume_id,
-            backing=self.pool.backing_path(record.volume_id),
+            name=name,
+            backing=backing,
+            rbd=request.rbd.source if request.rbd else None,
             profile=request.profile,
             limits=request.limits(),
         )
         device = self.devices.create(spec)
-        self.devices.apply_limits(record.volume_id, request.limits)
+        self.devices.apply_limits(name, request.limits)
         record.device = device.block_device
         self.store.save(record)
         if record.block:
@@ -209,7 +251,7 @@ class NodeVolumes:
         try:
             if not record.block:
                 mounter.unmount(Path(record.staging_path))
-            self.devices.delete(record.volume_id)
+            self._end_device(record.volume_id)
             self.store.remove(record.volume_id)
         except Exception as exc:
             log.error("undoing the stage of %s failed: %s", record.volume_id, exc)
@@ -221,7 +263,7 @@ class NodeVolumes:
         if record is None:
             # Not staged; a crash between device creation and the first record save
             # would still have left a device behind under this name.
-            self.devices.delete(volume_id)
+            self._end_device(volume_id)
             return
         if record.staging_path != str(staging_path):
             log.warning(
@@ -245,8 +287,14 @@ class NodeVolumes:
     def _finish_unstage(self, record: NodeVolume) -> None:
         if not record.block:
             mounter.unmount(Path(record.staging_path))
-        self.devices.delete(record.volume_id)
+        self._end_device(record.volume_id)
         self.store.remove(record.volume_id)
+
+    def _end_device(self, volume_id: str) -> None:
+        """Tear the volume's device down, and forget the key it was served with."""
+        self.devices.delete(self._device(volume_id))
+        if self.keys is not None and kinds.is_rbd(volume_id):
+            self.keys.remove(volume_id)
 
     # -- publish ------------------------------------------------------------------------
 
@@ -356,7 +404,7 @@ class NodeVolumes:
         )
 
     def health(self, record: NodeVolume) -> Health:
-        device = self.devices.record(record.volume_id)
+        device = self.devices.record(self._device(record.volume_id))
         if device is None:
             return Health(True, "the volume's device is gone")
         state = self.devices.status(device).state
@@ -373,16 +421,34 @@ class NodeVolumes:
         return Health(False, f"the device is running{restarts}")
 
     def expand(self, volume_id: str, path: Path, capacity: int) -> int:
+        """Grow the volume to ``capacity`` (0: to what its data already holds), its device
+        and filesystem with it; the size it has after."""
         record = self._at(volume_id, path)
         capacity = -(-capacity // SIZE_ALIGNMENT) * SIZE_ALIGNMENT
-        volume = self.pool.expand_volume(volume_id, capacity)
-        if record.state == VolumeState.STAGED and record.device is not None:
-            self.devices.resize(volume_id, volume.capacity)
+        staged = record.state == VolumeState.STAGED and record.device is not None
+        if kinds.is_rbd(volume_id):
+            if not staged:
+                raise VolumeError("expand", f"volume {volume_id} is not staged here", errno.ENXIO)
+            size = self._rbd_size(volume_id, capacity)
+        else:
+            size = self._file_pool(volume_id).expand_volume(volume_id, capacity).capacity
+        if staged:
+            assert record.device is not None
+            self.devices.resize(self._device(volume_id), size)
             if not record.block:
                 filesystem.grow(
                     Path(record.device), Path(record.staging_path), fs_type=record.fs_type
                 )
-        return volume.capacity
+        return size
+
+    def _rbd_size(self, volume_id: str, capacity: int) -> int:
+        """What an RBD volume's device grows to: the image's size, which ControllerExpandVolume
+        set, or ``capacity`` where that is more (the image grows with the device)."""
+        device = self.devices.record(self._device(volume_id))
+        if device is None or device.rbd is None:
+            raise VolumeError("expand", f"volume {volume_id} has no device here", errno.ENXIO)
+        held = rbd_source.image_size(rbd_source.RbdSource.from_json(device.rbd))
+        return max(capacity, held, device.size)
 
 
 def _is_empty_target(target: Path) -> bool:

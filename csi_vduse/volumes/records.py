@@ -15,7 +15,7 @@ from typing import Any
 
 from csi_vduse._proto.csi_pb2 import VolumeCapability
 from csi_vduse.durable import write_atomic
-from csi_vduse.pool import ids
+from csi_vduse.volumes import kinds
 from csi_vduse.volumes.errors import VolumeError
 
 # The one access mode that allows a single publication: the rule stage and publish share.
@@ -69,7 +69,7 @@ class NodeVolumeStore:
         self.directory = root / "volumes"
 
     def _path(self, volume_id: str) -> Path:
-        if not ids.is_volume_id(volume_id):
+        if not kinds.is_volume_id(volume_id):
             raise VolumeError("state directory", f"not a volume id: {volume_id!r}", errno.ENOENT)
         return self.directory / f"{volume_id}.json"
 

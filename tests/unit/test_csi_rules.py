@@ -12,7 +12,7 @@ from csi_vduse.csi.capacity import capacity_for
 from csi_vduse.csi.errors import RpcError, status_of
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
-from csi_vduse.devices.errors import DeviceError
+from csi_vduse.devices.errors import DeviceError, RbdImageError
 from csi_vduse.mounts.errors import MountError
 from csi_vduse.pool.errors import PoolError
 from csi_vduse.volumes.errors import VolumeError
@@ -152,6 +152,12 @@ def test_paths_must_be_absolute(path: str) -> None:
         (VolumeError("x", "y", errno.ENXIO), grpc.StatusCode.FAILED_PRECONDITION),
         (DeviceError("x", "y", errno.ENODEV), grpc.StatusCode.FAILED_PRECONDITION),
         (DeviceError("x", "y", errno.ENOENT), grpc.StatusCode.INTERNAL),
+        (DeviceError("x", "y", errno.EBUSY), grpc.StatusCode.INTERNAL),
+        (RbdImageError("x", "y", errno.ENOENT), grpc.StatusCode.NOT_FOUND),
+        (RbdImageError("x", "y", errno.EBUSY), grpc.StatusCode.FAILED_PRECONDITION),
+        (RbdImageError("x", "y", errno.EACCES), grpc.StatusCode.PERMISSION_DENIED),
+        (RbdImageError("x", "y", errno.ETIMEDOUT), grpc.StatusCode.UNAVAILABLE),
+        (RbdImageError("x", "y", errno.EIO), grpc.StatusCode.INTERNAL),
         (MountError("x", "y", errno.ENOENT), grpc.StatusCode.INTERNAL),
         (ValueError("bug"), grpc.StatusCode.INTERNAL),
     ],

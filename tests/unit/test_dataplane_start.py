@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from csi_vduse.ceph.target import RbdTarget
 from csi_vduse.dataplane.__main__ import log_start_up
 from csi_vduse.dataplane.interface import PROTOCOL_VERSION, DataplaneArgs
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.dataplane_process import ProcessId
-from csi_vduse.devices.errors import DataplaneKilledError, DeviceError
+from csi_vduse.devices.errors import DataplaneKilledError, DeviceError, RbdImageError
 
 
 def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
@@ -118,3 +120,30 @@ def test_the_dataplane_logs_its_start_up_phases_on_the_monotonic_clock(
         "CLOCK_MONOTONIC started=10.000000 imported=10.250000 set_up=10.500000 "
         "resumed=10.625000 ready=11.000000" in line
     )
+
+
+REFUSED_BEFORE_READY = (
+    "import os, sys; fd = int(sys.argv[-1]); "
+    'os.write(fd, b\'{"protocol": %d, "ready": false, "errno": 16, '
+    '"error": "lock RBD image: the RBD image is in use"}\\n\'); sys.exit(1)'
+)
+
+
+def test_what_ceph_said_stopping_an_rbd_dataplane_reaches_its_starter(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The readiness report's errno becomes an RbdImageError's (EBUSY: the gRPC edge's
+    FAILED_PRECONDITION); a file dataplane's failure stays an EIO DeviceError."""
+    stand_in(monkeypatch, REFUSED_BEFORE_READY)
+    image = RbdTarget(pool="rbd", image="csi-vol-1")
+    with pytest.raises(RbdImageError, match="in use") as refused:
+        dataplane_process.start(
+            DataplaneArgs(name="rbd-x", backing=Path("rbd:rbd/csi-vol-1"), rbd=image),
+            tmp_path / "log",
+        )
+    assert refused.value.errno == errno.EBUSY
+    with pytest.raises(DeviceError) as failed:
+        dataplane_process.start(
+            DataplaneArgs(name="vol-x", backing=tmp_path / "b"), tmp_path / "log"
+        )
+    assert not isinstance(failed.value, RbdImageError) and failed.value.errno == errno.EIO

@@ -1,0 +1,46 @@
+"""What a node needs to serve an RBD volume: the image as a device's backing
+(``RbdSource``) and the key it reads, from the clusters file and the node-stage secrets.
+
+The secrets are ceph-csi's (``userID``, ``userKey``: ``credentials``); the key is kept in
+the node's key files (``keyfiles``), which the source names, so a successor dataplane
+started long after this call still reaches the cluster. Nothing here logs a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from csi_vduse.ceph.clusters import CephCluster
+from csi_vduse.devices.rbd_source import RbdSource
+from csi_vduse.rbd import credentials
+from csi_vduse.rbd.ids import RbdVolumeId
+from csi_vduse.rbd.keyfiles import KeyFiles
+
+CONNECT_TIMEOUT = 30  # seconds a dataplane waits for the monitors
+
+
+@dataclass(frozen=True, kw_only=True)
+class StagedImage:
+    """The image a device is to serve, and the key its source's key file must hold."""
+
+    source: RbdSource
+    key: str = field(repr=False)
+
+
+class RbdStaging:
+    def __init__(self, clusters: Mapping[str, CephCluster], keys: KeyFiles) -> None:
+        self.clusters = dict(clusters)
+        self.keys = keys
+
+    def image(
+        self, volume_id: RbdVolumeId, *, pool: str, image: str, secrets: Mapping[str, str]
+    ) -> StagedImage:
+        cluster = credentials.cluster(self.clusters, volume_id.cluster)
+        access = credentials.access(secrets, cluster, op_timeout=0, connect_timeout=CONNECT_TIMEOUT)
+        source = RbdSource(
+            pool=pool, image=image, namespace=cluster.rados_namespace, user=access.user,
+            mon_host=cluster.mon_host, keyfile=str(self.keys.path(str(volume_id))),
+            connect_timeout=CONNECT_TIMEOUT,
+        )  # fmt: skip
+        return StagedImage(source=source, key=access.key)
