@@ -51,6 +51,14 @@ class Manifest:
     def controller(self) -> Obj:
         return self.one("Deployment", "controller")
 
+    @property
+    def rbd_node(self) -> Obj:
+        return self.one("DaemonSet", "rbd-node")
+
+    @property
+    def rbd_controller(self) -> Obj:
+        return self.one("Deployment", "rbd-controller")
+
     def copy(self) -> Manifest:
         return Manifest(copy.deepcopy(self.objects), self.notes)
 

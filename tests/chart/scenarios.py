@@ -126,6 +126,61 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "volumeAttributesClasses": {"enabled": True},
         "sidecars": {"resizer": {"timeout": "2m"}},  # the central driver waits as long
     },
+    # RBD volumes with the chart's own clusters file and Secret, every class setting given,
+    # and everything the node-local driver has on alongside (metrics, a volume limit).
+    "rbd": {
+        "maxVolumesPerNode": 32,
+        "rbd": {
+            "enabled": True,
+            "driverName": "rbd.vduse.example.org",
+            "clusters": [
+                {
+                    "clusterID": "east-1",
+                    "monitors": ["10.0.0.1:6789", "10.0.0.2:6789"],
+                    "rbd": {"radosNamespace": "k8s"},
+                }
+            ],
+            "secret": {
+                "create": True,
+                "name": "ceph-user",
+                "userID": "kubernetes",
+                "userKey": "AQAAAAAAAAAAABAAc2l4dGVlbiBieXRlIGtleQ==",
+            },
+            "stateDir": "/srv/csi-vduse/rbd-state",
+            "keyDir": "/run/vduse-keys",
+            "node": {"healthPort": 9912, "metricsPort": 9913},
+            "controller": {"replicas": 2},
+            "storageClasses": [
+                {
+                    "name": "ceph-fast",
+                    "clusterID": "east-1",
+                    "pool": "fast",
+                    "imageFeatures": "layering,exclusive-lock",
+                    "dataPool": "ec-data",
+                    "fsType": "xfs",
+                    "secretName": "other-user",
+                    "secretNamespace": "ceph",
+                    "isDefaultClass": True,
+                    "reclaimPolicy": "Retain",
+                    "allowVolumeExpansion": False,
+                    "volumeBindingMode": "WaitForFirstConsumer",
+                    "mountOptions": ["noatime"],
+                    "annotations": {"example.org/tier": "ceph"},
+                    "additionalParameters": {"numQueues": "2"},
+                },
+                {"name": "ceph", "clusterID": "east-1", "pool": "kubernetes"},
+            ],
+        },
+    },
+    # ceph-csi's own ConfigMap and a Secret made outside Helm.
+    "rbd-from-ceph-csi": {
+        "metrics": {"enabled": False},
+        "rbd": {
+            "enabled": True,
+            "clustersConfigMap": "ceph-csi-config",
+            "storageClasses": [{"name": "ceph", "clusterID": "east-1", "pool": "kubernetes"}],
+        },
+    },
     "group-snapshots": {
         "snapshots": {"groupSnapshots": {"enabled": True}},
         "volumeGroupSnapshotClass": {

@@ -109,6 +109,25 @@ RESIZER = (
 )
 # csi-vduse serve --modify-routing: the central one reads a PV and writes the change on it;
 # a node plugin watches PVs and answers on them.
+# external-provisioner run centrally (RBD volumes): no topology and no capacity tracking, so
+# no nodes, csinodes, CSIStorageCapacities or owner lookups; leader election instead.
+CENTRAL_PROVISIONER = (
+    grant(
+        "cluster", "", ("persistentvolumes",), ("get", "list", "watch", "create", "patch", "delete")
+    )
+    | grant("cluster", "", ("persistentvolumeclaims",), ("get", "list", "watch", "update"))
+    | grant("cluster", "", ("events",), EVENTS)
+    | grant("cluster", "storage.k8s.io", ("storageclasses", "volumeattributesclasses"), READ)
+    | grant(
+        "cluster",
+        "snapshot.storage.k8s.io",
+        ("volumesnapshots", "volumesnapshotcontents"),
+        ("get", "list"),
+    )
+    | grant(NAMESPACE, "coordination.k8s.io", ("leases",), LEASES)
+)
+# A sidecar passing the StorageClasses' secrets (the RBD driver's) reads them.
+SECRETS = grant("cluster", "", ("secrets",), ("get",))
 CENTRAL_ROUTING = grant("cluster", "", ("persistentvolumes",), ("get", "patch"))
 NODE_ROUTING = grant("cluster", "", ("persistentvolumes",), ("get", "list", "watch", "patch"))
 NEEDS: dict[str, set[Permission]] = {
@@ -163,10 +182,15 @@ def granted(manifest: Manifest, service_account: str, namespace: str) -> set[Per
     return permissions
 
 
-def needs(name: str, container_: Obj) -> set[Permission]:
-    """What one container uses, given the features its arguments turn on."""
+def needs(name: str, container_: Obj, driver: Obj) -> set[Permission]:
+    """What one container uses, given the features its arguments, and those of the
+    ``driver`` container next to it, turn on."""
     needed = set(NEEDS[name])
     args = flags(container_)
+    if name == "csi-provisioner" and args.get("node-deployment") != "true":
+        needed = set(CENTRAL_PROVISIONER)
+    if name in ("csi-provisioner", "csi-resizer") and "ceph-clusters" in flags(driver):
+        needed |= SECRETS
     if name == "csi-vduse" and "modify-routing" in args:
         needed |= NODE_ROUTING if "pool-dir" in args else CENTRAL_ROUTING
     # csi-snapshotter v8.7 watches group snapshots unless its gate is turned off.
@@ -185,7 +209,10 @@ def check_least_privilege(manifest: Manifest) -> None:
         assert account in accounts, f"{workload['metadata']['name']} runs as missing {account}"
         assert account not in used, f"{account} is shared between workloads"
         used.add(account)
-        needed = set().union(*(needs(name, item) for name, item in containers(workload).items()))
+        items = containers(workload)
+        needed = set().union(
+            *(needs(name, item, items["csi-vduse"]) for name, item in items.items())
+        )
         given = granted(manifest, account, NAMESPACE)
         assert given - needed == set(), (
             f"{account} may do more than it uses: {sorted(given - needed)}"

@@ -183,6 +183,17 @@ def test_a_value_outside_the_schema_is_refused() -> None:
         {"volumeGroupSnapshotClass": {"maxPauseMilliseconds": 0}},
         {"volumeGroupSnapshotClass": {"maxPauseMilliseconds": 60001}},
         {"volumeGroupSnapshotClass": {"maxPauseMilliseconds": "5000"}},
+        {"rbd": {"storageClasses": [{"name": "x", "pool": "p"}]}},  # no clusterID
+        {"rbd": {"storageClasses": [{"name": "x", "clusterID": "c", "pool": "a/b"}]}},
+        {
+            "rbd": {
+                "storageClasses": [
+                    {"name": "x", "clusterID": "c", "pool": "p", "imageFeatures": "journal"}
+                ]
+            }
+        },
+        {"rbd": {"clusters": [{"clusterID": "c"}]}},  # no monitors
+        {"rbd": {"keyDir": "run/keys"}},
         {"volumeGroupSnapshotClass": {"apiVersion": "groupsnapshot.storage.k8s.io/v2"}},
         {"volumeGroupSnapshotClass": {"deletionPolicy": "Keep"}},
     ):

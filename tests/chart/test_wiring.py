@@ -8,14 +8,18 @@ that a wrong argument or a wrong mount is caught.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from functools import cache
 from typing import Any
 
+import helm_python
 import pytest
 
 from csi_vduse import cli
 from tests.chart.chart import (
+    NAMESPACE,
+    RELEASE,
     Manifest,
     Obj,
     container,
@@ -49,6 +53,9 @@ SERVE_FLAGS = {
     "dataplane-cgroup": True,
     "modify-routing": False,
     "modify-timeout": True,
+    "node": False,
+    "ceph-clusters": True,
+    "ceph-key-dir": True,
 }
 SIDECARS = ("node-driver-registrar", "liveness-probe", "csi-provisioner", "csi-snapshotter")
 
@@ -69,6 +76,11 @@ def values(scenario: str) -> dict[str, Any]:
         "attributesClasses": given.get("volumeAttributesClasses", {}).get("enabled", False),
         "groupSnapshots": given.get("snapshots", {}).get("enabled", True)
         and given.get("snapshots", {}).get("groupSnapshots", {}).get("enabled", False),
+        "rbd": given.get("rbd", {}).get("enabled", False),
+        "rbdDriverName": given.get("rbd", {}).get("driverName", "rbd.csi.vduse.dev"),
+        "rbdStateDir": given.get("rbd", {}).get("stateDir", "/var/lib/csi-vduse/rbd-state"),
+        "rbdKeyDir": given.get("rbd", {}).get("keyDir", "/run/csi-vduse/ceph-keys"),
+        "rbdClusters": given.get("rbd", {}).get("clustersConfigMap") or f"{RELEASE}-ceph-clusters",
     }
 
 
@@ -79,7 +91,10 @@ def socket_of(workload: Obj) -> str:
     return endpoint.removeprefix("unix://")
 
 
-def check_serve_args(workload: Obj, node: bool) -> None:
+def check_serve_args(workload: Obj, node: bool, *, rbd: bool = False) -> None:
+    """The node-local driver's plugins serve the Controller too, and the node alone a pool;
+    the RBD driver's node serves only Node (--node) and its controller only Controller,
+    both reading the clusters file, and neither a pool."""
     plugin = container(workload, "csi-vduse")
     args = plugin["args"]
     assert args[0] == "serve", args
@@ -87,11 +102,22 @@ def check_serve_args(workload: Obj, node: bool) -> None:
         assert name in SERVE_FLAGS, f"csi-vduse serve has no --{name}"
         assert SERVE_FLAGS[name] == (value != ""), f"--{name}: value {value!r}"
     given = flags(plugin)
-    for required in ("endpoint", "node-id", "state-dir", "driver-name", "controller"):
+    for required in ("endpoint", "node-id", "state-dir", "driver-name"):
         assert required in given, f"csi-vduse serve without --{required}"
-    # --pool-dir turns the Node service on; the central controller must not serve a pool
-    # (it would answer NOT_FOUND for every node's volume).
-    assert ("pool-dir" in given) == node, f"--pool-dir on the {'node' if node else 'controller'}"
+    if rbd:
+        assert "pool-dir" not in given, "--pool-dir on the RBD driver"
+        assert "ceph-clusters" in given, "the RBD driver without --ceph-clusters"
+        assert ("node" in given) == node and ("controller" in given) != node, given
+        assert ("ceph-key-dir" in given) == node, "--ceph-key-dir is the RBD node's"
+    else:
+        assert "controller" in given, "csi-vduse serve without --controller"
+        for flag in ("node", "ceph-clusters", "ceph-key-dir"):
+            assert flag not in given, f"--{flag} on the node-local driver"
+        # --pool-dir turns the Node service on; the central controller must not serve a
+        # pool (it would answer NOT_FOUND for every node's volume).
+        assert ("pool-dir" in given) == node, (
+            f"--pool-dir on the {'node' if node else 'controller'}"
+        )
     assert given["node-id"] == "$(NODE_NAME)"
     assert env_field_refs(plugin).get("NODE_NAME") == "spec.nodeName"
 
@@ -148,14 +174,15 @@ def check_node_privileges(workload: Obj, kubelet_dir: str) -> None:
 
 
 def check_propagation(manifest: Manifest, kubelet_dir: str) -> None:
-    """Bidirectional on the plugin's kubelet dir mount and nowhere else in the chart."""
+    """Bidirectional on each node plugin's kubelet dir mount and nowhere else in the chart."""
     found = []
     for workload in workloads(manifest):
         for name, item in containers(workload).items():
             for path, mount in mounts(item).items():
                 if mount.get("mountPropagation", "None") != "None":
                     found.append((workload["kind"], name, path, mount["mountPropagation"]))
-    assert found == [("DaemonSet", "csi-vduse", kubelet_dir, "Bidirectional")], found
+    daemonsets = len(manifest.of_kind("DaemonSet"))
+    assert found == [("DaemonSet", "csi-vduse", kubelet_dir, "Bidirectional")] * daemonsets, found
 
 
 def check_state_and_pool(workload: Obj, state_dir: str, pool_dir: str) -> None:
@@ -244,7 +271,9 @@ def seconds(duration: str) -> float:
     raise ValueError(f"not a duration: {duration!r}")
 
 
-def check_health_and_metrics(workload: Obj, manifest: Manifest) -> None:
+def check_health_and_metrics(workload: Obj, manifest: Manifest, *, services: bool = True) -> None:
+    """The probe and metrics ports agree; ``services``: the chart's metrics Services select
+    this workload."""
     plugin = container(workload, "csi-vduse")
     ports = {port["name"]: port["containerPort"] for port in plugin["ports"]}
     probe = container(workload, "liveness-probe")
@@ -265,12 +294,13 @@ def check_health_and_metrics(workload: Obj, manifest: Manifest) -> None:
     annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
     if "prometheus.io/port" in annotations:
         assert annotations["prometheus.io/port"] == port
-    for service in manifest.of_kind("Service"):
+    for service in manifest.of_kind("Service") if services else []:
         assert service["spec"]["ports"][0]["port"] == int(port)
         assert service["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
 
 
 def check_controller(workload: Obj) -> None:
+    """A central Deployment: unprivileged, no host access, a leader-elected resizer."""
     spec = pod_spec(workload)
     assert not spec.get("hostNetwork"), "the central controller needs no host network"
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -282,12 +312,26 @@ def check_controller(workload: Obj) -> None:
     assert flags(resizer)["handle-volume-inuse-error"] == "false"
 
 
-def check_driver_name(manifest: Manifest, driver: str) -> None:
-    assert manifest.one("CSIDriver")["metadata"]["name"] == driver
+def check_driver_name(manifest: Manifest, driver: str, rbd_driver: str | None = None) -> None:
+    """Each object of the RBD driver (component rbd*) names ``rbd_driver``, every other
+    ``driver``."""
+
+    def expected(obj: Obj) -> str:
+        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+        if component.startswith("rbd"):
+            assert rbd_driver is not None, f"{obj['kind']} {obj['metadata']['name']}"
+            return rbd_driver
+        return driver
+
+    assert {obj["metadata"]["name"] for obj in manifest.of_kind("CSIDriver")} == (
+        {driver} if rbd_driver is None else {driver, rbd_driver}
+    )
+    for csi_driver in manifest.of_kind("CSIDriver"):
+        assert csi_driver["metadata"]["name"] == expected(csi_driver)
     for workload in workloads(manifest):
-        assert flags(container(workload, "csi-vduse"))["driver-name"] == driver
+        assert flags(container(workload, "csi-vduse"))["driver-name"] == expected(workload)
     for storage_class in manifest.of_kind("StorageClass"):
-        assert storage_class["provisioner"] == driver
+        assert storage_class["provisioner"] == expected(storage_class)
     for kind in ("VolumeSnapshotClass", "VolumeGroupSnapshotClass"):
         for snapshot_class in manifest.of_kind(kind):
             assert snapshot_class["driver"] == driver
@@ -313,7 +357,64 @@ def check_all(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
     check_modify_routing(manifest, scenario_values["attributesClasses"])
     check_health_and_metrics(node, manifest)
     check_controller(controller)
-    check_driver_name(manifest, scenario_values["driverName"])
+    if scenario_values["rbd"]:
+        check_rbd(manifest, scenario_values)
+    check_driver_name(
+        manifest,
+        scenario_values["driverName"],
+        scenario_values["rbdDriverName"] if scenario_values["rbd"] else None,
+    )
+
+
+def check_rbd(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
+    """The RBD driver's node plugin and central controller."""
+    node, controller = manifest.rbd_node, manifest.rbd_controller
+    kubelet_dir = scenario_values["kubeletDir"]
+    check_serve_args(node, node=True, rbd=True)
+    check_serve_args(controller, node=False, rbd=True)
+    for workload in (node, controller):
+        check_env_references_resolve(workload)
+        check_sidecars_share_the_socket(workload)
+        check_clusters_file(workload, scenario_values["rbdClusters"])
+    check_registration(node, kubelet_dir, scenario_values["rbdDriverName"])
+    check_node_privileges(node, kubelet_dir)
+    check_rbd_state_and_keys(node, scenario_values["rbdStateDir"], scenario_values["rbdKeyDir"])
+    assert set(containers(node)) == {"csi-vduse", "node-driver-registrar", "liveness-probe"}
+    check_health_and_metrics(node, manifest, services=False)
+    check_controller(controller)
+    check_central_provisioner(controller)
+
+
+def check_clusters_file(workload: Obj, config_map: str) -> None:
+    """--ceph-clusters reads config.json of the ConfigMap the values name."""
+    plugin = container(workload, "csi-vduse")
+    path = flags(plugin)["ceph-clusters"]
+    directory, name = posixpath.split(path)
+    volume = volumes(workload)[mounts(plugin)[directory]["name"]]
+    assert volume["configMap"]["name"] == config_map, volume
+    assert {"key": "config.json", "path": name} in volume["configMap"]["items"], volume
+
+
+def check_rbd_state_and_keys(workload: Obj, state_dir: str, key_dir: str) -> None:
+    plugin = container(workload, "csi-vduse")
+    given = flags(plugin)
+    assert given["state-dir"] == state_dir and given["ceph-key-dir"] == key_dir
+    for path in (state_dir, key_dir):
+        assert host_path_at(workload, plugin, path) == path, f"{path} is not the host's"
+        volume = volumes(workload)[mounts(plugin)[path]["name"]]
+        assert volume["hostPath"]["type"] == "DirectoryOrCreate"
+
+
+def check_central_provisioner(workload: Obj) -> None:
+    """RBD volumes are made centrally: one leader-elected provisioner for the cluster, with
+    no topology (every node reaches an image) and no capacity of a node's to track."""
+    provisioner = container(workload, "csi-provisioner")
+    given = flags(provisioner)
+    assert given.get("leader-election") == "true"
+    for flag in ("node-deployment", "enable-capacity", "strict-topology", "feature-gates"):
+        assert flag not in given, f"csi-provisioner --{flag} on the central provisioner"
+    assert given.get("extra-create-metadata") == "true"
+    assert given.get("leader-election-namespace") == "$(NAMESPACE)"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -529,3 +630,117 @@ def test_a_kubelet_probe_shorter_than_the_sidecars_is_caught() -> None:
     container(manifest.node, "csi-vduse")["livenessProbe"]["timeoutSeconds"] = 1
     with pytest.raises(AssertionError):
         check_health_and_metrics(manifest.node, manifest)
+
+
+def test_rbd_volumes_are_off_by_default() -> None:
+    for obj in rendered("defaults").objects:
+        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+        assert not component.startswith("rbd"), f"{obj['kind']} {obj['metadata']['name']}"
+
+
+def test_rbd_volumes_get_a_driver_classes_clusters_and_secret_of_their_own() -> None:
+    manifest = rendered("rbd")
+    (rbd_driver,) = [
+        d for d in manifest.of_kind("CSIDriver") if d["metadata"]["name"] == "rbd.vduse.example.org"
+    ]
+    assert rbd_driver["spec"] == {
+        "attachRequired": False,
+        "podInfoOnMount": True,
+        "volumeLifecycleModes": ["Persistent"],
+        "fsGroupPolicy": "File",
+        "storageCapacity": False,
+    }
+    classes = {
+        sc["metadata"]["name"]: sc
+        for sc in manifest.of_kind("StorageClass")
+        if sc["provisioner"] == "rbd.vduse.example.org"
+    }
+    secrets = {
+        f"csi.storage.k8s.io/{use}-secret-{field}": value
+        for use in ("provisioner", "controller-expand", "node-stage")
+        for field, value in (("name", "other-user"), ("namespace", "ceph"))
+    }
+    fast = classes["ceph-fast"]
+    assert fast["parameters"] == {
+        "backend": "rbd",
+        "clusterID": "east-1",
+        "pool": "fast",
+        "imageFeatures": "layering,exclusive-lock",
+        "dataPool": "ec-data",
+        "csi.storage.k8s.io/fstype": "xfs",
+        "numQueues": "2",
+        **secrets,
+    }
+    assert fast["volumeBindingMode"] == "WaitForFirstConsumer"
+    assert fast["reclaimPolicy"] == "Retain" and fast["allowVolumeExpansion"] is False
+    assert fast["mountOptions"] == ["noatime"]
+    plain = classes["ceph"]
+    assert plain["volumeBindingMode"] == "Immediate" and plain["allowVolumeExpansion"] is True
+    assert plain["parameters"]["csi.storage.k8s.io/node-stage-secret-name"] == "ceph-user"
+    assert plain["parameters"]["csi.storage.k8s.io/node-stage-secret-namespace"] == NAMESPACE
+    assert "imageFeatures" not in plain["parameters"]  # the driver's default
+    (config,) = manifest.of_kind("ConfigMap")
+    assert json.loads(config["data"]["config.json"]) == SCENARIOS["rbd"]["rbd"]["clusters"]
+    (secret,) = manifest.of_kind("Secret")
+    assert secret["metadata"]["name"] == "ceph-user"
+    assert secret["stringData"] == {
+        "userID": "kubernetes",
+        "userKey": SCENARIOS["rbd"]["rbd"]["secret"]["userKey"],
+    }
+    assert set(containers(manifest.rbd_controller)) == {
+        "csi-vduse",
+        "csi-provisioner",
+        "csi-resizer",
+    }
+    assert manifest.rbd_controller["spec"]["replicas"] == 2
+
+
+def test_rbd_volumes_can_use_ceph_csis_config_map_and_a_secret_made_elsewhere() -> None:
+    manifest = rendered("rbd-from-ceph-csi")
+    assert manifest.of_kind("ConfigMap") == [] and manifest.of_kind("Secret") == []
+    for workload in (manifest.rbd_node, manifest.rbd_controller):
+        check_clusters_file(workload, "ceph-csi-config")
+
+
+def test_an_rbd_secret_to_create_needs_its_user_and_key() -> None:
+    with pytest.raises(helm_python.HelmError, match=r"rbd\.secret\.userKey is required"):
+        render(
+            {
+                "rbd": {
+                    "enabled": True,
+                    "clustersConfigMap": "ceph-csi-config",
+                    "secret": {"create": True, "userID": "kubernetes"},
+                }
+            }
+        )
+
+
+def test_a_central_provisioner_in_node_mode_is_caught() -> None:
+    manifest = rendered("rbd").copy()
+    container(manifest.rbd_controller, "csi-provisioner")["args"].append("--node-deployment=true")
+    with pytest.raises(AssertionError, match="--node-deployment on the central provisioner"):
+        check_central_provisioner(manifest.rbd_controller)
+
+
+def test_an_rbd_node_plugin_given_a_pool_is_caught() -> None:
+    manifest = rendered("rbd").copy()
+    container(manifest.rbd_node, "csi-vduse")["args"].append("--pool-dir=/x")
+    with pytest.raises(AssertionError, match="--pool-dir on the RBD driver"):
+        check_serve_args(manifest.rbd_node, node=True, rbd=True)
+
+
+@pytest.mark.parametrize(
+    ("clash", "words"),
+    [
+        ({"rbd": {"stateDir": "/var/lib/csi-vduse/state"}}, "rbd.stateDir must differ"),
+        ({"rbd": {"node": {"healthPort": 9821}}}, "must differ: both node plugins"),
+        ({"rbd": {"node": {"metricsPort": 9820}}}, "must differ: both node plugins"),
+    ],
+)
+def test_node_plugins_that_would_share_records_or_host_ports_are_refused(
+    clash: dict[str, Any], words: str
+) -> None:
+    given = {"rbd": {"enabled": True, "clustersConfigMap": "ceph-csi-config"}}
+    given["rbd"].update(clash["rbd"])
+    with pytest.raises(helm_python.HelmError, match=words):
+        render(given)

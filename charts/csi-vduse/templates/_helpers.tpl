@@ -81,3 +81,189 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     fieldRef:
       fieldPath: spec.nodeName
 {{- end }}
+
+{{/* RBD volumes' objects: a driver of their own (rbd.driverName), its central controller
+and its node plugins. */}}
+{{- define "csi-vduse.rbdNodeName" -}}
+{{ include "csi-vduse.fullname" . | trunc 54 | trimSuffix "-" }}-rbd-node
+{{- end }}
+
+{{- define "csi-vduse.rbdControllerName" -}}
+{{ include "csi-vduse.fullname" . | trunc 48 | trimSuffix "-" }}-rbd-controller
+{{- end }}
+
+{{- define "csi-vduse.rbdPluginDir" -}}
+{{ trimSuffix "/" .Values.kubeletDir }}/plugins/{{ .Values.rbd.driverName }}
+{{- end }}
+
+{{/* The ConfigMap holding the clusters file (config.json): ceph-csi's, or the chart's. */}}
+{{- define "csi-vduse.rbdClustersConfigMap" -}}
+{{- if .Values.rbd.clustersConfigMap }}
+{{- .Values.rbd.clustersConfigMap }}
+{{- else }}
+{{- include "csi-vduse.fullname" . | trunc 50 | trimSuffix "-" }}-ceph-clusters
+{{- end }}
+{{- end }}
+
+{{/* Where both RBD csi-vduse containers read the clusters file. */}}
+{{- define "csi-vduse.rbdClustersDir" -}}/etc/csi-vduse/ceph{{- end }}
+
+{{/* Arguments common to both RBD `csi-vduse serve` containers. */}}
+{{- define "csi-vduse.rbdServeArgs" -}}
+- serve
+- --endpoint=unix://{{ include "csi-vduse.socketPath" . }}
+- --node-id=$(NODE_NAME)
+- --driver-name={{ .Values.rbd.driverName }}
+- --ceph-clusters={{ include "csi-vduse.rbdClustersDir" . }}/config.json
+- --log-level={{ .Values.logLevel }}
+- --log-format={{ .Values.logFormat }}
+{{- end }}
+
+{{/* What both node plugins' pods share: where they run and how (host network, host PIDs). */}}
+{{- define "csi-vduse.nodePodSettings" -}}
+# The vdpa generic-netlink family only exists in the host network namespace.
+hostNetwork: true
+# Dataplanes must outlive this pod's containers (a crash, an upgrade): outside a PID
+# namespace of the container's own and moved out of its cgroup, they are not killed
+# with it, and the next plugin adopts them.
+hostPID: true
+dnsPolicy: ClusterFirstWithHostNet
+priorityClassName: {{ .Values.node.priorityClassName }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.node.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.node.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.node.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A node plugin's csi-vduse container from its env on: include with
+(dict "root" $ "healthPort" N "metricsPort" M); its own mounts follow. */}}
+{{- define "csi-vduse.nodePluginContainer" -}}
+{{- $root := .root -}}
+env:
+  {{- include "csi-vduse.nodeNameEnv" $root | nindent 2 }}
+  - name: CSI_VDUSE_DATAPLANE_USER
+    value: {{ $root.Values.node.dataplaneUser | quote }}
+  - name: POD_IP
+    valueFrom:
+      fieldRef:
+        fieldPath: status.podIP
+# Creates VDUSE devices, attaches them over vdpa netlink, formats and mounts.
+securityContext:
+  privileged: true
+  runAsUser: 0
+  runAsGroup: 0
+ports:
+  - name: healthz
+    containerPort: {{ .healthPort }}
+    protocol: TCP
+  {{- if $root.Values.metrics.enabled }}
+  - name: metrics
+    containerPort: {{ .metricsPort }}
+    protocol: TCP
+  {{- end }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: healthz
+  initialDelaySeconds: 10
+  periodSeconds: {{ $root.Values.node.livenessProbe.periodSeconds }}
+  timeoutSeconds: {{ $root.Values.node.livenessProbe.timeoutSeconds }}
+  failureThreshold: {{ $root.Values.node.livenessProbe.failureThreshold }}
+{{- with $root.Values.node.resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumeMounts:
+  - name: socket-dir
+    mountPath: {{ include "csi-vduse.socketDir" $root }}
+  # Staging and target paths live here; mounts made in the container must reach
+  # the host and the pods.
+  - name: kubelet-dir
+    mountPath: {{ trimSuffix "/" $root.Values.kubeletDir }}
+    mountPropagation: Bidirectional
+  - name: dev
+    mountPath: /dev
+  - name: sys
+    mountPath: /sys
+  - name: lib-modules
+    mountPath: /lib/modules
+    readOnly: true
+{{- end }}
+
+{{/* node-driver-registrar and livenessprobe of a node plugin: include with
+(dict "root" $ "pluginDir" DIR "healthPort" N). */}}
+{{- define "csi-vduse.nodeSidecars" -}}
+{{- $root := .root -}}
+- name: node-driver-registrar
+  image: {{ include "csi-vduse.sidecarImage" $root.Values.sidecars.nodeDriverRegistrar }}
+  imagePullPolicy: {{ $root.Values.sidecars.nodeDriverRegistrar.image.pullPolicy }}
+  args:
+    - --v={{ $root.Values.sidecarLogLevel }}
+    - --csi-address={{ include "csi-vduse.socketPath" $root }}
+    - --kubelet-registration-path={{ .pluginDir }}/csi.sock
+  {{- with $root.Values.sidecars.nodeDriverRegistrar.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: socket-dir
+      mountPath: {{ include "csi-vduse.socketDir" $root }}
+    - name: registration-dir
+      mountPath: /registration
+- name: liveness-probe
+  image: {{ include "csi-vduse.sidecarImage" $root.Values.sidecars.livenessProbe }}
+  imagePullPolicy: {{ $root.Values.sidecars.livenessProbe.image.pullPolicy }}
+  args:
+    - --v={{ $root.Values.sidecarLogLevel }}
+    - --csi-address={{ include "csi-vduse.socketPath" $root }}
+    - --health-port={{ .healthPort }}
+    - --probe-timeout={{ $root.Values.node.livenessProbe.probeTimeout }}
+  {{- with $root.Values.sidecars.livenessProbe.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: socket-dir
+      mountPath: {{ include "csi-vduse.socketDir" $root }}
+{{- end }}
+
+{{/* The host paths both node plugins mount: include with (dict "root" $ "pluginDir" DIR). */}}
+{{- define "csi-vduse.nodeHostVolumes" -}}
+{{- $kubeletDir := trimSuffix "/" .root.Values.kubeletDir -}}
+- name: socket-dir
+  hostPath:
+    path: {{ .pluginDir }}
+    type: DirectoryOrCreate
+- name: registration-dir
+  hostPath:
+    path: {{ $kubeletDir }}/plugins_registry
+    type: Directory
+- name: kubelet-dir
+  hostPath:
+    path: {{ $kubeletDir }}
+    type: Directory
+- name: dev
+  hostPath:
+    path: /dev
+    type: Directory
+- name: sys
+  hostPath:
+    path: /sys
+    type: Directory
+- name: lib-modules
+  hostPath:
+    path: /lib/modules
+    type: Directory
+{{- end }}
