@@ -267,3 +267,69 @@ volumeMounts:
     path: /lib/modules
     type: Directory
 {{- end }}
+
+{{/* What both central controllers' pods share: where they run, unprivileged. */}}
+{{- define "csi-vduse.controllerPodSettings" -}}
+priorityClassName: {{ .Values.controller.priorityClassName }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.controller.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.controller.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.controller.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* external-resizer of a central controller, leader-elected: include with
+(dict "root" $ "modify" BOOL), modify passing ControllerModifyVolume the PV's name. */}}
+{{- define "csi-vduse.resizerSidecar" -}}
+{{- $root := .root -}}
+- name: csi-resizer
+  image: {{ include "csi-vduse.sidecarImage" $root.Values.sidecars.resizer }}
+  imagePullPolicy: {{ $root.Values.sidecars.resizer.image.pullPolicy }}
+  args:
+    - --v={{ $root.Values.sidecarLogLevel }}
+    - --csi-address={{ include "csi-vduse.socketPath" $root }}
+    - --timeout={{ $root.Values.sidecars.resizer.timeout }}
+    - --leader-election=true
+    - --leader-election-namespace=$(NAMESPACE)
+    # Online expansion: a volume in use by a pod may grow.
+    - --handle-volume-inuse-error=false
+    {{- if .modify }}
+    # ControllerModifyVolume gets the PV's name, by which the driver finds the node.
+    - --extra-modify-metadata
+    - --feature-gates=VolumeAttributesClass=true
+    {{- end }}
+  env:
+    - name: NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop: ["ALL"]
+  {{- with $root.Values.sidecars.resizer.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: socket-dir
+      mountPath: {{ include "csi-vduse.socketDir" $root }}
+{{- end }}
