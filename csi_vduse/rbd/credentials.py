@@ -16,6 +16,7 @@ from csi_vduse.rbd.errors import RbdVolumeError
 
 USER_ID = "userID"
 USER_KEY = "userKey"
+CONNECT_TIMEOUT = 30  # seconds to reach a cluster's monitors, controller or dataplane
 
 
 def cluster(clusters: Mapping[str, CephCluster], cluster_id: str) -> CephCluster:

@@ -17,8 +17,6 @@ from csi_vduse.rbd import credentials
 from csi_vduse.rbd.ids import RbdVolumeId
 from csi_vduse.rbd.keyfiles import KeyFiles
 
-CONNECT_TIMEOUT = 30  # seconds a dataplane waits for the monitors
-
 
 @dataclass(frozen=True, kw_only=True)
 class StagedImage:
@@ -37,10 +35,12 @@ class RbdStaging:
         self, volume_id: RbdVolumeId, *, pool: str, image: str, secrets: Mapping[str, str]
     ) -> StagedImage:
         cluster = credentials.cluster(self.clusters, volume_id.cluster)
-        access = credentials.access(secrets, cluster, op_timeout=0, connect_timeout=CONNECT_TIMEOUT)
+        access = credentials.access(
+            secrets, cluster, op_timeout=0, connect_timeout=credentials.CONNECT_TIMEOUT
+        )
         source = RbdSource(
             pool=pool, image=image, namespace=cluster.rados_namespace, user=access.user,
             mon_host=cluster.mon_host, keyfile=str(self.keys.path(str(volume_id))),
-            connect_timeout=CONNECT_TIMEOUT,
+            connect_timeout=access.connect_timeout,
         )  # fmt: skip
         return StagedImage(source=source, key=access.key)

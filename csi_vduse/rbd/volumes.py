@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 NAME_KEY = "csi.vduse.name"  # image metadata: the CO's name for the volume
 PARAMETERS_KEY = "csi.vduse.parameters"  # and the parameters it was made with
 OP_TIMEOUT = 60  # seconds a controller call waits on an OSD or a monitor
-CONNECT_TIMEOUT = 30
 ALL_FEATURES = sum(FEATURES.values())
 
 
@@ -54,7 +53,10 @@ class RbdVolumes:
     ) -> Iterator[RbdPool]:
         cluster = credentials.cluster(self.clusters, cluster_id)
         access = credentials.access(
-            secrets, cluster, op_timeout=self.op_timeout, connect_timeout=CONNECT_TIMEOUT
+            secrets,
+            cluster,
+            op_timeout=self.op_timeout,
+            connect_timeout=credentials.CONNECT_TIMEOUT,
         )
         try:
             opened = RbdPool(access, pool, cluster.rados_namespace)
