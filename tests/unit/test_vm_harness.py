@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
+import os
 import shlex
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,10 +17,11 @@ from types import SimpleNamespace
 import pytest
 
 from tests.vm import initramfs
+from tests.vm import rounds as rounds_module
 from tests.vm.initramfs import _Cpio, module_load_order
 from tests.vm.kernel import GuestKernel, KernelFetchError, debian_mirror, newest_version
 from tests.vm.machine import stage2_script
-from tests.vm.plugin import _GuestReporter
+from tests.vm.plugin import _GuestReporter, stacks_file
 
 # -- a tiny newc reader -------------------------------------------------------------------
 
@@ -432,11 +436,11 @@ def test_debian_mirror_reads_continued_fields_and_blank_lines_with_spaces(tmp_pa
 # -- the guest's report -------------------------------------------------------------------
 
 
-def test_guest_report_is_on_disk_after_each_test_so_a_timed_out_vm_still_reports(
+def test_guest_report_is_on_disk_as_each_test_starts_and_ends_so_a_timed_out_vm_still_reports(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "report.json"
-    reporter = _GuestReporter(path)
+    reporter = _GuestReporter(path, None)
 
     def phase(nodeid: str, when: str) -> None:
         report = SimpleNamespace(
@@ -445,13 +449,99 @@ def test_guest_report_is_on_disk_after_each_test_so_a_timed_out_vm_still_reports
         )  # fmt: skip
         reporter.pytest_runtest_logreport(report)  # type: ignore[arg-type]
 
+    reporter.pytest_runtest_logstart("t::a")
+    assert json.loads(path.read_text()) == {"t::a": {}}  # started, not finished
     phase("t::a", "setup")
     phase("t::a", "call")
-    assert not path.exists()
     phase("t::a", "teardown")
+    reporter.pytest_runtest_logstart("t::b")
     phase("t::b", "setup")
-    assert set(json.loads(path.read_text())) == {"t::a"}
+    written = json.loads(path.read_text())
+    assert set(written["t::a"]) == {"setup", "call", "teardown"}
+    assert written["t::b"] == {}
     phase("t::b", "call")
     phase("t::b", "teardown")
-    assert set(json.loads(path.read_text())) == {"t::a", "t::b"}
+    assert set(json.loads(path.read_text())["t::b"]) == {"setup", "call", "teardown"}
     assert not list(tmp_path.glob("*.tmp"))
+    later_round = _GuestReporter(path, None)
+    later_round.pytest_runtest_logstart("t::c")
+    assert set(json.loads(path.read_text())) == {"t::a", "t::b", "t::c"}
+
+
+HANGS = """
+import time
+
+def test_passes():
+    pass
+
+def test_hangs():
+    time.sleep(600)
+
+def test_never_reached():
+    pass
+"""
+
+
+def test_a_test_past_its_limit_ends_its_pytest_with_every_stack_and_shows_unfinished(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "test_hangs.py").write_text(HANGS)
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.vm.plugin", "-p", "no:cacheprovider",
+         f"--vm-report={report}", "--vm-test-limit=3", "--rootdir", str(tmp_path),
+         str(tmp_path / "test_hangs.py")],
+        check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "line 8 in test_hangs" in stacks_file(report).read_text()  # this thread's stack
+    phases = json.loads(report.read_text())
+    [passed, hung] = phases.values()
+    assert set(passed) == {"setup", "call", "teardown"}
+    assert "teardown" not in hung
+    assert not any(key.endswith("test_never_reached") for key in phases)
+
+
+def test_rounds_fail_a_hung_test_clean_and_run_the_rest_in_a_new_round(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    rounds: list[list[str]] = []
+    cleaned: list[int] = []
+
+    def run_round(pending: list[str]) -> int:
+        rounds.append(list(pending))
+        written = json.loads(report.read_text()) if report.exists() else {}
+        done = {"setup": {"outcome": "passed"}, "call": {"outcome": "passed"},
+                "teardown": {"outcome": "passed"}}  # fmt: skip
+        written[pending[0]] = done
+        if len(pending) > 1:
+            written[pending[1]] = {"setup": {"outcome": "passed"}}  # it hangs here
+        report.write_text(json.dumps(written))
+        return 1 if len(pending) > 1 else 0
+
+    status = rounds_module.run_rounds(
+        ["a", "b", "c", "d"], report, 5, run_round, clean=lambda: cleaned.append(len(rounds))
+    )
+    assert rounds == [["a", "b", "c", "d"], ["c", "d"]]
+    assert cleaned == [1, 2]
+    assert status == 1
+    written = json.loads(report.read_text())
+    assert written["b"]["call"]["outcome"] == "failed"
+    assert "did not finish within 5 s" in written["b"]["call"]["longrepr"]
+    assert "(no stacks were written)" in written["b"]["call"]["longrepr"]
+    assert written["d"]["call"]["outcome"] == "failed"
+    assert written["a"]["call"]["outcome"] == written["c"]["call"]["outcome"] == "passed"
+
+
+def test_rounds_stop_after_a_round_that_ended_of_itself(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+
+    def run_round(pending: list[str]) -> int:
+        report.write_text(json.dumps({pending[0]: {"teardown": {"outcome": "passed"}}}))
+        return 2  # pytest stopped early (an interrupted session, say)
+
+    cleaned: list[bool] = []
+    status = rounds_module.run_rounds(
+        ["a", "b"], report, 5, run_round, clean=lambda: cleaned.append(True)
+    )
+    assert (status, cleaned) == (2, [])
