@@ -18,7 +18,11 @@ next kill. The systems:
 
 With ``--backing rbd`` each system serves its own RBD image on a test Ceph brought up in
 the VM (bench/ceph_pool.py), librbd's cache off in both: our successor breaks its dead
-predecessor's lock at once (it knows whose it is); qsd's librbd waits for the lock.
+predecessor's lock at once (it knows whose it is); qsd's librbd waits for the lock. A
+third system then runs there, ``rbd-nbd`` (librbd behind ``/dev/nbdN``, as ceph-csi maps
+it): nothing takes its device over, so it is killed once, and the bench reports what fio
+and the kernel made of it. The nbd driver has, rarely, left that daemon and its unmap in
+uninterruptible sleep after the kill; the bench never waits on either without a bound.
 
 For ours it also times each takeover's phases (the supervisor's steps from wrappers put
 around them here, the dataplane's from its ``start-up:`` log line, the first completion
@@ -51,7 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import ceph_pool
+from bench import ceph_pool, compare_rbd
 from bench.compare import Backing, device_spec, qsd_argv
 from csi_vduse.devices import dataplane_process
 from csi_vduse.devices.launcher import wanted
@@ -60,6 +64,7 @@ from csi_vduse.devices.rbd_source import RbdSource
 from csi_vduse.devices.state import StateStore
 from csi_vduse.devices.supervisor import Supervisor
 from csi_vduse.vdpa import sysfs
+from tests.ceph import CephClient
 
 SIZE = 256 << 20
 RESUME_TIMEOUT = 60.0  # seconds without a completion after a kill: the system hangs
@@ -364,6 +369,52 @@ def run_qsd(backing: Backing, work: Path, args: argparse.Namespace) -> dict[str,
     return result
 
 
+# -- rbd-nbd -------------------------------------------------------------------------------
+
+NBD_END_WAIT = 120.0  # seconds for fio to end after rbd-nbd's death, and for its unmap
+
+
+def kernel_io_errors(dev: str) -> int:
+    """The kernel's I/O error lines about ``dev`` so far."""
+    log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+    name = Path(dev).name
+    return sum("I/O error" in line and name in line for line in log.splitlines())
+
+
+def run_rbd_nbd(
+    client: CephClient, spec: str, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One SIGKILL of the rbd-nbd daemon under the same fio: fio's exit, the kernel's
+    errors. Nothing here waits on a process that may be stuck in the nbd driver."""
+    name = spec.split("/", 1)[1]
+    dev = str(client.map_nbd(name, "--rbd_cache=false"))
+    errors = kernel_io_errors(dev)
+    fio = start_fio(dev, work / "nbd", args)
+    result: dict[str, Any] = {}
+    try:
+        warm_up(dev, args.warmup)
+        kill_now(compare_rbd.nbd_daemon(spec))
+        try:
+            _, err = fio.communicate(timeout=NBD_END_WAIT)
+            result["fio"] = {"exit": fio.returncode, "stderr": err.strip()[-500:]}
+        except subprocess.TimeoutExpired:
+            result["fio"] = {"exit": None, "stderr": f"still running {NBD_END_WAIT:.0f} s on"}
+        result["kernel_io_errors"] = kernel_io_errors(dev) - errors
+    finally:
+        if fio.poll() is None:
+            fio.kill()  # it may not die: I/O to a dead nbd device can wait forever
+    unmap = subprocess.Popen(["rbd-nbd", "unmap", dev], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        unmap.wait(timeout=NBD_END_WAIT)
+        result["unmapped"] = unmap.returncode == 0
+    except subprocess.TimeoutExpired:
+        result["unmapped"] = False  # left running, stuck in the nbd driver
+    print(f"  rbd-nbd: killed once: fio exited {result['fio']['exit']}, "
+          f"{result['kernel_io_errors']} kernel I/O errors", flush=True)  # fmt: skip
+    return result
+
+
 # -- start-up without load ------------------------------------------------------------------
 
 
@@ -566,6 +617,12 @@ def main() -> int:
                 print(f"{system}: {args.kills} kills under fio", flush=True)
                 run = run_ours if system == "ours" else run_qsd
                 report[system] = run(images[system], work, args)
+            if args.backing == "rbd":
+                work = mnt / "rbd-nbd"
+                work.mkdir()
+                print("rbd-nbd: killed once under fio", flush=True)
+                spec = ceph_pool.image(client, "takeover-rbd-nbd", SIZE >> 20)
+                report["rbd-nbd"] = run_rbd_nbd(client, spec, work, args)
     print_report(report)
     print("TAKEOVER-JSON " + json.dumps(report), flush=True)
     return 0
