@@ -37,11 +37,21 @@ DEFAULT_MAX_VOLUMES = 64
 log = logging.getLogger("csi_vduse")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, the version looked up only when asked for (see ``about``)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        parser.exit(message=f"csi-vduse {package_version()}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="csi-vduse", description="virtio-blk volumes emulated in userspace through VDUSE"
     )
-    parser.add_argument("--version", action="version", version=f"csi-vduse {package_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     parser.add_argument(
         "--state-dir",
         type=Path,
