@@ -1,7 +1,7 @@
 """cffi builder for the Ceph layer's C against Debian's librbd and librados:
 ``csi_vduse.ceph._librbd``. ``cluster.c`` connects, ``image.c`` opens one image (for the
-driver and a dataplane), ``pool.c`` manages a pool's images (for the controller). Loaded only
-where Ceph is used."""
+driver and a dataplane), ``pool.c`` manages a pool's images and ``lineage.c`` their
+snapshots and clones (for the controller). Loaded only where Ceph is used."""
 
 import os
 from pathlib import Path
@@ -55,6 +55,21 @@ int cv_pool_metadata_set(struct cv_pool *p, const char *name, const char *key,
 int cv_pool_list(struct cv_pool *p, char *buf, size_t *len);
 int cv_pool_watchers(struct cv_pool *p, const char *name, char *buf, size_t len);
 
+int cv_lineage_snap_create(struct cv_pool *p, const char *name, const char *snap);
+int cv_lineage_snap_remove(struct cv_pool *p, const char *name, const char *snap);
+int cv_lineage_snap_stat(struct cv_pool *p, const char *name, const char *snap,
+                         uint64_t *size, int64_t *seconds, int32_t *nanos);
+int cv_lineage_snap_names(struct cv_pool *p, const char *name, char *buf, size_t *len,
+                          int *kept);
+int cv_lineage_clone(struct cv_pool *p, const char *parent, const char *snap, const char *child,
+                     uint64_t features, const char *data_pool, char *err, size_t errlen);
+int cv_lineage_parent(struct cv_pool *p, const char *name, char *parent, size_t plen,
+                      char *snap, size_t slen);
+int cv_lineage_ancestors(struct cv_pool *p, const char *name);
+int cv_lineage_flatten(struct cv_pool *p, const char *name);
+int cv_lineage_trash(struct cv_pool *p, const char *name);
+int cv_lineage_reap(struct cv_pool *p, const char *prefix, const char *owner_key);
+
 #define RBD_FEATURE_LAYERING ...
 #define RBD_FEATURE_EXCLUSIVE_LOCK ...
 #define RBD_FEATURE_OBJECT_MAP ...
@@ -70,9 +85,11 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "csi_vduse.ceph._librbd",
-    '#include <malloc.h>\n#include "image.h"\n#include "pool.h"',
+    '#include <malloc.h>\n#include "image.h"\n#include "lineage.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
-    sources=[os.path.relpath(HERE / name) for name in ("cluster.c", "image.c", "pool.c")],
+    sources=[
+        os.path.relpath(HERE / name) for name in ("cluster.c", "image.c", "pool.c", "lineage.c")
+    ],
     include_dirs=[os.path.relpath(HERE)],
     libraries=["rbd", "rados"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

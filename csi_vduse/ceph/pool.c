@@ -49,6 +49,11 @@ int64_t cv_pool_id(struct cv_pool *p)
     return rados_ioctx_get_id(p->io);
 }
 
+rados_ioctx_t cv_pool_io(struct cv_pool *p)
+{
+    return p->io;
+}
+
 int cv_pool_create(struct cv_pool *p, const char *name, uint64_t size, uint64_t features,
                    const char *data_pool, char *err, size_t errlen)
 {

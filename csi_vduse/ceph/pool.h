@@ -23,6 +23,8 @@ int cv_pool_open(struct cv_pool **out, const struct cv_cluster_target *t, const 
 void cv_pool_close(struct cv_pool *p);
 /* The pool's id: what stays the same when the pool is renamed. */
 int64_t cv_pool_id(struct cv_pool *p);
+/* The pool's I/O context, for lineage.c: valid until cv_pool_close. */
+rados_ioctx_t cv_pool_io(struct cv_pool *p);
 
 /* A new image `name`: `size` bytes, `features` (RBD_FEATURE_* bits), its data in data_pool
  * (NULL or "": this pool). 0, or -errno (-EEXIST: the name is taken) with err. */

@@ -81,6 +81,11 @@ class RbdPool:
             self._pool = None
 
     @property
+    def handle(self) -> Any:
+        """The C pool (``struct cv_pool *``), for ``lineage``: valid until ``close``."""
+        return self._pool
+
+    @property
     def id(self) -> int:
         """The pool's id: what stays the same if the pool is renamed."""
         return int(lib.cv_pool_id(self._pool))
