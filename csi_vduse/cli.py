@@ -244,6 +244,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(with --ceph-clusters)",
     )
     serve.add_argument(
+        "--rbd-chain-limit",
+        type=int,
+        default=None,
+        help="images an RBD snapshot's, restore's or clone's image may have above it before "
+        "it is flattened when made (1-16, default 4)",
+    )
+    serve.add_argument(
         "--ceph-key-dir",
         type=Path,
         default=None,
@@ -363,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
                 modify_routing=args.modify_routing,
                 ceph_clusters=args.ceph_clusters,
                 **({} if args.ceph_key_dir is None else {"ceph_key_dir": args.ceph_key_dir}),
+                **({} if args.rbd_chain_limit is None else {"chain_limit": args.rbd_chain_limit}),
                 **({} if args.modify_timeout is None else {"modify_timeout": args.modify_timeout}),
             )
         )

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from csi_vduse.csi import capabilities, mutable, parameters, validate
@@ -35,18 +34,13 @@ from csi_vduse.csi.modify_routing import ModifyRouter
 from csi_vduse.csi.paging import page
 from csi_vduse.csi.proto import pb
 from csi_vduse.csi.rbd_controller import RbdController
+from csi_vduse.csi.timestamps import timestamp
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.pool import ids
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, SnapshotRecord, VolumeRecord
-from csi_vduse.rbd.ids import RbdVolumeId
+from csi_vduse.rbd.ids import RbdSnapshotId, RbdVolumeId
 
 log = logging.getLogger(__name__)
-
-
-def timestamp(ns: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(ns)
-    return stamp
 
 
 def snapshot_of(record: SnapshotRecord) -> pb.Snapshot:
@@ -59,6 +53,13 @@ def snapshot_of(record: SnapshotRecord) -> pb.Snapshot:
         ready_to_use=True,
         group_snapshot_id=record.group_snapshot_id or "",
     )
+
+
+RBD_SERVED = {  # what an instance without a pool serves for RBD volumes
+    pb.ControllerServiceCapability.RPC.Type.CREATE_DELETE_VOLUME,
+    pb.ControllerServiceCapability.RPC.Type.CREATE_DELETE_SNAPSHOT,
+    pb.ControllerServiceCapability.RPC.Type.CLONE_VOLUME,
+}
 
 
 class ControllerService:
@@ -242,6 +243,8 @@ class ControllerService:
         volume_id = validate.require_id(request.volume_id, "volume_id")
         if (rbd_id := RbdVolumeId.parse(volume_id)) is not None:
             return self._rbd().delete(rbd_id, request)
+        if self.pool is None and self.rbd is not None:
+            return pb.DeleteVolumeResponse()  # no volume of ours has that id: it is gone
         pool = self._pool()
         with self.locks.hold(volume_id):
             if ids.is_volume_id(volume_id) and self.devices.record(volume_id) is not None:
@@ -339,7 +342,7 @@ class ControllerService:
             if self.router is not None:
                 served.add(pb.ControllerServiceCapability.RPC.Type.MODIFY_VOLUME)
             if self.rbd is not None:
-                served.add(pb.ControllerServiceCapability.RPC.Type.CREATE_DELETE_VOLUME)
+                served |= RBD_SERVED
             caps = [c for c in caps if c.rpc.type in served]
         return pb.ControllerGetCapabilitiesResponse(capabilities=caps)
 
@@ -394,6 +397,10 @@ class ControllerService:
     ) -> pb.CreateSnapshotResponse:
         source = validate.require_id(request.source_volume_id, "source_volume_id")
         name = validate.require_name(request.name)
+        if (rbd_id := RbdVolumeId.parse(source)) is not None:
+            return self._rbd().create_snapshot(rbd_id, request, name=name)
+        if self.pool is None and self.rbd is not None:
+            raise not_found(f"source volume {source} does not exist")
         pool = self._pool()
         snapshot_id = ids.snapshot_id_for(name)
         with self.locks.hold(snapshot_id, source):
@@ -414,6 +421,10 @@ class ControllerService:
         self, request: pb.DeleteSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.DeleteSnapshotResponse:
         snapshot_id = validate.require_id(request.snapshot_id, "snapshot_id")
+        if (rbd_id := RbdSnapshotId.parse(snapshot_id)) is not None:
+            return self._rbd().delete_snapshot(rbd_id, request)
+        if self.pool is None and self.rbd is not None:
+            return pb.DeleteSnapshotResponse()  # no snapshot of ours has that id: it is gone
         pool = self._pool()
         with self.locks.hold(snapshot_id):
             record = pool.snapshot(snapshot_id)

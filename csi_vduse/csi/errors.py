@@ -80,7 +80,8 @@ _RBD_CODES = {
     errno.ENOENT: Code.NOT_FOUND,
     errno.EEXIST: Code.ALREADY_EXISTS,
     errno.EBUSY: Code.FAILED_PRECONDITION,  # a node still has the image open
-    errno.ENOTEMPTY: Code.FAILED_PRECONDITION,  # it has snapshots
+    errno.ENOTEMPTY: Code.FAILED_PRECONDITION,  # it has snapshots not made through CSI
+    errno.EXDEV: Code.INVALID_ARGUMENT,  # a restore or clone into another pool
     errno.EACCES: Code.PERMISSION_DENIED,  # the cluster refused the secrets' user
     errno.EPERM: Code.PERMISSION_DENIED,
     errno.ETIMEDOUT: Code.UNAVAILABLE,  # the monitors or OSDs did not answer in time

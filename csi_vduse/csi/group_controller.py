@@ -22,12 +22,13 @@ import grpc
 
 from csi_vduse import metrics
 from csi_vduse.csi import validate
-from csi_vduse.csi.controller import snapshot_of, timestamp
+from csi_vduse.csi.controller import snapshot_of
 from csi_vduse.csi.edge import rpc
 from csi_vduse.csi.errors import Code, RpcError, already_exists, invalid, not_found
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.parameters import KUBERNETES_PREFIX
 from csi_vduse.csi.proto import pb
+from csi_vduse.csi.timestamps import timestamp
 from csi_vduse.dataplane.control import MAX_PAUSE_MS
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.pool import ids

@@ -45,6 +45,7 @@ from csi_vduse.errors import CsiVduseError
 from csi_vduse.kube.volumes import PersistentVolumes
 from csi_vduse.pool.groups import GroupSnapshots
 from csi_vduse.pool.store import Pool
+from csi_vduse.rbd.chains import CHAIN_LIMIT, MAX_CHAIN_LIMIT
 from csi_vduse.rbd.errors import RbdVolumeError
 from csi_vduse.rbd.keyfiles import KeyFiles
 from csi_vduse.rbd.staging import RbdStaging
@@ -79,6 +80,7 @@ class ServeOptions:
     modify_timeout: float = DEFAULT_TIMEOUT
     ceph_clusters: Path | None = None  # ceph-csi's config.json: serve RBD volumes
     ceph_key_dir: Path = DEFAULT_KEY_DIR  # a node's staged RBD volumes' keys (tmpfs)
+    chain_limit: int = CHAIN_LIMIT  # ancestors a new RBD image may have unflattened
 
 
 def socket_path(endpoint: str) -> Path:
@@ -136,11 +138,17 @@ def ceph_clusters(clusters_file: Path) -> dict[str, CephCluster]:
     return known
 
 
-def rbd_controller(known: dict[str, CephCluster], locks: OperationLocks) -> RbdController:
+def rbd_controller(
+    known: dict[str, CephCluster], locks: OperationLocks, *, chain_limit: int
+) -> RbdController:
     """The Controller's RBD half on the clusters ``known``; librbd loads here."""
+    if not 1 <= chain_limit <= MAX_CHAIN_LIMIT:
+        raise ServeError("--rbd-chain-limit", f"{chain_limit}: give 1 to {MAX_CHAIN_LIMIT}")
+    from csi_vduse.rbd.snapshots import RbdSnapshots  # noqa: PLC0415
     from csi_vduse.rbd.volumes import RbdVolumes  # noqa: PLC0415
 
-    return RbdController(RbdVolumes(known), locks)
+    volumes = RbdVolumes(known, chain_limit=chain_limit)
+    return RbdController(volumes, RbdSnapshots(volumes.pools, chain_limit=chain_limit), locks)
 
 
 def rbd_staging(known: dict[str, CephCluster], key_dir: Path) -> RbdStaging:
@@ -186,7 +194,11 @@ def build(
         router = None
         if routed is not None and pool is None:
             router = ModifyRouter(routed, options.driver_name, timeout=options.modify_timeout)
-        rbd = rbd_controller(known, locks) if known is not None else None
+        rbd = (
+            rbd_controller(known, locks, chain_limit=options.chain_limit)
+            if known is not None
+            else None
+        )
         controller = ControllerService(
             pool, devices, options.node_id, locks=locks, router=router, rbd=rbd
         )

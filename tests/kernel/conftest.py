@@ -15,6 +15,8 @@ import pytest
 
 from csi_vduse.devices import dataplane_process
 from tests.ceph import CephClient, CephCluster, CephError
+from tests.ceph.bootstrap import read_key
+from tests.driver import Driver
 from tests.vm import guest
 
 CLI = [sys.executable, "-m", "csi_vduse"]
@@ -98,6 +100,27 @@ def ceph_client(ceph_cluster: CephCluster) -> CephClient:
     if failure:
         pytest.fail(failure, pytrace=False)
     return CephClient(ceph_cluster, CEPH_POOL, CEPH_USER)
+
+
+CEPH_CLUSTER_ID = "test-cluster"  # the test cluster's clusterID in clusters files
+
+
+@pytest.fixture
+def secrets(ceph_client: CephClient) -> dict[str, str]:
+    """The CSI secrets of the test cluster's user, as ceph-csi names them."""
+    return {"userID": ceph_client.user, "userKey": read_key(ceph_client.keyring)}
+
+
+@pytest.fixture
+def central(tmp_path: Path, ceph_client: CephClient) -> Iterator[Driver]:
+    """``serve --controller --ceph-clusters FILE``: the central instance, no pool."""
+    monitors = "[" + ",".join(ceph_client.cluster.mon_addresses) + "]"
+    clusters = tmp_path / "config.json"
+    clusters.write_text(json.dumps([{"clusterID": CEPH_CLUSTER_ID, "monitors": [monitors]}]))
+    driver = Driver(tmp_path / "driver", node=False, extra=["--ceph-clusters", str(clusters)])
+    driver.start()
+    yield driver
+    driver.stop()
 
 
 def _failure(step: Callable[[], object]) -> str:

@@ -8,40 +8,21 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from tests.ceph import CephClient
-from tests.ceph.bootstrap import read_key
 from tests.driver import Driver, block_capability, mount_capability, pb
-from tests.kernel.conftest import Cli
+from tests.kernel.conftest import CEPH_CLUSTER_ID, Cli
 
 pytestmark = pytest.mark.vm
 
 MiB = 1 << 20
-CLUSTER = "test-cluster"
+CLUSTER = CEPH_CLUSTER_ID
 RPC = pb.ControllerServiceCapability.RPC.Type
 OTHER_KEY = "AQAAAAAAAAAAABAAmibQn9YVzYG5kYWZG/JNWA=="  # well-formed, nobody's
-
-
-@pytest.fixture
-def central(tmp_path: Path, ceph_client: CephClient) -> Iterator[Driver]:
-    monitors = "[" + ",".join(ceph_client.cluster.mon_addresses) + "]"
-    clusters = tmp_path / "config.json"
-    clusters.write_text(json.dumps([{"clusterID": CLUSTER, "monitors": [monitors]}]))
-    driver = Driver(tmp_path / "driver", node=False, extra=["--ceph-clusters", str(clusters)])
-    driver.start()
-    yield driver
-    driver.stop()
-
-
-@pytest.fixture
-def secrets(ceph_client: CephClient) -> dict[str, str]:
-    return {"userID": ceph_client.user, "userKey": read_key(ceph_client.keyring)}
 
 
 def storage_class(ceph_client: CephClient, **extra: str) -> dict[str, str]:

@@ -5,9 +5,10 @@ plugins, each with its own state directory, node id and key directory, stand for
 nodes. A volume is staged, written, grown online and moved between them; a node's stage
 while the other holds the image is refused, naming the holder; a node whose driver and
 dataplane die is replaced by the other within a bounded time; a driver restarted while its
-dataplane is down serves on from the key it kept; bad secrets and missing images get the
-spec's codes and leave nothing behind. The headline crash storm runs on a volume staged
-this way.
+dataplane is down serves on from the key it kept; a volume in use is snapshotted and
+cloned, and its copies staged elsewhere hold the data of their moment; bad secrets and
+missing images get the spec's codes and leave nothing behind. The headline crash storm
+runs on a volume staged this way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import pytest
 
 from csi_vduse.volumes import kinds
 from tests.ceph import CephClient
-from tests.ceph.bootstrap import read_key
 from tests.driver import Driver, block_capability, mount_capability, pb
 from tests.kernel.conftest import Cli, dataplane_pid, dataplane_pids, leftovers, sh
 from tests.kernel.test_crash_recovery import kernel_io_errors, wait_for_new_dataplane
@@ -138,11 +138,6 @@ class Node:
             cli.run("device", "delete", device["name"], check=False)
 
 
-@pytest.fixture
-def secrets(ceph_client: CephClient) -> dict[str, str]:
-    return {"userID": ceph_client.user, "userKey": read_key(ceph_client.keyring)}
-
-
 @dataclass
 class Central:
     """The central controller, the clusters file it and the nodes read, what it made."""
@@ -151,8 +146,12 @@ class Central:
     clusters: Path
     pool: str
     made: list[str] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
 
-    def create(self, secrets: dict[str, str], *, size: int = 64 * MiB) -> Any:
+    def create(
+        self, secrets: dict[str, str], *, size: int = 64 * MiB,
+        source: pb.VolumeContentSource | None = None,
+    ) -> Any:  # fmt: skip
         volume = self.driver.controller_stub.CreateVolume(
             pb.CreateVolumeRequest(
                 name=f"pvc-{random.randrange(1 << 30):x}",
@@ -160,10 +159,22 @@ class Central:
                 volume_capabilities=[mount_capability()],
                 parameters={"backend": "rbd", "clusterID": CLUSTER, "pool": self.pool},
                 secrets=secrets,
+                volume_content_source=source,
             )
         ).volume
         self.made.append(volume.volume_id)
         return volume
+
+    def snapshot(self, volume: Any, secrets: dict[str, str]) -> Any:
+        taken = self.driver.controller_stub.CreateSnapshot(
+            pb.CreateSnapshotRequest(
+                name=f"snapshot-{random.randrange(1 << 30):x}",
+                source_volume_id=volume.volume_id,
+                secrets=secrets,
+            )
+        ).snapshot
+        self.snapshots.append(taken.snapshot_id)
+        return taken
 
 
 @pytest.fixture
@@ -174,6 +185,10 @@ def cluster(tmp_path: Path, ceph_client: CephClient, secrets: dict[str, str]) ->
     driver = Driver(tmp_path / "central", node=False, extra=["--ceph-clusters", str(clusters)])
     central = Central(driver.start(), clusters, ceph_client.pool)
     yield central
+    for snapshot_id in central.snapshots:
+        driver.controller_stub.DeleteSnapshot(
+            pb.DeleteSnapshotRequest(snapshot_id=snapshot_id, secrets=secrets)
+        )
     for volume_id in central.made:
         delete_when_unwatched(driver, volume_id, secrets)
     driver.stop()
@@ -330,6 +345,50 @@ def test_a_volume_is_staged_grown_kept_across_a_driver_restart_and_moved(
     assert (staged / "data").read_bytes() == data and (staged / "more").read_bytes() == more
     b.unstage(volume)
     nothing_left_of(b, volume)
+
+
+def test_a_volume_in_use_is_snapshotted_restored_and_cloned_with_its_data(
+    cluster: Central, nodes: tuple[Node, Node], secrets: dict[str, str]
+) -> None:
+    """As a pod's volume is snapshotted and cloned: the controller's calls reach the image
+    through the dataplane holding its lock, and each copy has the data of its moment."""
+    a, b = nodes
+    capability = mount_capability()
+    volume = cluster.create(secrets)
+    a.stage(volume, secrets, capability)
+    target = a.publish(volume, capability, block=False)
+    before = os.urandom(2 * MiB)
+    (target / "data").write_bytes(before)
+    sh("sync", "-f", str(target / "data"))
+    taken = cluster.snapshot(volume, secrets)
+    assert taken.ready_to_use
+    after = os.urandom(2 * MiB)
+    (target / "data").write_bytes(after)
+    sh("sync", "-f", str(target / "data"))
+    clone = cluster.create(secrets, source=pb.VolumeContentSource(
+        volume=pb.VolumeContentSource.VolumeSource(volume_id=volume.volume_id)))  # fmt: skip
+    restored = cluster.create(secrets, size=96 * MiB, source=pb.VolumeContentSource(
+        snapshot=pb.VolumeContentSource.SnapshotSource(snapshot_id=taken.snapshot_id)))  # fmt: skip
+    assert restored.capacity_bytes == 96 * MiB
+    (target / "later").write_bytes(b"the volume goes on")  # still served, still writable
+    sh("sync", "-f", str(target / "later"))
+    for copy, data in ((restored, before), (clone, after)):
+        staged = b.stage(copy, secrets, capability)
+        assert (staged / "data").read_bytes() == data
+        assert not (staged / "later").exists()
+        b.unstage(copy)
+    staged = b.stage(restored, secrets, capability)  # the grown restore: its filesystem too
+    grown = b.driver.node_stub.NodeExpandVolume(
+        pb.NodeExpandVolumeRequest(
+            volume_id=restored.volume_id,
+            volume_path=str(staged),
+            capacity_range=pb.CapacityRange(required_bytes=96 * MiB),
+        )
+    )
+    assert grown.capacity_bytes == 96 * MiB
+    assert os.statvfs(staged).f_blocks * os.statvfs(staged).f_frsize > 80 * MiB
+    b.unstage(restored)
+    a.unstage(volume)
 
 
 def test_a_node_lost_with_the_image_locked_is_taken_over_within_a_bound(

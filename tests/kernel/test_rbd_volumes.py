@@ -16,21 +16,16 @@ from csi_vduse.ceph.clusters import CephCluster
 from csi_vduse.ceph.pool import FEATURES, feature_bits
 from csi_vduse.rbd.errors import RbdVolumeError
 from csi_vduse.rbd.ids import RbdVolumeId
+from csi_vduse.rbd.labels import NAME_KEY
 from csi_vduse.rbd.placement import DEFAULT_FEATURES, Placement
-from csi_vduse.rbd.volumes import NAME_KEY, RbdVolumes
+from csi_vduse.rbd.volumes import RbdVolumes
 from tests.ceph import CephClient
-from tests.ceph.bootstrap import read_key
 from tests.kernel.conftest import Cli
 
 pytestmark = pytest.mark.vm
 
 MiB = 1 << 20
 CLUSTER = "test-cluster"
-
-
-@pytest.fixture
-def secrets(ceph_client: CephClient) -> dict[str, str]:
-    return {"userID": ceph_client.user, "userKey": read_key(ceph_client.keyring)}
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from csi_vduse.csi.errors import RpcError
 from csi_vduse.pool.ids import volume_id_for
 from csi_vduse.rbd import credentials
 from csi_vduse.rbd.errors import RbdVolumeError
-from csi_vduse.rbd.ids import RbdVolumeId
+from csi_vduse.rbd.ids import RbdSnapshotId, RbdVolumeId
 from csi_vduse.rbd.placement import FEATURE_NAMES, Placement
 
 KEY = base64.b64encode(b"\x01\x00" + b"\x11" * 8 + (16).to_bytes(2, "little") + b"k" * 16).decode()
@@ -39,6 +39,21 @@ def test_an_id_names_cluster_pool_and_image_and_parses_back() -> None:
     longest = RbdVolumeId.for_name(cluster="c" * 64, pool_id=(1 << 63) - 1, name="x")
     assert len(str(longest).encode()) <= 128
     assert RbdVolumeId.parse(str(longest)) == longest
+
+
+def test_a_snapshot_id_names_its_own_image_and_is_never_a_volume_id() -> None:
+    made = RbdSnapshotId.for_name(cluster=CLUSTER.id, pool_id=3, name="snapshot-1")
+    text = str(made)
+    assert text == f"rbdsnap-{CLUSTER.id}-0000000000000003-{made.digits}"
+    assert made.image == "csi-snap-" + made.digits
+    assert RbdSnapshotId.parse(text) == made
+    assert RbdVolumeId.parse(text) is None
+    volume = RbdVolumeId.for_name(cluster=CLUSTER.id, pool_id=3, name="snapshot-1")
+    assert RbdSnapshotId.parse(str(volume)) is None
+    assert volume.digits == made.digits and volume.image != made.image  # one name, two kinds
+    longest = RbdSnapshotId.for_name(cluster="c" * 64, pool_id=(1 << 63) - 1, name="x")
+    assert len(str(longest).encode()) <= 128
+    assert RbdSnapshotId.parse(str(longest)) == longest
 
 
 @pytest.mark.parametrize(
