@@ -150,6 +150,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "keyDir": "/run/vduse-keys",
             "node": {"healthPort": 9912, "metricsPort": 9913},
             "controller": {"replicas": 2},
+            "snapshots": {"enabled": True},
+            "volumeSnapshotClass": {
+                "enabled": True,
+                "name": "ceph-snapshots",
+                "isDefaultClass": True,
+                "deletionPolicy": "Retain",
+            },
             "storageClasses": [
                 {
                     "name": "ceph-fast",
@@ -172,12 +179,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             ],
         },
     },
-    # ceph-csi's own ConfigMap and a Secret made outside Helm.
+    # ceph-csi's own ConfigMap and a Secret made outside Helm; no snapshots.
     "rbd-from-ceph-csi": {
         "metrics": {"enabled": False},
         "rbd": {
             "enabled": True,
             "clustersConfigMap": "ceph-csi-config",
+            "snapshots": {"enabled": False},
             "storageClasses": [{"name": "ceph", "clusterID": "east-1", "pool": "kubernetes"}],
         },
     },

@@ -189,7 +189,11 @@ def needs(name: str, container_: Obj, driver: Obj) -> set[Permission]:
     args = flags(container_)
     if name == "csi-provisioner" and args.get("node-deployment") != "true":
         needed = set(CENTRAL_PROVISIONER)
-    if name in ("csi-provisioner", "csi-resizer") and "ceph-clusters" in flags(driver):
+    if name == "csi-snapshotter" and args.get("leader-election") == "true":  # central
+        needed |= grant(NAMESPACE, "coordination.k8s.io", ("leases",), LEASES)
+    if name in ("csi-provisioner", "csi-resizer", "csi-snapshotter") and "ceph-clusters" in flags(
+        driver
+    ):
         needed |= SECRETS
     if name == "csi-vduse" and "modify-routing" in args:
         needed |= NODE_ROUTING if "pool-dir" in args else CENTRAL_ROUTING

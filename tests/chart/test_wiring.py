@@ -81,6 +81,11 @@ def values(scenario: str) -> dict[str, Any]:
         "rbdStateDir": given.get("rbd", {}).get("stateDir", "/var/lib/csi-vduse/rbd-state"),
         "rbdKeyDir": given.get("rbd", {}).get("keyDir", "/run/csi-vduse/ceph-keys"),
         "rbdClusters": given.get("rbd", {}).get("clustersConfigMap") or f"{RELEASE}-ceph-clusters",
+        "rbdSnapshots": given.get("rbd", {}).get("snapshots", {}).get("enabled", True),
+        "rbdSecret": given.get("rbd", {}).get("secret", {}).get("name", "csi-rbd-secret"),
+        "rbdSnapshotClass": given.get("rbd", {})
+        .get("volumeSnapshotClass", {})
+        .get("name", "csi-vduse-rbd"),
     }
 
 
@@ -334,7 +339,7 @@ def check_driver_name(manifest: Manifest, driver: str, rbd_driver: str | None = 
         assert storage_class["provisioner"] == expected(storage_class)
     for kind in ("VolumeSnapshotClass", "VolumeGroupSnapshotClass"):
         for snapshot_class in manifest.of_kind(kind):
-            assert snapshot_class["driver"] == driver
+            assert snapshot_class["driver"] == expected(snapshot_class)
 
 
 def check_all(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
@@ -383,6 +388,20 @@ def check_rbd(manifest: Manifest, scenario_values: dict[str, Any]) -> None:
     check_health_and_metrics(node, manifest, services=False)
     check_controller(controller)
     check_central_provisioner(controller)
+    if not scenario_values["rbdSnapshots"]:
+        assert "csi-snapshotter" not in containers(controller)
+        assert not [c for c in manifest.of_kind("VolumeSnapshotClass")
+                    if c["driver"] == scenario_values["rbdDriverName"]]  # fmt: skip
+        return
+    check_central_snapshotter(controller)
+    snapshot_class = manifest.one("VolumeSnapshotClass", "rbd")
+    assert snapshot_class["metadata"]["name"] == scenario_values["rbdSnapshotClass"]
+    assert snapshot_class["driver"] == scenario_values["rbdDriverName"]
+    secret = scenario_values["rbdSecret"]
+    assert snapshot_class["parameters"] == {
+        "csi.storage.k8s.io/snapshotter-secret-name": secret,
+        "csi.storage.k8s.io/snapshotter-secret-namespace": NAMESPACE,
+    }
 
 
 def check_clusters_file(workload: Obj, config_map: str) -> None:
@@ -415,6 +434,16 @@ def check_central_provisioner(workload: Obj) -> None:
         assert flag not in given, f"csi-provisioner --{flag} on the central provisioner"
     assert given.get("extra-create-metadata") == "true"
     assert given.get("leader-election-namespace") == "$(NAMESPACE)"
+
+
+def check_central_snapshotter(workload: Obj) -> None:
+    """RBD snapshots are taken centrally too, by one leader-elected csi-snapshotter that
+    watches no group snapshots (the RBD driver serves no GroupController)."""
+    given = flags(container(workload, "csi-snapshotter"))
+    assert given.get("leader-election") == "true"
+    assert given.get("leader-election-namespace") == "$(NAMESPACE)"
+    assert "node-deployment" not in given
+    assert given.get("feature-gates") == "CSIVolumeGroupSnapshot=false"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -691,6 +720,12 @@ def test_rbd_volumes_get_a_driver_classes_clusters_and_secret_of_their_own() -> 
         "csi-vduse",
         "csi-provisioner",
         "csi-resizer",
+        "csi-snapshotter",
+    }
+    snapshot_class = manifest.one("VolumeSnapshotClass", "rbd")
+    assert snapshot_class["deletionPolicy"] == "Retain"
+    assert snapshot_class["metadata"]["annotations"] == {
+        "snapshot.storage.kubernetes.io/is-default-class": "true"
     }
     assert manifest.rbd_controller["spec"]["replicas"] == 2
 
