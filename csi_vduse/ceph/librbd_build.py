@@ -1,7 +1,8 @@
 """cffi builder for the Ceph layer's C against Debian's librbd and librados:
 ``csi_vduse.ceph._librbd``. ``cluster.c`` connects, ``image.c`` opens one image (for the
 driver and a dataplane), ``pool.c`` manages a pool's images and ``lineage.c`` their
-snapshots and clones (for the controller). Loaded only where Ceph is used."""
+snapshots and clones, ``survey.c`` a cluster's pools and their space (for the
+controller). Loaded only where Ceph is used."""
 
 import os
 from pathlib import Path
@@ -48,12 +49,27 @@ int cv_pool_create(struct cv_pool *p, const char *name, uint64_t size, uint64_t 
 int cv_pool_remove(struct cv_pool *p, const char *name);
 int cv_pool_stat(struct cv_pool *p, const char *name, uint64_t *size, uint64_t *features);
 int cv_pool_resize(struct cv_pool *p, const char *name, uint64_t size);
+struct cv_image_facts {
+    uint64_t size;
+    uint64_t features;
+    int64_t created;
+};
+int cv_pool_describe(struct cv_pool *p, const char *name, struct cv_image_facts *facts,
+                     char *keys, size_t *keys_len, char *values, size_t *values_len);
 int cv_pool_metadata_get(struct cv_pool *p, const char *name, const char *key, char *value,
                          size_t len);
 int cv_pool_metadata_set(struct cv_pool *p, const char *name, const char *key,
                          const char *value);
 int cv_pool_list(struct cv_pool *p, char *buf, size_t *len);
 int cv_pool_watchers(struct cv_pool *p, const char *name, char *buf, size_t len);
+
+struct cv_survey;
+int cv_survey_open(struct cv_survey **out, const struct cv_cluster_target *t, char *err,
+                   size_t errlen);
+void cv_survey_close(struct cv_survey *s);
+int cv_survey_pools(struct cv_survey *s, char *buf, size_t *len);
+int cv_survey_mon_command(struct cv_survey *s, const char *command, char *out, size_t *len,
+                          char *err, size_t errlen);
 
 int cv_lineage_snap_create(struct cv_pool *p, const char *name, const char *snap);
 int cv_lineage_snap_remove(struct cv_pool *p, const char *name, const char *snap);
@@ -85,10 +101,11 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "csi_vduse.ceph._librbd",
-    '#include <malloc.h>\n#include "image.h"\n#include "lineage.h"',
+    '#include <malloc.h>\n#include "image.h"\n#include "lineage.h"\n#include "survey.h"',
     # setuptools wants paths relative to setup.py, which is where builds run from.
     sources=[
-        os.path.relpath(HERE / name) for name in ("cluster.c", "image.c", "pool.c", "lineage.c")
+        os.path.relpath(HERE / name)
+        for name in ("cluster.c", "image.c", "pool.c", "lineage.c", "survey.c")
     ],
     include_dirs=[os.path.relpath(HERE)],
     libraries=["rbd", "rados"],

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool.h"
 
@@ -92,6 +93,23 @@ int cv_pool_stat(struct cv_pool *p, const char *name, uint64_t *size, uint64_t *
         rc = rbd_get_features(image, features);
     rbd_close(image);
     return rc;
+}
+
+int cv_pool_describe(struct cv_pool *p, const char *name, struct cv_image_facts *facts,
+                     char *keys, size_t *keys_len, char *values, size_t *values_len)
+{
+    rbd_image_t image;
+    int rc = rbd_open_read_only(p->io, name, &image, NULL);
+    if (rc < 0)
+        return rc;
+    struct timespec created = {0};
+    if (!(rc = rbd_get_size(image, &facts->size)) &&
+        !(rc = rbd_get_features(image, &facts->features)) &&
+        !(rc = rbd_get_create_timestamp(image, &created)))
+        rc = rbd_metadata_list(image, "", 0, keys, keys_len, values, values_len);
+    rbd_close(image);
+    facts->created = (int64_t)created.tv_sec * 1000000000 + created.tv_nsec;
+    return rc < 0 ? rc : 0;
 }
 
 int cv_pool_resize(struct cv_pool *p, const char *name, uint64_t size)

@@ -35,6 +35,18 @@ int cv_pool_create(struct cv_pool *p, const char *name, uint64_t size, uint64_t 
 int cv_pool_remove(struct cv_pool *p, const char *name);
 /* The image's size and feature bits: 0 or -errno (-ENOENT: none). */
 int cv_pool_stat(struct cv_pool *p, const char *name, uint64_t *size, uint64_t *features);
+/* What the controller lists of an image, read in one open. */
+struct cv_image_facts {
+    uint64_t size;
+    uint64_t features;
+    int64_t created; /* nanoseconds since the epoch */
+};
+/* The image's facts and all its metadata: keys into keys (*keys_len bytes), values into
+ * values (*values_len bytes), each NUL-terminated, in the same order. On return the lengths
+ * are what they take. 0 or -errno (-ENOENT: no such image; -ERANGE: a buffer is too small;
+ * call again with the lengths given). */
+int cv_pool_describe(struct cv_pool *p, const char *name, struct cv_image_facts *facts,
+                     char *keys, size_t *keys_len, char *values, size_t *values_len);
 /* Grows (or shrinks) the image to `size` bytes. A client holding its exclusive lock does
  * it on our behalf (librbd forwards the request), so an image in use grows too. */
 int cv_pool_resize(struct cv_pool *p, const char *name, uint64_t size);

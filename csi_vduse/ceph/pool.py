@@ -49,6 +49,16 @@ class ImageInfo:
     features: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImageFacts:
+    """What a listing shows of an image, read in one open."""
+
+    size: int
+    features: int
+    created_ns: int  # when it was made
+    metadata: dict[str, str]
+
+
 class RbdPool:
     """``pool`` (and ``namespace``) on ``access``'s cluster, connected until ``close``."""
 
@@ -113,6 +123,35 @@ class RbdPool:
             return None
         self._check(rc, "open RBD image", image=image)
         return ImageInfo(size=int(size[0]), features=int(features[0]))
+
+    def describe(self, image: str) -> ImageFacts | None:
+        """``image``'s size, features, creation time and metadata; None where there is no
+        such image."""
+        facts = ffi.new("struct cv_image_facts *")
+        keys_len, values_len = (
+            ffi.new("size_t *", METADATA_BYTES),
+            ffi.new("size_t *", METADATA_BYTES),
+        )
+        while True:
+            keys, values = ffi.new("char[]", keys_len[0]), ffi.new("char[]", values_len[0])
+            rc = lib.cv_pool_describe(
+                self._pool, image.encode(), facts, keys, keys_len, values, values_len
+            )
+            if rc != -errno.ERANGE:
+                break
+        if rc == -errno.ENOENT:
+            return None
+        self._check(rc, "describe RBD image", image=image)
+        names = ffi.unpack(keys, keys_len[0]).split(b"\0")[:-1]
+        texts = ffi.unpack(values, values_len[0]).split(b"\0")[:-1]
+        return ImageFacts(
+            size=int(facts.size),
+            features=int(facts.features),
+            created_ns=int(facts.created),
+            metadata={
+                k.decode(): v.decode(errors="replace") for k, v in zip(names, texts, strict=True)
+            },
+        )
 
     def resize(self, image: str, size: int) -> None:
         """Make ``image`` ``size`` bytes; a client holding its lock does it for us."""
