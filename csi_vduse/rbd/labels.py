@@ -15,8 +15,11 @@ and their labels are read as their own.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from csi_vduse.ceph.image import RbdError
 from csi_vduse.ceph.lineage import Lineage
 from csi_vduse.ceph.pool import RbdPool
 
@@ -37,20 +40,30 @@ class Labels:
 
 
 def read(pool: RbdPool, image: str) -> Labels:
-    """``image``'s own labels; none where it has only those it inherited, or none at all."""
-    owner = pool.metadata(image, key=OWNER_KEY)
+    """``image``'s own labels (read in one open); none where it has only those it inherited,
+    or none at all. RbdError ENOENT where there is no such image."""
+    facts = pool.describe(image)
+    if facts is None:
+        raise RbdError("read labels of RBD image", f"{pool.name}/{image} does not exist",
+                       errno.ENOENT)  # fmt: skip
+    return of(image, facts.metadata, inherited=lambda: Lineage(pool).parent(image) is not None)
+
+
+def of(image: str, metadata: Mapping[str, str], *, inherited: Callable[[], bool]) -> Labels:
+    """The labels ``metadata`` (all of ``image``'s) hold of ``image`` itself. ``inherited``
+    says whether the image is a clone, asked only of images labelled before ``OWNER_KEY``."""
+    owner = metadata.get(OWNER_KEY)
     if owner is None:
-        name = pool.metadata(image, key=NAME_KEY)
-        if name is None or Lineage(pool).parent(image) is not None:
+        if NAME_KEY not in metadata or inherited():
             return Labels()  # none, or its parent's
     elif owner != image:
         return Labels()
-    created = pool.metadata(image, key=CREATED_KEY)
+    created = metadata.get(CREATED_KEY)
     return Labels(
         claimed=True,
-        name=pool.metadata(image, key=NAME_KEY) or None,  # "": claimed, not finished
-        parameters=pool.metadata(image, key=PARAMETERS_KEY) or None,
-        source=pool.metadata(image, key=SOURCE_KEY),
+        name=metadata.get(NAME_KEY) or None,  # "": claimed, not finished
+        parameters=metadata.get(PARAMETERS_KEY) or None,
+        source=metadata.get(SOURCE_KEY),
         created_ns=int(created) if created and created.isdigit() else None,
     )
 

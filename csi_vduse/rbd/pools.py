@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from csi_vduse.ceph.clusters import CephCluster
 from csi_vduse.ceph.image import RbdError
 from csi_vduse.ceph.pool import RbdPool
+from csi_vduse.ceph.survey import Survey
+from csi_vduse.ceph.target import CephAccess
 from csi_vduse.rbd import credentials
 from csi_vduse.rbd.errors import RbdVolumeError
 
@@ -25,20 +27,35 @@ class Pools:
         self.op_timeout = op_timeout
 
     @contextmanager
+    def survey(self, cluster_id: str, secrets: Mapping[str, str]) -> Iterator[Survey]:
+        """Cluster ``cluster_id`` as a whole, connected as the user ``secrets`` name."""
+        try:
+            opened = Survey(self._access(cluster_id, secrets))
+        except RbdError as exc:
+            raise volume_error(exc) from exc
+        with opened:
+            try:
+                yield opened
+            except RbdError as exc:
+                raise volume_error(exc) from exc
+
+    def _access(self, cluster_id: str, secrets: Mapping[str, str]) -> CephAccess:
+        return credentials.access(
+            secrets,
+            credentials.cluster(self.clusters, cluster_id),
+            op_timeout=self.op_timeout,
+            connect_timeout=credentials.CONNECT_TIMEOUT,
+        )
+
+    @contextmanager
     def open(
         self, cluster_id: str, pool: str | int, secrets: Mapping[str, str]
     ) -> Iterator[RbdPool]:
         """Pool ``pool`` (a name, or an id) of cluster ``cluster_id``, connected as the
         user ``secrets`` name, for the ``with`` block."""
-        cluster = credentials.cluster(self.clusters, cluster_id)
-        access = credentials.access(
-            secrets,
-            cluster,
-            op_timeout=self.op_timeout,
-            connect_timeout=credentials.CONNECT_TIMEOUT,
-        )
+        namespace = credentials.cluster(self.clusters, cluster_id).rados_namespace
         try:
-            opened = RbdPool(access, pool, cluster.rados_namespace)
+            opened = RbdPool(self._access(cluster_id, secrets), pool, namespace)
         except RbdError as exc:
             raise volume_error(exc) from exc
         with opened:
