@@ -251,6 +251,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "it is flattened when made (1-16, default 4)",
     )
     serve.add_argument(
+        "--ceph-controller-secret",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the controller's own Ceph credentials (files userID and userKey: a mounted "
+        "Secret; DIR/<clusterID>/ for one cluster's) for the calls that carry none: "
+        "ListVolumes, ControllerGetVolume, GetCapacity, ListSnapshots; advertised only with it",
+    )
+    serve.add_argument(
         "--ceph-key-dir",
         type=Path,
         default=None,
@@ -369,6 +378,7 @@ def run(args: argparse.Namespace) -> int:
                 dataplane_cgroup=args.dataplane_cgroup,
                 modify_routing=args.modify_routing,
                 ceph_clusters=args.ceph_clusters,
+                ceph_controller_secret=args.ceph_controller_secret,
                 **({} if args.ceph_key_dir is None else {"ceph_key_dir": args.ceph_key_dir}),
                 **({} if args.rbd_chain_limit is None else {"chain_limit": args.rbd_chain_limit}),
                 **({} if args.modify_timeout is None else {"modify_timeout": args.modify_timeout}),

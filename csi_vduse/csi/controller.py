@@ -57,8 +57,17 @@ def snapshot_of(record: SnapshotRecord) -> pb.Snapshot:
 
 RBD_SERVED = {  # what an instance without a pool serves for RBD volumes
     pb.ControllerServiceCapability.RPC.Type.CREATE_DELETE_VOLUME,
+    pb.ControllerServiceCapability.RPC.Type.SINGLE_NODE_MULTI_WRITER,
     pb.ControllerServiceCapability.RPC.Type.CREATE_DELETE_SNAPSHOT,
     pb.ControllerServiceCapability.RPC.Type.CLONE_VOLUME,
+}
+
+RBD_LISTED = {  # and where it has Ceph credentials of its own, for the calls without secrets
+    pb.ControllerServiceCapability.RPC.Type.LIST_VOLUMES,
+    pb.ControllerServiceCapability.RPC.Type.GET_VOLUME,
+    pb.ControllerServiceCapability.RPC.Type.VOLUME_CONDITION,
+    pb.ControllerServiceCapability.RPC.Type.LIST_SNAPSHOTS,
+    pb.ControllerServiceCapability.RPC.Type.GET_CAPACITY,
 }
 
 
@@ -263,6 +272,8 @@ class ControllerService:
         validate.require(request.volume_capabilities, "volume_capabilities")
         if (rbd_id := RbdVolumeId.parse(volume_id)) is not None:
             return self._rbd().validate(rbd_id, request)
+        if self.pool is None and self.rbd is not None:
+            raise not_found(f"volume {volume_id} does not exist")
         record = self._pool().volume(volume_id)
         if record is None:
             raise not_found(f"volume {volume_id} does not exist")
@@ -284,24 +295,33 @@ class ControllerService:
     def ListVolumes(
         self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
     ) -> pb.ListVolumesResponse:
-        records = self._pool().volume_records()
-        keys = [(r.created_ns, r.volume_id) for r in records]
+        entries = []
+        if self.pool is not None or self.rbd is None:
+            entries = [
+                (
+                    (r.created_ns, r.volume_id),
+                    pb.ListVolumesResponse.Entry(volume=self._volume(r), status=self._status(r)),
+                )
+                for r in self._pool().volume_records()
+            ]
+        if self.rbd is not None and (self.rbd.lists or self.pool is None):
+            entries += self.rbd.volume_entries()
+        entries.sort(key=lambda entry: entry[0])
         chosen, token = page(
-            records, keys=keys, token=request.starting_token, max_entries=request.max_entries
-        )
-        return pb.ListVolumesResponse(
-            entries=[
-                pb.ListVolumesResponse.Entry(volume=self._volume(r), status=self._status(r))
-                for r in chosen
-            ],
-            next_token=token,
-        )
+            [entry for _, entry in entries], keys=[key for key, _ in entries],
+            token=request.starting_token, max_entries=request.max_entries,
+        )  # fmt: skip
+        return pb.ListVolumesResponse(entries=chosen, next_token=token)
 
     @rpc
     def ControllerGetVolume(
         self, request: pb.ControllerGetVolumeRequest, context: grpc.ServicerContext
     ) -> pb.ControllerGetVolumeResponse:
         volume_id = validate.require_id(request.volume_id, "volume_id")
+        if (rbd_id := RbdVolumeId.parse(volume_id)) is not None:
+            return self._rbd().get_volume(rbd_id)
+        if self.pool is None and self.rbd is not None:
+            raise not_found(f"volume {volume_id} does not exist")
         record = self._pool().volume(volume_id)
         if record is None:
             raise not_found(f"volume {volume_id} does not exist")
@@ -316,13 +336,20 @@ class ControllerService:
     def GetCapacity(
         self, request: pb.GetCapacityRequest, context: grpc.ServicerContext
     ) -> pb.GetCapacityResponse:
-        parameters.parse(parameters.own(dict(request.parameters)))
-        pool = self._pool()
+        own = parameters.own(dict(request.parameters))
+        rbd = parameters.backend_of(own) == parameters.RBD
+        if not rbd:
+            parameters.parse(own)
         usable = validate.unsupported_reason(list(request.volume_capabilities)) is None or (
             not request.volume_capabilities
         )
+        if rbd or (self.pool is None and self.rbd is not None):  # any node reaches RBD volumes
+            if not usable or (own and not rbd):  # capabilities, or a file's class: not here
+                return pb.GetCapacityResponse(available_capacity=0)
+            return self._rbd().get_capacity(own if rbd else None)
         if request.HasField("accessible_topology"):
             usable = usable and self._reachable([request.accessible_topology])
+        pool = self._pool()
         if not usable:
             return pb.GetCapacityResponse(available_capacity=0)
         available, total = pool.space()
@@ -343,6 +370,8 @@ class ControllerService:
                 served.add(pb.ControllerServiceCapability.RPC.Type.MODIFY_VOLUME)
             if self.rbd is not None:
                 served |= RBD_SERVED
+                if self.rbd.lists:
+                    served |= RBD_LISTED
             caps = [c for c in caps if c.rpc.type in served]
         return pb.ControllerGetCapabilitiesResponse(capabilities=caps)
 
@@ -357,6 +386,8 @@ class ControllerService:
         capacity = capacity_for(request.capacity_range)
         if (rbd_id := RbdVolumeId.parse(volume_id)) is not None:
             return self._rbd().expand(rbd_id, request, capacity)
+        if self.pool is None and self.rbd is not None and not ids.is_volume_id(volume_id):
+            raise not_found(f"volume {volume_id} does not exist")  # neither RBD nor a file's
         if self.pool is None:
             # The central instance cannot see node-local pools: the node does the work.
             return pb.ControllerExpandVolumeResponse(
@@ -440,19 +471,31 @@ class ControllerService:
     def ListSnapshots(
         self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
     ) -> pb.ListSnapshotsResponse:
-        records = self._pool().snapshot_records()
-        if request.snapshot_id:
-            records = [r for r in records if r.snapshot_id == request.snapshot_id]
-        if request.source_volume_id:
-            records = [r for r in records if r.source_volume_id == request.source_volume_id]
-        keys = [(r.created_ns, r.snapshot_id) for r in records]
+        rbd_asked = RbdSnapshotId.parse(request.snapshot_id) or RbdVolumeId.parse(
+            request.source_volume_id
+        )
+        entries = []
+        if (self.pool is not None or self.rbd is None) and not rbd_asked:
+            records = self._pool().snapshot_records()
+            if request.snapshot_id:
+                records = [r for r in records if r.snapshot_id == request.snapshot_id]
+            if request.source_volume_id:
+                records = [r for r in records if r.source_volume_id == request.source_volume_id]
+            entries = [
+                (
+                    (r.created_ns, r.snapshot_id),
+                    pb.ListSnapshotsResponse.Entry(snapshot=snapshot_of(r)),
+                )
+                for r in records
+            ]
+        if self.rbd is not None and (self.rbd.lists or self.pool is None or rbd_asked):
+            entries += self.rbd.snapshot_entries(request)
+        entries.sort(key=lambda entry: entry[0])
         chosen, token = page(
-            records, keys=keys, token=request.starting_token, max_entries=request.max_entries
-        )
-        return pb.ListSnapshotsResponse(
-            entries=[pb.ListSnapshotsResponse.Entry(snapshot=snapshot_of(r)) for r in chosen],
-            next_token=token,
-        )
+            [entry for _, entry in entries], keys=[key for key, _ in entries],
+            token=request.starting_token, max_entries=request.max_entries,
+        )  # fmt: skip
+        return pb.ListSnapshotsResponse(entries=chosen, next_token=token)
 
     @rpc
     def GetSnapshot(
@@ -460,6 +503,15 @@ class ControllerService:
     ) -> pb.GetSnapshotResponse:
         """Served, not advertised: csi-sanity v5.4.0 fails GET_SNAPSHOT as unknown."""
         snapshot_id = validate.require_id(request.snapshot_id, "snapshot_id")
+        if RbdSnapshotId.parse(snapshot_id) is not None or (
+            self.pool is None and self.rbd is not None
+        ):
+            listed = self._rbd().snapshot_entries(
+                pb.ListSnapshotsRequest(snapshot_id=snapshot_id, secrets=request.secrets)
+            )
+            if not listed:
+                raise not_found(f"snapshot {snapshot_id} does not exist")
+            return pb.GetSnapshotResponse(snapshot=listed[0][1].snapshot)
         record = self._pool().snapshot(snapshot_id)
         if record is None:
             raise not_found(f"snapshot {snapshot_id} does not exist")

@@ -86,6 +86,8 @@ _RBD_CODES = {
     errno.EPERM: Code.PERMISSION_DENIED,
     errno.ETIMEDOUT: Code.UNAVAILABLE,  # the monitors or OSDs did not answer in time
     errno.EAGAIN: Code.ABORTED,
+    errno.ENOKEY: Code.FAILED_PRECONDITION,  # the controller has no credentials of its own
+    errno.ENODATA: Code.UNAVAILABLE,  # no space figures yet (ceph-mgr down)
 }
 # HTTP statuses of the Kubernetes API (None: it did not answer).
 _KUBE_CODES: dict[int | None, grpc.StatusCode] = {

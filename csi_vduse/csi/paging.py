@@ -13,7 +13,10 @@ from typing import TypeVar
 
 from csi_vduse.csi.errors import Code, RpcError, invalid
 
-_TOKEN = re.compile(r"(\d{1,20}):([a-z]+-[0-9a-f]{32})")
+# A file's id, or an RBD one (``rbd.ids``): a name, or a cluster and a pool, then digits.
+_TOKEN = re.compile(
+    r"(\d{1,20}):((?:[a-z]+|rbd(?:snap)?-[A-Za-z0-9._-]{1,64}-[0-9a-f]{16})-[0-9a-f]{32})"
+)
 
 T = TypeVar("T")
 

@@ -16,23 +16,51 @@ from typing import TYPE_CHECKING
 
 from csi_vduse.csi import parameters, rbd_parameters, validate
 from csi_vduse.csi.capacity import capacity_for, fits
-from csi_vduse.csi.errors import already_exists, invalid, not_found
+from csi_vduse.csi.errors import RpcError, already_exists, invalid, not_found
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.proto import pb
 from csi_vduse.csi.timestamps import timestamp
+from csi_vduse.rbd import credentials
+from csi_vduse.rbd.controller_secret import ControllerSecret
 from csi_vduse.rbd.errors import RbdVolumeError
-from csi_vduse.rbd.ids import RbdSnapshotId, RbdVolumeId
+from csi_vduse.rbd.ids import IMAGE_PREFIX, SNAPSHOT_IMAGE_PREFIX, RbdSnapshotId, RbdVolumeId
 
 if TYPE_CHECKING:  # only a driver given --ceph-clusters makes one, and loads librbd
+    from csi_vduse.ceph.survey import Survey
+    from csi_vduse.rbd.inventory import Found
     from csi_vduse.rbd.snapshots import RbdSnapshot, RbdSnapshots
     from csi_vduse.rbd.volumes import RbdVolumes, Source
 
+Key = tuple[int, str]  # how listings are ordered and paged: creation time, id
+VolumeEntry = pb.ListVolumesResponse.Entry
+SnapshotEntry = pb.ListSnapshotsResponse.Entry
+
 
 class RbdController:
-    def __init__(self, volumes: RbdVolumes, snapshots: RbdSnapshots, locks: OperationLocks) -> None:
+    def __init__(
+        self, volumes: RbdVolumes, snapshots: RbdSnapshots, locks: OperationLocks, *,
+        own_secret: ControllerSecret | None = None,
+    ) -> None:  # fmt: skip
         self.volumes = volumes
         self.snapshots = snapshots
         self.locks = locks
+        self.own_secret = own_secret  # for the calls that carry no secrets
+
+    @property
+    def lists(self) -> bool:
+        """Whether it serves the calls that come without secrets."""
+        return self.own_secret is not None
+
+    def _own_secrets(self, cluster_id: str) -> dict[str, str]:
+        cluster = credentials.cluster(self.volumes.pools.clusters, cluster_id)
+        if self.own_secret is None:
+            raise RbdVolumeError(
+                "read the controller's Ceph credentials",
+                "this call carries no secrets, and the driver has none of its own for Ceph "
+                "(start it with --ceph-controller-secret)",
+                errno.ENOKEY,
+            )
+        return self.own_secret.secrets(cluster)
 
     def create(
         self, request: pb.CreateVolumeRequest, *, name: str, own: dict[str, str], size: int
@@ -164,6 +192,165 @@ class RbdController:
         with self.locks.hold(str(snapshot_id)):
             self.snapshots.delete(snapshot_id, dict(request.secrets))
         return pb.DeleteSnapshotResponse()
+
+    # -- the calls without secrets, and ListSnapshots -------------------------------------
+
+    def volume_entries(self) -> list[tuple[Key, VolumeEntry]]:
+        """Every volume of ours in every cluster the driver knows."""
+        from csi_vduse.rbd import inventory  # noqa: PLC0415  (loads librbd)
+
+        entries = []
+        for cluster_id in sorted(self.volumes.pools.clusters):
+            secrets = self._own_secrets(cluster_id)
+            for found in inventory.images(
+                self.volumes.pools, cluster_id, secrets, prefix=IMAGE_PREFIX
+            ):
+                volume = _volume_of(found)
+                if volume is not None:
+                    status = pb.ListVolumesResponse.VolumeStatus(volume_condition=_condition(found))
+                    entry = VolumeEntry(volume=volume, status=status)
+                    entries.append(((found.facts.created_ns, volume.volume_id), entry))
+        return entries
+
+    def get_volume(self, volume_id: RbdVolumeId) -> pb.ControllerGetVolumeResponse:
+        from csi_vduse.rbd import inventory  # noqa: PLC0415  (loads librbd)
+
+        found = None
+        if volume_id.cluster in self.volumes.pools.clusters:
+            found = inventory.find(
+                self.volumes.pools, volume_id.cluster, self._own_secrets(volume_id.cluster),
+                pool=volume_id.pool_id, image=volume_id.image,
+            )  # fmt: skip
+        volume = _volume_of(found) if found is not None else None
+        if found is None or volume is None:
+            raise not_found(f"volume {volume_id} does not exist")
+        return pb.ControllerGetVolumeResponse(
+            volume=volume,
+            status=pb.ControllerGetVolumeResponse.VolumeStatus(volume_condition=_condition(found)),
+        )
+
+    def snapshot_entries(self, request: pb.ListSnapshotsRequest) -> list[tuple[Key, SnapshotEntry]]:
+        """The snapshots ``request`` asks for, with its secrets or else the controller's;
+        by id or by volume, ids that are no RBD ones are none of ours here."""
+        from csi_vduse.rbd import inventory  # noqa: PLC0415  (loads librbd)
+
+        clusters = sorted(self.volumes.pools.clusters)
+        pool: int | None = None
+        image: str | None = None
+        source: RbdVolumeId | None = None
+        if request.snapshot_id:
+            snapshot_id = RbdSnapshotId.parse(request.snapshot_id)
+            if snapshot_id is None or snapshot_id.cluster not in clusters:
+                return []
+            clusters, pool, image = [snapshot_id.cluster], snapshot_id.pool_id, snapshot_id.image
+        if request.source_volume_id:
+            source = RbdVolumeId.parse(request.source_volume_id)
+            if (
+                source is None
+                or source.cluster not in clusters
+                or pool not in (None, source.pool_id)
+            ):
+                return []
+            clusters, pool = [source.cluster], source.pool_id
+        entries = []
+        for cluster_id in clusters:
+            secrets = dict(request.secrets) or self._own_secrets(cluster_id)
+            if image is not None and pool is not None:
+                found = inventory.find(
+                    self.volumes.pools, cluster_id, secrets, pool=pool, image=image
+                )
+                everything = [found] if found is not None else []
+            else:
+                everything = inventory.images(
+                    self.volumes.pools, cluster_id, secrets, prefix=SNAPSHOT_IMAGE_PREFIX,
+                    pool=pool,
+                )  # fmt: skip
+            for found in everything:
+                snapshot = _snapshot_of(found)
+                if snapshot is None or (source and snapshot.source_volume_id != str(source)):
+                    continue
+                key = (snapshot.creation_time.ToNanoseconds(), snapshot.snapshot_id)
+                entries.append((key, SnapshotEntry(snapshot=snapshot)))
+        return entries
+
+    def get_capacity(self, own: dict[str, str] | None) -> pb.GetCapacityResponse:
+        """What the StorageClass's pool (its data pool, where it names one) can still hold,
+        as ``ceph df`` says: replication and the full ratio counted. Without parameters:
+        the most any pool for RBD of any cluster can."""
+        if own is None:
+            largest = 0
+            for cluster_id in sorted(self.volumes.pools.clusters):
+                with self.volumes.pools.survey(cluster_id, self._own_secrets(cluster_id)) as survey:
+                    for pool in survey.rbd_pools():
+                        largest = max(largest, _space(survey, pool))
+            return pb.GetCapacityResponse(available_capacity=largest)
+        placement = rbd_parameters.parse(own).placement
+        secrets = self._own_secrets(placement.cluster)
+        with self.volumes.pools.survey(placement.cluster, secrets) as survey:
+            space = _space(survey, placement.data_pool or placement.pool)
+        return pb.GetCapacityResponse(available_capacity=space)
+
+
+def _space(survey: Survey, pool: str) -> int:
+    """The bytes ``pool`` can still take: none where there is no such pool."""
+    space = survey.space(pool)
+    if space is not None:
+        return space.max_avail
+    if pool not in survey.pools():
+        return 0
+    raise RbdVolumeError(
+        "measure Ceph pool",
+        f"the monitors have no space figures for pool {pool} (they come from ceph-mgr: is "
+        "one running?)",
+        errno.ENODATA,
+    )
+
+
+def _volume_of(found: Found) -> pb.Volume | None:
+    """The volume an image of ours is, as CreateVolume answered with it."""
+    volume_id = RbdVolumeId.parse(
+        f"{RbdVolumeId.prefix}{found.cluster}-{found.pool_id:016x}-"
+        f"{found.image.removeprefix(IMAGE_PREFIX)}"
+    )
+    if volume_id is None or volume_id.image != found.image:
+        return None
+    volume = pb.Volume(capacity_bytes=found.facts.size, volume_id=str(volume_id))
+    try:
+        kept = json.loads(found.labels.parameters or "{}")
+        volume.volume_context.update(rbd_parameters.parse(kept).context(found.image))
+    except (ValueError, AttributeError, RpcError):
+        pass  # labelled by a version that kept other parameters: the id says where it is
+    source = found.labels.source or ""
+    if RbdSnapshotId.parse(source) is not None:
+        volume.content_source.snapshot.snapshot_id = source
+    elif RbdVolumeId.parse(source) is not None:
+        volume.content_source.volume.volume_id = source
+    return volume
+
+
+def _snapshot_of(found: Found) -> pb.Snapshot | None:
+    snapshot_id = RbdSnapshotId.parse(
+        f"{RbdSnapshotId.prefix}{found.cluster}-{found.pool_id:016x}-"
+        f"{found.image.removeprefix(SNAPSHOT_IMAGE_PREFIX)}"
+    )
+    source = RbdVolumeId.parse(found.labels.source or "")
+    if snapshot_id is None or snapshot_id.image != found.image or source is None:
+        return None
+    return pb.Snapshot(
+        size_bytes=found.facts.size,
+        snapshot_id=str(snapshot_id),
+        source_volume_id=str(source),
+        creation_time=timestamp(found.labels.created_ns or found.facts.created_ns),
+        ready_to_use=True,
+    )
+
+
+def _condition(found: Found) -> pb.VolumeCondition:
+    """The volume's condition as the controller sees it: its image, opened just now."""
+    return pb.VolumeCondition(
+        abnormal=False,
+        message=f"its RBD image {found.image} is there and opens",
+    )
 
 
 def _snapshot(snapshot: RbdSnapshot) -> pb.Snapshot:

@@ -46,6 +46,7 @@ from csi_vduse.kube.volumes import PersistentVolumes
 from csi_vduse.pool.groups import GroupSnapshots
 from csi_vduse.pool.store import Pool
 from csi_vduse.rbd.chains import CHAIN_LIMIT, MAX_CHAIN_LIMIT
+from csi_vduse.rbd.controller_secret import ControllerSecret
 from csi_vduse.rbd.errors import RbdVolumeError
 from csi_vduse.rbd.keyfiles import KeyFiles
 from csi_vduse.rbd.staging import RbdStaging
@@ -81,6 +82,7 @@ class ServeOptions:
     ceph_clusters: Path | None = None  # ceph-csi's config.json: serve RBD volumes
     ceph_key_dir: Path = DEFAULT_KEY_DIR  # a node's staged RBD volumes' keys (tmpfs)
     chain_limit: int = CHAIN_LIMIT  # ancestors a new RBD image may have unflattened
+    ceph_controller_secret: Path | None = None  # the controller's own Ceph credentials
 
 
 def socket_path(endpoint: str) -> Path:
@@ -139,16 +141,25 @@ def ceph_clusters(clusters_file: Path) -> dict[str, CephCluster]:
 
 
 def rbd_controller(
-    known: dict[str, CephCluster], locks: OperationLocks, *, chain_limit: int
-) -> RbdController:
+    known: dict[str, CephCluster], locks: OperationLocks, *, chain_limit: int,
+    own_secret: Path | None = None,
+) -> RbdController:  # fmt: skip
     """The Controller's RBD half on the clusters ``known``; librbd loads here."""
     if not 1 <= chain_limit <= MAX_CHAIN_LIMIT:
         raise ServeError("--rbd-chain-limit", f"{chain_limit}: give 1 to {MAX_CHAIN_LIMIT}")
+    secret = None
+    if own_secret is not None:
+        secret = ControllerSecret(own_secret)
+        try:
+            secret.check()
+        except RbdVolumeError as exc:
+            raise ServeError("--ceph-controller-secret", exc.message) from exc
     from csi_vduse.rbd.snapshots import RbdSnapshots  # noqa: PLC0415
     from csi_vduse.rbd.volumes import RbdVolumes  # noqa: PLC0415
 
     volumes = RbdVolumes(known, chain_limit=chain_limit)
-    return RbdController(volumes, RbdSnapshots(volumes.pools, chain_limit=chain_limit), locks)
+    snapshots = RbdSnapshots(volumes.pools, chain_limit=chain_limit)
+    return RbdController(volumes, snapshots, locks, own_secret=secret)
 
 
 def rbd_staging(known: dict[str, CephCluster], key_dir: Path) -> RbdStaging:
@@ -173,6 +184,9 @@ def build(
     if options.node and known is None:
         raise ServeError("--node", "a node without --pool-dir serves RBD volumes only: add "
                          "--ceph-clusters")  # fmt: skip
+    if options.ceph_controller_secret is not None and (known is None or not options.controller):
+        raise ServeError("--ceph-controller-secret", "the controller's own Ceph credentials "
+                         "serve --controller --ceph-clusters only")  # fmt: skip
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     pool = Pool(options.pool_dir) if options.pool_dir is not None else None
     serves_node = pool is not None or options.node
@@ -195,7 +209,12 @@ def build(
         if routed is not None and pool is None:
             router = ModifyRouter(routed, options.driver_name, timeout=options.modify_timeout)
         rbd = (
-            rbd_controller(known, locks, chain_limit=options.chain_limit)
+            rbd_controller(
+                known,
+                locks,
+                chain_limit=options.chain_limit,
+                own_secret=options.ceph_controller_secret,
+            )
             if known is not None
             else None
         )

@@ -15,11 +15,16 @@ RPC = pb.ControllerServiceCapability.RPC.Type
 SECRETS = {"userID": "k8s", "userKey": "AQAAAAAAAAAAABAAc2l4dGVlbiBieXRlIGtleQ=="}
 
 
+def clusters_file(directory: Path) -> Path:
+    clusters = directory / "config.json"
+    clusters.write_text('[{"clusterID": "east-1", "monitors": ["192.0.2.1:6789"]}]')
+    return clusters
+
+
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[Driver]:
-    clusters = tmp_path / "config.json"
-    clusters.write_text('[{"clusterID": "east-1", "monitors": ["192.0.2.1:6789"]}]')
-    driver = Driver(tmp_path / "driver", node=False, extra=["--ceph-clusters", str(clusters)])
+    extra = ["--ceph-clusters", str(clusters_file(tmp_path))]
+    driver = Driver(tmp_path / "driver", node=False, extra=extra)
     driver.start()
     yield driver
     driver.stop()
@@ -29,8 +34,50 @@ def test_it_advertises_what_it_serves_for_rbd_volumes(central: Driver) -> None:
     caps = central.controller_stub.ControllerGetCapabilities(pb.ControllerGetCapabilitiesRequest())
     assert {c.rpc.type for c in caps.capabilities} == {
         RPC.CREATE_DELETE_VOLUME, RPC.EXPAND_VOLUME, RPC.CREATE_DELETE_SNAPSHOT,
-        RPC.CLONE_VOLUME,
+        RPC.CLONE_VOLUME, RPC.SINGLE_NODE_MULTI_WRITER,
     }  # fmt: skip
+
+
+def test_with_credentials_of_its_own_it_advertises_the_calls_without_secrets(
+    tmp_path: Path,
+) -> None:
+    own = tmp_path / "own"
+    own.mkdir()
+    extra = ["--ceph-clusters", str(clusters_file(tmp_path)), "--ceph-controller-secret", str(own)]
+    driver = Driver(tmp_path / "driver", node=False, extra=extra).start()
+    try:
+        stub = driver.controller_stub
+        caps = stub.ControllerGetCapabilities(pb.ControllerGetCapabilitiesRequest())
+        assert {c.rpc.type for c in caps.capabilities} == {
+            RPC.CREATE_DELETE_VOLUME, RPC.EXPAND_VOLUME, RPC.CREATE_DELETE_SNAPSHOT,
+            RPC.CLONE_VOLUME, RPC.LIST_VOLUMES, RPC.GET_VOLUME, RPC.VOLUME_CONDITION,
+            RPC.LIST_SNAPSHOTS, RPC.GET_CAPACITY, RPC.SINGLE_NODE_MULTI_WRITER,
+        }  # fmt: skip
+        # The directory holds no userID and userKey yet (a Secret not yet mounted, say).
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.ListVolumes(pb.ListVolumesRequest())
+        assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "userID and userKey" in (failed.value.details() or "")
+    finally:
+        driver.stop()
+
+
+def test_without_credentials_of_its_own_the_calls_without_secrets_fail_precondition(
+    central: Driver,
+) -> None:
+    with pytest.raises(grpc.RpcError) as failed:
+        central.controller_stub.ListVolumes(pb.ListVolumesRequest())
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "--ceph-controller-secret" in (failed.value.details() or "")
+
+
+def test_a_missing_credentials_directory_stops_the_start(tmp_path: Path) -> None:
+    extra = ["--ceph-clusters", str(clusters_file(tmp_path)),
+             "--ceph-controller-secret", str(tmp_path / "nowhere")]  # fmt: skip
+    driver = Driver(tmp_path / "driver", node=False, extra=extra)
+    with pytest.raises(AssertionError, match="exited at start"):
+        driver.start()
+    assert "--ceph-controller-secret" in driver.log()
 
 
 def test_ids_of_nothing_of_ours_are_gone_or_not_found(central: Driver) -> None:
@@ -60,17 +107,37 @@ def test_ids_of_nothing_of_ours_are_gone_or_not_found(central: Driver) -> None:
             )
         ),
     }  # fmt: skip
+    calls |= {
+        "a volume's capabilities": lambda: stub.ValidateVolumeCapabilities(
+            pb.ValidateVolumeCapabilitiesRequest(
+                volume_id="fake-vol-id", volume_capabilities=[mount_capability()]
+            )
+        ),
+        "a volume's growth": lambda: stub.ControllerExpandVolume(
+            pb.ControllerExpandVolumeRequest(
+                volume_id="fake-vol-id", capacity_range=pb.CapacityRange(required_bytes=1 << 30)
+            )
+        ),
+        "a volume": lambda: stub.ControllerGetVolume(
+            pb.ControllerGetVolumeRequest(volume_id="fake-vol-id")
+        ),
+    }
     for what, call in calls.items():
         with pytest.raises(grpc.RpcError) as failed:
             call()
         assert failed.value.code() == grpc.StatusCode.NOT_FOUND, what
+    # ListSnapshots by an id not ours is empty, without reaching a cluster.
+    for request in (
+        pb.ListSnapshotsRequest(snapshot_id="fake-snapshot"),
+        pb.ListSnapshotsRequest(source_volume_id="fake-vol-id"),
+        pb.ListSnapshotsRequest(snapshot_id="rbdsnap-west-9-" + "0" * 16 + "-" + "0" * 32),
+    ):
+        assert list(stub.ListSnapshots(request).entries) == []
 
 
 @pytest.mark.parametrize("limit", ["0", "17"])
 def test_a_chain_limit_out_of_range_stops_the_start(tmp_path: Path, limit: str) -> None:
-    clusters = tmp_path / "config.json"
-    clusters.write_text('[{"clusterID": "east-1", "monitors": ["192.0.2.1:6789"]}]')
-    extra = ["--ceph-clusters", str(clusters), "--rbd-chain-limit", limit]
+    extra = ["--ceph-clusters", str(clusters_file(tmp_path)), "--rbd-chain-limit", limit]
     driver = Driver(tmp_path / "driver", node=False, extra=extra)
     with pytest.raises(AssertionError, match="exited at start"):
         driver.start()
