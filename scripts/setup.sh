@@ -11,11 +11,11 @@ packages=(
     clang-14 libclang-rt-14-dev                                    # the fuzzer (libFuzzer, ASan)
     qemu-system-x86 busybox-static kmod apt dpkg                   # the test VM
     fio e2fsprogs xfsprogs util-linux iproute2 qemu-utils          # used inside the VM
-    # A real one-node Ceph for the RBD tests (tests/ceph: monitor, OSD, CLI; no mgr), the
-    # kernel-side peers our RBD dataplane is compared with (krbd is in the VM's kernel,
-    # rbd-nbd here), and qemu-storage-daemon's rbd
+    # A real one-node Ceph for the RBD tests (tests/ceph: monitor, OSD, CLI, and a manager
+    # for the host's tests of GetCapacity), the kernel-side peers our RBD dataplane is
+    # compared with (krbd is in the VM's kernel, rbd-nbd here), and qemu-storage-daemon's rbd
     # driver for the benchmark's third peer. Installing them starts no daemon.
-    ceph-mon ceph-osd ceph-common rbd-nbd qemu-block-extra
+    ceph-mon ceph-osd ceph-mgr ceph-common rbd-nbd qemu-block-extra
     buildah debootstrap                                            # container image build
 )
 missing=()

@@ -1,7 +1,8 @@
 """``CephCluster``: one monitor and one BlueStore OSD on loopback, under one directory.
 
-No manager (RBD I/O needs none; it would cost 300 MiB), cephx on, pools of size 1. The
-monitor listens on both protocols: librados speaks v2, the kernel client (krbd) needs v1.
+No manager unless a test asks for one (``start_mgr``): RBD I/O needs none, and it costs
+300 MiB; only pools' space figures (``ceph df``) come from it. cephx on, pools of size 1.
+The monitor listens on both protocols: librados speaks v2, the kernel client (krbd) v1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from tests.ceph import bootstrap, commands, conf, daemons, kernel_clients, loopdev, node
 from tests.ceph.errors import CephError
-from tests.ceph.layout import MON_ID, Layout, State
+from tests.ceph.layout import MGR_ID, MON_ID, Layout, State
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ COMMAND_SECONDS = 120.0
 CONNECT_SECONDS = 30
 SOCKET_PATH_MAX = 107  # sun_path, less its terminating NUL
 MON = f"mon.{MON_ID}"
+MGR = f"mgr.{MGR_ID}"
 
 
 class CephCluster:
@@ -135,6 +137,7 @@ class CephCluster:
         known = set(self.daemon_pids())
         for client in set(daemons.members(self.layout)) - known:  # an rbd-nbd, say
             daemons.terminate(client)
+        daemons.stop(self.layout, MGR)
         for pid_file in sorted(self.layout.run_dir.glob("osd.*.pid")):
             daemons.stop(self.layout, pid_file.stem)
         daemons.stop(self.layout, MON)
@@ -196,6 +199,27 @@ class CephCluster:
     def start_osd(self) -> None:
         """Start the OSD unless it runs; return once the monitor has it up."""
         self._start_osd(time.monotonic() + self.timeout)
+
+    def start_mgr(self, *, pools: tuple[str, ...] = ()) -> None:
+        """Start a manager unless one runs; return once ``ceph df`` has figures for
+        ``pools`` (the manager gathers them from the OSD every few seconds)."""
+        deadline = time.monotonic() + self.timeout
+        if daemons.pid(self.layout, MGR) is None:
+            self.layout.mgr_data.mkdir(parents=True, exist_ok=True)
+            caps = ["mon", "allow profile mgr", "osd", "allow *", "mds", "allow *"]
+            keyring = self.layout.mgr_data / "keyring"
+            self.ceph("auth", "get-or-create", MGR, *caps, "-o", str(keyring))
+            argv = ["ceph-mgr", "-f", "-c", str(self.conf_path), "-i", MGR_ID]
+            daemons.start(self.layout, MGR, argv)
+        self._wait(lambda: self._has_space_figures(pools), MGR, deadline)
+
+    def _has_space_figures(self, pools: tuple[str, ...]) -> bool:
+        done = self.ceph("df", "--format", "json", timeout=60, check=False)
+        if done.returncode != 0:
+            return False
+        answer = json.loads(done.stdout)
+        known = {pool.get("name") for pool in answer.get("pools", [])}
+        return answer.get("stats", {}).get("total_bytes", 0) > 0 and set(pools) <= known
 
     # -- bringing it up --------------------------------------------------------------------
 

@@ -63,6 +63,11 @@ bdev_enable_discard = true
 osd_op_num_shards = 1
 osd_op_num_threads_per_shard = 2
 
+[mgr]
+admin_socket = {layout.run_dir}/$name.asok
+log_file = {layout.log_dir}/$name.log
+mgr_data = {root}/mgr/$cluster-$id
+
 [client]
 keyring = {root}/$name.keyring
 """

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MON_ID = "a"
+MGR_ID = "x"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class Layout:
     @property
     def mon_data(self) -> Path:
         return self.root / "mon" / f"ceph-{MON_ID}"
+
+    @property
+    def mgr_data(self) -> Path:
+        return self.root / "mgr" / f"ceph-{MGR_ID}"
 
     def osd_data(self, osd_id: int) -> Path:
         return self.root / "osd" / f"ceph-{osd_id}"

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from csi_vduse.devices import dataplane_process
-from tests.ceph import CephClient, CephCluster, CephError
-from tests.ceph.bootstrap import read_key
+from tests.ceph import CephClient
+from tests.ceph.fixtures import clusters_file
 from tests.driver import Driver
-from tests.vm import guest
 
 CLI = [sys.executable, "-m", "csi_vduse"]
 
@@ -64,72 +63,14 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
         tool.run("device", "delete", device["name"], check=False)
 
 
-CEPH_POOL = "csi-vduse"
-CEPH_USER = "csi-vduse"
-
-
-@pytest.fixture(scope="session")
-def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephCluster]:
-    """A real one-node Ceph, up from the first test that asks for it to the session's end.
-
-    Only tests that ask for it start it (it takes most of a minute in the VM); if it cannot
-    come up, those tests fail with the reason and no others are touched. The guest's
-    between-test cleanup leaves its daemons alone.
-    """
-    cluster = CephCluster(tmp_path_factory.mktemp("ceph"))
-    failure = _failure(cluster.up)
-    if failure:
-        pytest.fail(failure, pytrace=False)
-    guest.keep(cluster.daemon_pids)
-    try:
-        yield cluster
-    finally:
-        cluster.down()
-        guest.release(cluster.daemon_pids)
-
-
-@pytest.fixture(scope="session")
-def ceph_client(ceph_cluster: CephCluster) -> CephClient:
-    """An RBD pool on the test cluster and a cephx user allowed in it alone."""
-
-    def create() -> None:
-        ceph_cluster.create_pool(CEPH_POOL)
-        ceph_cluster.create_client(CEPH_USER, CEPH_POOL)
-
-    failure = _failure(create)
-    if failure:
-        pytest.fail(failure, pytrace=False)
-    return CephClient(ceph_cluster, CEPH_POOL, CEPH_USER)
-
-
-CEPH_CLUSTER_ID = "test-cluster"  # the test cluster's clusterID in clusters files
-
-
-@pytest.fixture
-def secrets(ceph_client: CephClient) -> dict[str, str]:
-    """The CSI secrets of the test cluster's user, as ceph-csi names them."""
-    return {"userID": ceph_client.user, "userKey": read_key(ceph_client.keyring)}
-
-
 @pytest.fixture
 def central(tmp_path: Path, ceph_client: CephClient) -> Iterator[Driver]:
     """``serve --controller --ceph-clusters FILE``: the central instance, no pool."""
-    monitors = "[" + ",".join(ceph_client.cluster.mon_addresses) + "]"
-    clusters = tmp_path / "config.json"
-    clusters.write_text(json.dumps([{"clusterID": CEPH_CLUSTER_ID, "monitors": [monitors]}]))
+    clusters = clusters_file(tmp_path, ceph_client)
     driver = Driver(tmp_path / "driver", node=False, extra=["--ceph-clusters", str(clusters)])
     driver.start()
     yield driver
     driver.stop()
-
-
-def _failure(step: Callable[[], object]) -> str:
-    """What went wrong in ``step`` (empty if nothing), to fail with outside the handler."""
-    try:
-        step()
-    except CephError as exc:
-        return str(exc)
-    return ""
 
 
 def dataplane_pids(name: str) -> list[int]:

@@ -14,8 +14,9 @@ import grpc
 import pytest
 
 from tests.ceph import CephClient
+from tests.ceph.fixtures import CEPH_CLUSTER_ID
 from tests.driver import Driver, block_capability, mount_capability, pb
-from tests.kernel.conftest import CEPH_CLUSTER_ID, Cli
+from tests.kernel.conftest import Cli
 
 pytestmark = pytest.mark.vm
 

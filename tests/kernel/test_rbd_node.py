@@ -31,6 +31,7 @@ import pytest
 
 from csi_vduse.volumes import kinds
 from tests.ceph import CephClient
+from tests.ceph.fixtures import CEPH_CLUSTER_ID, clusters_file
 from tests.driver import Driver, block_capability, mount_capability, pb
 from tests.kernel.conftest import Cli, dataplane_pid, dataplane_pids, leftovers, sh
 from tests.kernel.test_crash_recovery import kernel_io_errors, wait_for_new_dataplane
@@ -46,7 +47,7 @@ from tests.kernel.test_rbd_device import (
 pytestmark = pytest.mark.vm
 
 MiB = 1 << 20
-CLUSTER = "test-cluster"
+CLUSTER = CEPH_CLUSTER_ID
 TAKEOVER_BOUND = 90.0  # s: a lost holder's watch lapses in 30 s; the stage's deadline is 75 s
 OTHER_KEY = "AQAAAAAAAAAAABAAmibQn9YVzYG5kYWZG/JNWA=="  # well-formed, nobody's
 
@@ -179,9 +180,7 @@ class Central:
 
 @pytest.fixture
 def cluster(tmp_path: Path, ceph_client: CephClient, secrets: dict[str, str]) -> Iterator[Central]:
-    monitors = "[" + ",".join(ceph_client.cluster.mon_addresses) + "]"
-    clusters = tmp_path / "config.json"
-    clusters.write_text(json.dumps([{"clusterID": CLUSTER, "monitors": [monitors]}]))
+    clusters = clusters_file(tmp_path, ceph_client)
     driver = Driver(tmp_path / "central", node=False, extra=["--ceph-clusters", str(clusters)])
     central = Central(driver.start(), clusters, ceph_client.pool)
     yield central

@@ -19,8 +19,8 @@ import grpc
 import pytest
 
 from tests.ceph import CephClient
+from tests.ceph.fixtures import clusters_file
 from tests.driver import Driver, pb
-from tests.kernel.conftest import CEPH_CLUSTER_ID
 from tests.kernel.test_rbd_controller import RPC, code_of, create, storage_class
 
 pytestmark = pytest.mark.vm
@@ -257,9 +257,7 @@ def test_snapshot_and_restore_answer_bad_input_with_the_specs_codes(
 def shallow(tmp_path: Path, ceph_client: CephClient) -> Iterator[Driver]:
     """The central instance with chains of one image at most (``--rbd-chain-limit 1``): every
     second generation is flattened, so a few calls show every kind of it."""
-    monitors = "[" + ",".join(ceph_client.cluster.mon_addresses) + "]"
-    clusters = tmp_path / "config.json"
-    clusters.write_text(json.dumps([{"clusterID": CEPH_CLUSTER_ID, "monitors": [monitors]}]))
+    clusters = clusters_file(tmp_path, ceph_client)
     driver = Driver(tmp_path / "shallow", node=False,
                     extra=["--ceph-clusters", str(clusters), "--rbd-chain-limit", "1"])  # fmt: skip
     driver.start()
