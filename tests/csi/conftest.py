@@ -8,6 +8,14 @@ snapshot a test makes and, after the test, unpublishes, unstages and deletes the
 order, failing the test when that cleanup fails. On top of csi-sanity, every test ends by
 checking that nothing is left: no pool files, no state records, and in the VM no VDUSE
 device, mount or dataplane process of this driver instance.
+
+The csi-sanity modules (``BACKENDS`` names both) run twice: against node-local files, and
+against RBD volumes of a real Ceph, as csi-sanity runs against a driver started with
+``--csi.testvolumeparameters`` (an RBD StorageClass's) and ``--csi.secrets`` (its user's,
+in every request that has secrets). The RBD driver is a node and the central controller
+in one (``serve --controller --node --ceph-clusters``) with its own credentials
+(``--ceph-controller-secret``), so every capability it has is advertised; after each test,
+no image of ours is left in the pool that was not there before.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ import grpc
 import pytest
 
 from csi_vduse.csi.proto import pb, stub
+from tests.ceph.client import CephClient
+from tests.ceph.cluster import CephCluster
+from tests.ceph.fixtures import CEPH_CLUSTER_ID, clusters_file
 from tests.driver import Driver
 
 MiB = 1 << 20
@@ -182,6 +193,8 @@ def require_node(sc: SanityContext, cap: int, why: str) -> None:
 
 class SanityDriver(Driver):
     """The driver under test (Identity, Controller, Node), and what it may leave behind."""
+
+    rbd: RbdSetting | None = None  # serving RBD volumes
 
     # What a test may leave behind, most telling first.
 
@@ -393,15 +406,89 @@ class Resources:
 # -- fixtures -------------------------------------------------------------------------------
 
 
+ALL_BACKENDS = ("file", "rbd")  # a csi-sanity module runs against each: BACKENDS = ALL_BACKENDS
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "BACKENDS", ("file",))
+        metafunc.parametrize("backend", backends, indirect=True)
+
+
 @pytest.fixture
-def driver() -> Iterator[SanityDriver]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """``file``, or ``rbd`` in the modules whose ``BACKENDS`` name it."""
+    return str(request.param)
+
+
+@pytest.fixture
+def ceph(backend: str, request: pytest.FixtureRequest) -> Iterator[RbdSetting | None]:
+    """For RBD: the test cluster and what the driver is started with. Space figures come
+    from a manager, started for the host's tests (GetCapacity); the VM's need none."""
+    if backend != "rbd":
+        yield None
+        return
+    client: CephClient = request.getfixturevalue("ceph_client")
+    if not in_vm():
+        client.cluster.start_mgr(pools=(client.pool,))
+    keys = Path(tempfile.mkdtemp(prefix="csi-sanity-keys-", dir="/dev/shm"))  # tmpfs
+    try:
+        yield RbdSetting(client=client, keys=keys, secrets=request.getfixturevalue("secrets"))
+    finally:
+        shutil.rmtree(keys, ignore_errors=True)
+
+
+@dataclass(kw_only=True)
+class RbdSetting:
+    client: CephClient
+    keys: Path  # tmpfs, for the node's staged volumes' keys and the controller's secret
+    secrets: dict[str, str]
+
+    @property
+    def cluster(self) -> CephCluster:
+        return self.client.cluster
+
+    def parameters(self) -> dict[str, str]:
+        """--csi.testvolumeparameters: an RBD StorageClass's."""
+        return {"backend": "rbd", "clusterID": CEPH_CLUSTER_ID, "pool": self.client.pool}
+
+    def arguments(self, root: Path) -> list[str]:
+        own = self.keys / "controller"
+        own.mkdir(exist_ok=True)
+        for key, value in self.secrets.items():
+            (own / key).write_text(value)
+        return [
+            "--node", "--ceph-clusters", str(clusters_file(root, self.client)),
+            "--ceph-controller-secret", str(own), "--ceph-key-dir", str(self.keys / "node"),
+        ]  # fmt: skip
+
+    def images(self) -> set[str]:
+        """Our images in the pool, and in its trash."""
+        listed = self.cluster.rbd("ls", self.client.pool).stdout.split()
+        trash = self.cluster.rbd("trash", "ls", "--all", self.client.pool).stdout.splitlines()
+        names = listed + [line.split()[-1] for line in trash if line.strip()]
+        return {name for name in names if name.startswith("csi-")}
+
+
+@pytest.fixture
+def driver(ceph: RbdSetting | None) -> Iterator[SanityDriver]:
     # A short root: unix socket paths are limited to 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="csi-sanity-"))
-    server = SanityDriver(root, node_id=NODE_ID)
+    if ceph is None:
+        server = SanityDriver(root, node_id=NODE_ID)
+        before: set[str] = set()
+    else:
+        server = SanityDriver(root, node_id=NODE_ID, node=False, extra=ceph.arguments(root))
+        server.rbd = ceph
+        before = ceph.images()
+        TEST_VOLUME_PARAMETERS.update(ceph.parameters())
     try:
         yield server
     finally:
+        TEST_VOLUME_PARAMETERS.clear()
         left = server.leftovers()
+        if ceph is not None:
+            left += [f"RBD image {name}" for name in sorted(ceph.images() - before)]
         if left:
             server.rescue()
         try:
@@ -413,11 +500,29 @@ def driver() -> Iterator[SanityDriver]:
         assert not left, "left over after the test:\n" + "\n".join(left)
 
 
+class _WithSecrets(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """csi-sanity's --csi.secrets: the secrets in every request that has a field for them."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.secrets = secrets
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if "secrets" in request.DESCRIPTOR.fields_by_name and not request.secrets:
+            with_secrets = type(request)()
+            with_secrets.CopyFrom(request)
+            with_secrets.secrets.update(self.secrets)
+            request = with_secrets
+        return continuation(details, request)
+
+
 @pytest.fixture
 def sc(driver: SanityDriver) -> Iterator[SanityContext]:
     """Setup()/Teardown(): os.Mkdir of both paths before the test, os.Remove after."""
-    channel = driver.start().channel
-    assert channel is not None
+    started = driver.start().channel
+    assert started is not None
+    channel = started
+    if driver.rbd is not None:
+        channel = grpc.intercept_channel(started, _WithSecrets(driver.rbd.secrets))
     staging = driver.root / "csi-staging"
     target = driver.root / "csi-mount"
     staging.mkdir()
@@ -428,7 +533,7 @@ def sc(driver: SanityDriver) -> Iterator[SanityContext]:
     try:
         yield context
     finally:
-        channel.close()
+        started.close()
         problems = []
         for path in (target, staging):
             if path.is_dir() and not driver.mounts():

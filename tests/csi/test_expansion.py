@@ -10,6 +10,7 @@ import pytest
 
 from csi_vduse.csi.proto import pb
 from tests.csi.conftest import (
+    ALL_BACKENDS,
     TEST_VOLUME_EXPAND_SIZE,
     TEST_VOLUME_PARAMETERS,
     TEST_VOLUME_SIZE,
@@ -27,6 +28,8 @@ from tests.csi.conftest import (
     volume_capability,
 )
 from tests.csi.test_node import create_volume, node_id, node_publish_volume, node_stage_volume
+
+BACKENDS = ALL_BACKENDS  # csi-sanity's: against files and against RBD
 
 
 class TestExpandVolume:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 from csi_vduse.csi.proto import pb
-from tests.csi.conftest import PluginService, SanityContext
+from tests.csi.conftest import ALL_BACKENDS, PluginService, SanityContext
+
+BACKENDS = ALL_BACKENDS  # csi-sanity's: against files and against RBD
 
 Expansion = pb.PluginCapability.VolumeExpansion.Type
 
@@ -31,17 +33,22 @@ class TestGetPluginCapabilities:
 
     # Not in csi-sanity: the suite skips whatever is not advertised, so pin what we advertise
     # (issue 4) to keep every capability-gated test from silently turning into a skip.
-    def test_advertises_controllers_topology_and_online_expansion(self, sc: SanityContext) -> None:
+    def test_advertises_controllers_topology_and_online_expansion(
+        self, sc: SanityContext, backend: str
+    ) -> None:
+        # RBD volumes are reachable from every node (no topology) and have no groups.
         res = sc.identity.GetPluginCapabilities(pb.GetPluginCapabilitiesRequest())
         services = {c.service.type for c in res.capabilities if c.HasField("service")}
         expansion = {
             c.volume_expansion.type for c in res.capabilities if c.HasField("volume_expansion")
         }
-        assert services == {
-            PluginService.CONTROLLER_SERVICE,
-            PluginService.GROUP_CONTROLLER_SERVICE,
-            PluginService.VOLUME_ACCESSIBILITY_CONSTRAINTS,
-        }
+        expected = {PluginService.CONTROLLER_SERVICE}
+        if backend == "file":
+            expected |= {
+                PluginService.GROUP_CONTROLLER_SERVICE,
+                PluginService.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+            }
+        assert services == expected
         assert expansion == {Expansion.ONLINE}
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from csi_vduse.csi.proto import pb
 from tests.csi.conftest import (
+    ALL_BACKENDS,
     IDEMPOTENT_COUNT,
     TEST_VOLUME_ACCESS_TYPE,
     Mode,
@@ -32,6 +33,8 @@ from tests.csi.conftest import (
     unique_valid_volume_id,
     volume_capability,
 )
+
+BACKENDS = ALL_BACKENDS  # csi-sanity's: against files and against RBD
 
 # node.go passes a made-up device in publish_context to the argument-check tests.
 MOCK_PUBLISH_CONTEXT = {"device": "/dev/mock"}

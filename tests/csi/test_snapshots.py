@@ -10,6 +10,7 @@ import pytest
 
 from csi_vduse.csi.proto import pb
 from tests.csi.conftest import (
+    ALL_BACKENDS,
     MAX_NAME_LENGTH,
     ControllerCap,
     Resources,
@@ -23,6 +24,8 @@ from tests.csi.conftest import (
     unique_valid_volume_id,
     verify_snapshot_info,
 )
+
+BACKENDS = ALL_BACKENDS  # csi-sanity's: against files and against RBD
 
 
 def list_snapshots(sc: SanityContext, **fields: object) -> pb.ListSnapshotsResponse:
