@@ -149,7 +149,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "stateDir": "/srv/csi-vduse/rbd-state",
             "keyDir": "/run/vduse-keys",
             "node": {"healthPort": 9912, "metricsPort": 9913},
-            "controller": {"replicas": 2},
+            "controller": {"replicas": 2, "ownSecret": "ceph-lister"},
             "snapshots": {"enabled": True},
             "volumeSnapshotClass": {
                 "enabled": True,

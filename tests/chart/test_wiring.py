@@ -8,6 +8,7 @@ that a wrong argument or a wrong mount is caught.
 
 from __future__ import annotations
 
+import copy
 import json
 import posixpath
 from functools import cache
@@ -55,6 +56,7 @@ SERVE_FLAGS = {
     "modify-timeout": True,
     "node": False,
     "ceph-clusters": True,
+    "ceph-controller-secret": True,
     "ceph-key-dir": True,
 }
 SIDECARS = ("node-driver-registrar", "liveness-probe", "csi-provisioner", "csi-snapshotter")
@@ -735,6 +737,31 @@ def test_rbd_volumes_can_use_ceph_csis_config_map_and_a_secret_made_elsewhere() 
     assert manifest.of_kind("ConfigMap") == [] and manifest.of_kind("Secret") == []
     for workload in (manifest.rbd_node, manifest.rbd_controller):
         check_clusters_file(workload, "ceph-csi-config")
+
+
+def own_secret_of(workload: Obj) -> str | None:
+    """The Secret whose userID and userKey --ceph-controller-secret reads, if it is given."""
+    plugin = container(workload, "csi-vduse")
+    path = flags(plugin).get("ceph-controller-secret")
+    if path is None:
+        return None
+    volume = volumes(workload)[mounts(plugin)[path]["name"]]
+    assert mounts(plugin)[path].get("readOnly") is True
+    paths = {item["path"] for item in volume["secret"]["items"]}
+    assert paths == {"userID", "userKey"}, volume
+    return str(volume["secret"]["secretName"])
+
+
+def test_the_rbd_controller_has_a_secret_of_its_own_for_the_calls_that_carry_none() -> None:
+    assert own_secret_of(rendered("rbd").rbd_controller) == "ceph-lister"
+    assert own_secret_of(rendered("rbd-from-ceph-csi").rbd_controller) == "csi-rbd-secret"
+    values = copy.deepcopy(SCENARIOS["rbd"])
+    values["rbd"]["controller"]["ownSecret"] = ""
+    assert own_secret_of(render(values).rbd_controller) == "ceph-user"  # rbd.secret.name
+    values["rbd"]["controller"]["ownSecret"] = "-"
+    controller = render(values).rbd_controller
+    assert own_secret_of(controller) is None
+    assert "ceph-own-secret" not in volumes(controller)
 
 
 def test_an_rbd_secret_to_create_needs_its_user_and_key() -> None:

@@ -107,6 +107,7 @@ and its node plugins. */}}
 
 {{/* Where both RBD csi-vduse containers read the clusters file. */}}
 {{- define "csi-vduse.rbdClustersDir" -}}/etc/csi-vduse/ceph{{- end }}
+{{- define "csi-vduse.rbdOwnSecretDir" -}}/etc/csi-vduse/ceph-controller-secret{{- end }}
 
 {{/* Arguments common to both RBD `csi-vduse serve` containers. */}}
 {{- define "csi-vduse.rbdServeArgs" -}}
