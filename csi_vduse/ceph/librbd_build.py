@@ -48,6 +48,7 @@ int cv_pool_create(struct cv_pool *p, const char *name, uint64_t size, uint64_t 
                    const char *data_pool, char *err, size_t errlen);
 int cv_pool_remove(struct cv_pool *p, const char *name);
 int cv_pool_stat(struct cv_pool *p, const char *name, uint64_t *size, uint64_t *features);
+int cv_pool_data_pool(struct cv_pool *p, const char *name, char *out, size_t len);
 int cv_pool_resize(struct cv_pool *p, const char *name, uint64_t size);
 struct cv_image_facts {
     uint64_t size;

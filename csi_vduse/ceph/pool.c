@@ -95,6 +95,27 @@ int cv_pool_stat(struct cv_pool *p, const char *name, uint64_t *size, uint64_t *
     return rc;
 }
 
+int cv_pool_data_pool(struct cv_pool *p, const char *name, char *out, size_t len)
+{
+    if (len == 0)
+        return -ERANGE;
+    rbd_image_t image;
+    int rc = rbd_open_read_only(p->io, name, &image, NULL);
+    if (rc < 0)
+        return rc;
+    int64_t id = rbd_get_data_pool_id(image);
+    rbd_close(image);
+    if (id < 0)
+        return (int)id;
+    out[0] = '\0';
+    if (id == rados_ioctx_get_id(p->io))
+        return 0;
+    rc = rados_pool_reverse_lookup(rados_ioctx_get_cluster(p->io), id, out, len);
+    if (rc < 0)
+        return rc;
+    return 0; /* librados checked that the name and its NUL fit */
+}
+
 int cv_pool_describe(struct cv_pool *p, const char *name, struct cv_image_facts *facts,
                      char *keys, size_t *keys_len, char *values, size_t *values_len)
 {

@@ -35,6 +35,10 @@ int cv_pool_create(struct cv_pool *p, const char *name, uint64_t size, uint64_t 
 int cv_pool_remove(struct cv_pool *p, const char *name);
 /* The image's size and feature bits: 0 or -errno (-ENOENT: none). */
 int cv_pool_stat(struct cv_pool *p, const char *name, uint64_t *size, uint64_t *features);
+/* The name of the pool holding the image's data into out (len bytes): "" where it is this
+ * pool, else its separate data pool's. 0 or -errno (-ENOENT: no such image; -ERANGE: out
+ * is too small). */
+int cv_pool_data_pool(struct cv_pool *p, const char *name, char *out, size_t len);
 /* What the controller lists of an image, read in one open. */
 struct cv_image_facts {
     uint64_t size;

@@ -33,6 +33,7 @@ FEATURES = {
 }
 METADATA_BYTES = 4096  # a value we store: a CO's name and the like
 WATCHERS_BYTES = 4096
+POOL_NAME_BYTES = 256  # a data pool's name longer than this fails with ERANGE
 
 
 def feature_bits(names: tuple[str, ...]) -> int:
@@ -123,6 +124,13 @@ class RbdPool:
             return None
         self._check(rc, "open RBD image", image=image)
         return ImageInfo(size=int(size[0]), features=int(features[0]))
+
+    def data_pool(self, image: str) -> str:
+        """The separate pool ``image`` keeps its data in, "" where it is this one."""
+        out = ffi.new("char[]", POOL_NAME_BYTES)
+        rc = lib.cv_pool_data_pool(self._pool, image.encode(), out, POOL_NAME_BYTES)
+        self._check(rc, "open RBD image", image=image)
+        return str(ffi.string(out).decode())
 
     def describe(self, image: str) -> ImageFacts | None:
         """``image``'s size, features, creation time and metadata; None where there is no

@@ -9,7 +9,8 @@ order, as Kubernetes lets them: deleting either never waits for the other
 CreateSnapshot finds it, and one for another volume under the same name is refused.
 
 Making a snapshot copies nothing (unless the chain grows too long: ``chains``), so it is
-ready to use when CreateSnapshot returns.
+ready to use when CreateSnapshot returns. A snapshot's image keeps its data in its volume's
+data pool, if the volume has one.
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ class RbdSnapshots:
     @staticmethod
     def _clone(lineage: Lineage, image: str, source: RbdVolumeId) -> None:
         """The snapshot's image: a clone of a snapshot of the volume taken for it, claimed at
-        once with the time the data is from."""
+        once with the time the data is from. Its data, once flattened, goes where the
+        volume's goes (its StorageClass's ``dataPool``)."""
+        data_pool = lineage.pool.data_pool(source.image)
         taken = time.time_ns()
         try:
             lineage.snapshot(source.image, name=image)
@@ -115,7 +118,13 @@ class RbdSnapshots:
             if exc.errno != errno.EEXIST:
                 raise
         try:
-            lineage.clone(source.image, snapshot=image, child=image, features=FEATURES_OF_SNAPSHOTS)
+            lineage.clone(
+                source.image,
+                snapshot=image,
+                child=image,
+                features=FEATURES_OF_SNAPSHOTS,
+                data_pool=data_pool,
+            )
         except RbdError as exc:
             if exc.errno != errno.EEXIST:
                 raise

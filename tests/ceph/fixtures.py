@@ -1,6 +1,6 @@
 """pytest fixtures for a real Ceph (a plugin the root conftest loads): the session's test
-cluster, an RBD pool with a user allowed in it alone, that user's CSI secrets, and the
-clusters file a driver is started with.
+cluster, an RBD pool with a user allowed in it alone (and, for tests that ask, in a data
+pool), that user's CSI secrets, and the clusters file a driver is started with.
 
 Only tests that ask for them start the cluster, on the host (seconds) or in the test VM
 (most of a minute); if it cannot come up, those tests fail with the reason and no others
@@ -23,6 +23,7 @@ from tests.vm import guest
 
 CEPH_POOL = "csi-vduse"
 CEPH_USER = "csi-vduse"
+CEPH_DATA_POOL = "csi-vduse-data"  # a StorageClass's dataPool, where images keep their data
 CEPH_CLUSTER_ID = "test-cluster"  # the test cluster's clusterID in clusters files
 
 
@@ -54,6 +55,22 @@ def ceph_client(ceph_cluster: CephCluster) -> CephClient:
     if failure:
         pytest.fail(failure, pytrace=False)
     return CephClient(ceph_cluster, CEPH_POOL, CEPH_USER)
+
+
+@pytest.fixture(scope="session")
+def ceph_data_pool(ceph_client: CephClient) -> str:
+    """A second pool, which the test user may also keep image data in (``dataPool``)."""
+
+    def create() -> None:
+        cluster = ceph_client.cluster
+        cluster.create_pool(CEPH_DATA_POOL)
+        pools = f"profile rbd pool={CEPH_POOL}, profile rbd pool={CEPH_DATA_POOL}"
+        cluster.ceph("auth", "caps", f"client.{CEPH_USER}", "mon", "profile rbd", "osd", pools)
+
+    failure = _failure(create)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    return CEPH_DATA_POOL
 
 
 @pytest.fixture
