@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from csi_vduse.dataplane import stats as dpstats
@@ -78,6 +84,13 @@ class VolumeStatsCollector(Collector):
             "Reads and writes done with O_DIRECT (the rest use the node's page cache)",
             labels=["volume"],
         )
+        waiting = GaugeMetricFamily(
+            "csi_vduse_volume_backend_wait_seconds",
+            "How long requests have waited on the backend (file or Ceph) with none finishing; "
+            "0 while none waits",
+            labels=["volume"],
+        )
+        now_ns = time.monotonic_ns()
         latency = HistogramMetricFamily(
             "csi_vduse_volume_request_duration_seconds",
             "Time from taking a request off the ring to writing its status, by volume",
@@ -91,12 +104,13 @@ class VolumeStatsCollector(Collector):
             errors.add_metric([volume, "ioerr"], found.ioerr)
             errors.add_metric([volume, "unsupp"], found.unsupp)
             direct.add_metric([volume], found.direct)
+            waiting.add_metric([volume], found.waiting_ns(now_ns) / 1e9)
             cumulative, buckets = 0, []
             for label, count in zip(_BUCKET_LABELS, found.buckets, strict=True):
                 cumulative += count
                 buckets.append((label, float(cumulative)))
             latency.add_metric([volume], buckets, found.latency_ns / 1e9)
-        yield from (requests, transferred, errors, direct, latency)
+        yield from (requests, transferred, errors, direct, waiting, latency)
 
 
 _watching: list[VolumeStatsCollector] = []

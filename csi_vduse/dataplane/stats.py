@@ -9,11 +9,15 @@ file: no locks, no messages. Layout, all little-endian u64 unless said otherwise
 - one block of ``WORDS`` u64 per queue: requests by op (``OPS``), bytes read, bytes
   written, requests answered IOERR, requests answered UNSUPP, latency sum in ns, then
   one count per latency bucket (not cumulative; upper bounds ``BUCKET_BOUNDS_NS``, the
-  last bucket is +Inf), then reads and writes done with O_DIRECT, then a reserved word.
+  last bucket is +Inf), then reads and writes done with O_DIRECT, then the stall mark:
+  the CLOCK_MONOTONIC time in ns since which requests have waited on the backend with
+  none finishing, 0 while none waits (a dataplane from before the mark left it 0).
 
 Latency runs from taking the request off the avail ring to writing its status byte.
 Only requests that get a status byte are counted; one whose chain breaks the rules before
 its header is read counts as "other". Only the C engine counts (fast/stats.h).
+The mark is how a reader tells a backend that stopped answering (Ceph unreachable, a hung
+disk) from an idle device, without a word to the dataplane.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ FIRST_BUCKET = 12
 BUCKET_BOUNDS_NS = tuple(16_000 << k for k in range(17))  # 16 us ... ~1.05 s
 BUCKETS = len(BUCKET_BOUNDS_NS) + 1  # and +Inf
 DIRECT = 30
+WAITING_SINCE = 31
 WORDS = 32
 BLOCK_SIZE = 8 * WORDS
 
@@ -99,6 +104,12 @@ class VolumeStats:
     latency_ns: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     direct: int = 0  # reads and writes that bypassed the page cache (O_DIRECT)
+    waiting_since_ns: int = 0  # the earliest queue's stall mark; 0: no request waits
+
+    def waiting_ns(self, now_ns: int) -> int:
+        """How long requests have waited with none finishing at ``now_ns``
+        (``time.monotonic_ns()``); 0 when none waits."""
+        return max(0, now_ns - self.waiting_since_ns) if self.waiting_since_ns else 0
 
 
 def parse(data: bytes) -> VolumeStats:
@@ -122,6 +133,10 @@ def parse(data: bytes) -> VolumeStats:
         stats.unsupp += block[UNSUPP]
         stats.latency_ns += block[LATENCY_NS]
         stats.direct += block[DIRECT]
+        if block[WAITING_SINCE] and (
+            not stats.waiting_since_ns or block[WAITING_SINCE] < stats.waiting_since_ns
+        ):
+            stats.waiting_since_ns = block[WAITING_SINCE]
         for index in range(BUCKETS):
             stats.buckets[index] += block[FIRST_BUCKET + index]
     return stats

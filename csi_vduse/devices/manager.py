@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from csi_vduse.dataplane import qos
+from csi_vduse.dataplane import qos, stats
 from csi_vduse.dataplane.blk.profile import ProfileError
 from csi_vduse.dataplane.interface import DataplaneArgs
 from csi_vduse.dataplane.qos import QosLimits
@@ -410,6 +410,15 @@ class DeviceManager:
 
     def status(self, record: DeviceRecord) -> DeviceStatus:
         return probe(record)
+
+    def waiting_ns(self, record: DeviceRecord) -> int:
+        """How long requests have waited on the device's backend with none finishing, from
+        its dataplane's counters; 0 when none waits or the counters cannot be read."""
+        try:
+            counters = stats.read(self.store.stats_path(record.name))
+        except (OSError, stats.StatsError):
+            return 0
+        return counters.waiting_ns(time.monotonic_ns())
 
     def list(self) -> list[DeviceStatus]:
         return [self.status(record) for record in self.store.records()]

@@ -23,7 +23,7 @@ from csi_vduse.devices import rbd_source
 from csi_vduse.devices.backing import block_device_size
 from csi_vduse.devices.manager import DeviceManager
 from csi_vduse.devices.spec import DeviceSpec
-from csi_vduse.devices.state import DeviceState
+from csi_vduse.devices.state import DeviceRecord, DeviceState
 from csi_vduse.mounts import filesystem, mounter, mountinfo
 from csi_vduse.pool.store import SIZE_ALIGNMENT, Pool, VolumeRecord
 from csi_vduse.rbd.keyfiles import KeyFiles
@@ -64,6 +64,11 @@ class Usage:
     total_inodes: int | None = None
     available_inodes: int | None = None
     used_inodes: int | None = None
+
+
+# I/O that has waited this long on the backend, none of it finishing, makes a volume
+# abnormal: Ceph's own threshold for a slow request (osd_op_complaint_time).
+STALL_ABNORMAL_S = 30
 
 
 @dataclass(frozen=True)
@@ -413,6 +418,9 @@ class NodeVolumes:
             return Health(True, f"the volume's dataplane is down and being restarted{why}")
         if state != DeviceState.RUNNING:
             return Health(True, f"the volume's device is {state}")
+        waited = self.devices.waiting_ns(device) // 1_000_000_000
+        if waited >= STALL_ABNORMAL_S:
+            return Health(True, _stalled(device, waited))
         if not record.block and not mountinfo.is_mount_point(record.staging_path):
             return Health(True, f"the filesystem is no longer mounted at {record.staging_path}")
         restarts = (
@@ -468,3 +476,19 @@ def _device_size(device: str | None) -> int:
         return block_device_size(device)
     except OSError:
         return 0
+
+
+def _stalled(device: DeviceRecord, waited: int) -> str:
+    """What a volume whose backend stopped answering tells its user, and where to look."""
+    if device.rbd is not None:
+        monitors = device.rbd.get("mon_host")
+        conf = device.rbd.get("conf") or rbd_source.DEFAULT_CONF
+        cluster = f"at {monitors}" if monitors else f"of {conf}"
+        return (
+            f"I/O has waited {waited} s on RBD image {device.backing.removeprefix('rbd:')} "
+            f"with none finishing: the Ceph cluster {cluster} is unreachable or cannot serve it"
+        )
+    return (
+        f"I/O has waited {waited} s on the backing file {device.backing} with none "
+        "finishing: the storage under the pool is not answering"
+    )

@@ -19,6 +19,7 @@ import random
 import shutil
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ import grpc
 import pytest
 
 from csi_vduse.volumes import kinds
+from csi_vduse.volumes.lifecycle import STALL_ABNORMAL_S
 from tests.ceph import CephClient
 from tests.ceph.fixtures import CEPH_CLUSTER_ID, clusters_file
 from tests.driver import Driver, block_capability, mount_capability, pb
@@ -49,6 +51,7 @@ pytestmark = pytest.mark.vm
 MiB = 1 << 20
 CLUSTER = CEPH_CLUSTER_ID
 TAKEOVER_BOUND = 90.0  # s: a lost holder's watch lapses in 30 s; the stage's deadline is 75 s
+STALL_BOUND = STALL_ABNORMAL_S + 90.0  # s: the threshold, and the OSD's stop and writes
 OTHER_KEY = "AQAAAAAAAAAAABAAmibQn9YVzYG5kYWZG/JNWA=="  # well-formed, nobody's
 
 
@@ -417,6 +420,61 @@ def test_a_node_lost_with_the_image_locked_is_taken_over_within_a_bound(
     print(f"node B took the image over {took:.1f} s after node A was lost")
     b.unstage(volume, block=True)
     nothing_left_of(b, volume)
+
+
+def condition(node: Node, volume: Any, path: Path) -> pb.VolumeCondition:
+    answer: pb.NodeGetVolumeStatsResponse = node.driver.node_stub.NodeGetVolumeStats(
+        pb.NodeGetVolumeStatsRequest(volume_id=volume.volume_id, volume_path=str(path))
+    )
+    return answer.volume_condition
+
+
+def wait_for_condition(
+    node: Node, volume: Any, path: Path, *, abnormal: bool, bound: float
+) -> pb.VolumeCondition:
+    deadline = time.monotonic() + bound
+    while (seen := condition(node, volume, path)).abnormal != abnormal:
+        assert time.monotonic() < deadline, f"still {seen.message!r} after {bound:.0f} s"
+        time.sleep(2)
+    return seen
+
+
+def test_a_cluster_that_stops_answering_makes_the_volume_abnormal_until_it_is_back(
+    cluster: Central, nodes: tuple[Node, Node], secrets: dict[str, str], ceph_client: CephClient
+) -> None:
+    """NodeGetVolumeStats while the cluster cannot serve the image: with the OSD down, a
+    write waits (a stall, not an error), and once it has waited the threshold the volume
+    is abnormal, saying why and where; with the OSD back, the write lands and the volume
+    is normal again."""
+    a, _ = nodes
+    volume = cluster.create(secrets)
+    capability = mount_capability()
+    a.stage(volume, secrets, capability)
+    target = a.publish(volume, capability, block=False)
+    assert not condition(a, volume, target).abnormal
+    data = os.urandom(2 * MiB)
+    source = a.driver.root / "written"
+    source.write_bytes(data)
+    ceph_client.cluster.stop_osd()
+    try:
+        writer = subprocess.Popen(
+            ["dd", f"if={source}", f"of={target / 'stalled'}", "bs=1M", "oflag=direct",
+             "conv=fsync"],
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        began = time.monotonic()
+        seen = wait_for_condition(a, volume, target, abnormal=True, bound=STALL_BOUND)
+        print(f"abnormal {time.monotonic() - began:.1f} s after the write began: {seen.message}")
+        assert "RBD image" in seen.message and "unreachable" in seen.message, seen.message
+        assert writer.poll() is None, "the write ended while the OSD was down"
+    finally:
+        ceph_client.cluster.start_osd()
+    _, err = writer.communicate(timeout=180)
+    assert writer.returncode == 0, err
+    wait_for_condition(a, volume, target, abnormal=False, bound=60)
+    assert (target / "stalled").read_bytes() == data
+    a.unstage(volume)
+    nothing_left_of(a, volume)
 
 
 def test_kills_every_two_seconds_and_a_node_plugin_restart_lose_nothing(

@@ -51,6 +51,7 @@ def test_the_c_loop_counts_requests_bytes_errors_and_latency(tmp_path: Path) -> 
     assert (found.ioerr, found.unsupp) == (1, 1)
     assert sum(found.buckets) == 8
     assert found.latency_ns > 0
+    assert found.waiting_since_ns == 0  # every request finished: none waits
 
 
 def _block(**words: int) -> list[int]:
@@ -62,6 +63,7 @@ def _block(**words: int) -> list[int]:
     block[stats.IOERR] = words.get("ioerr", 0)
     block[stats.LATENCY_NS] = words.get("latency_ns", 0)
     block[stats.DIRECT] = words.get("direct", 0)
+    block[stats.WAITING_SINCE] = words.get("waiting_since", 0)
     block[stats.FIRST_BUCKET] = words.get("fast", 0)
     block[stats.FIRST_BUCKET + stats.BUCKETS - 1] = words.get("slow", 0)
     return block
@@ -90,7 +92,8 @@ def test_collector_sums_queues_and_skips_unreadable_files(tmp_path: Path) -> Non
         devices / "pvc-a.stats",
         _block(read=5, write=2, bytes_read=4096, bytes_written=1024, ioerr=1, latency_ns=3_000_000,
                fast=6, direct=3),
-        _block(read=1, flush=4, latency_ns=2_000_000_000, slow=5, direct=1),
+        _block(read=1, flush=4, latency_ns=2_000_000_000, slow=5, direct=1,
+               waiting_since=time.monotonic_ns() - 45_000_000_000),
     )  # fmt: skip
     write_stats(devices / "old.stats", _block(read=9), version=stats.VERSION + 1)
     (devices / "short.stats").write_bytes((devices / "pvc-a.stats").read_bytes()[:100])
@@ -106,6 +109,7 @@ def test_collector_sums_queues_and_skips_unreadable_files(tmp_path: Path) -> Non
     assert samples["csi_vduse_volume_errors_total", (("status", "ioerr"), vol)] == 1
     assert samples["csi_vduse_volume_errors_total", (("status", "unsupp"), vol)] == 0
     assert samples["csi_vduse_volume_direct_io_requests_total", (vol,)] == 4
+    assert 45 <= samples["csi_vduse_volume_backend_wait_seconds", (vol,)] < 45 + 60
     histogram = "csi_vduse_volume_request_duration_seconds"
     assert samples[histogram + "_bucket", (("le", "1.6e-05"), vol)] == 6
     assert samples[histogram + "_bucket", (("le", "1.048576"), vol)] == 6
@@ -166,5 +170,16 @@ def test_stats_h_and_the_python_layout_agree() -> None:
         "DP_ST_IOERR": stats.IOERR, "DP_ST_UNSUPP": stats.UNSUPP,
         "DP_ST_LATENCY_NS": stats.LATENCY_NS, "DP_ST_BUCKET0": stats.FIRST_BUCKET,
         "DP_ST_BUCKETS": stats.BUCKETS, "DP_ST_WORDS": stats.WORDS, "DP_ST_DIRECT": stats.DIRECT,
+        "DP_ST_WAITING_SINCE": stats.WAITING_SINCE,
     }  # fmt: skip
     assert {name: int(value) for name, value in defined.items()} == expected
+
+
+def test_the_earliest_queue_waiting_says_how_long_requests_have_waited(tmp_path: Path) -> None:
+    path = tmp_path / "vol.stats"
+    write_stats(path, _block(read=1), _block(waiting_since=7_000), _block(waiting_since=5_000))
+    found = stats.read(path)
+    assert found.waiting_since_ns == 5_000
+    assert found.waiting_ns(65_000) == 60_000
+    write_stats(path, _block(read=1), _block(write=2))  # idle, or from before the mark
+    assert stats.read(path).waiting_ns(65_000) == 0

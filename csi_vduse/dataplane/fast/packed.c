@@ -186,9 +186,11 @@ static int serve_one(struct dp_queue *q, uint16_t at, int fresh, uint64_t *done_
     }
     uint32_t written = 0;
     if (c.status_ok) {
+        if (q->stats && fresh)
+            dp_stats_start(q->stats, &q->waiting, &t0);
         dp_blk_serve(q, &c, -1, &written);
         if (q->stats && fresh)
-            dp_stats_account(q->stats, &c.out, &t0);
+            dp_stats_account(q->stats, &q->waiting, &c.out, &t0);
     }
     q->nbad = 0;
     q->served++;

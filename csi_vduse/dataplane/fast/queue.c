@@ -195,7 +195,7 @@ static void complete(struct dp_queue *q, const struct dp_io_done *done)
     struct dp_outcome outcome;
     uint32_t written = dp_blk_finish(q, s, done->res, &outcome);
     if (q->stats)
-        dp_stats_account(q->stats, &outcome, &s->t0);
+        dp_stats_account(q->stats, &q->waiting, &outcome, &s->t0);
     q->inflight--;
     s->busy = 0;
     dp_split_push_used(q, head, written);

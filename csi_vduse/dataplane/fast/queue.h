@@ -73,6 +73,7 @@ struct dp_queue {
     int nmaps;
     uint32_t inflight; /* requests queued on the backend */
     /* The loop's own. */
+    uint32_t waiting; /* requests dp_stats_start counted and dp_stats_account not yet */
     struct dp_backend *backend;
     struct dp_slot *slots; /* per descriptor head, when requests may be queued */
     uint16_t signalled_used;

@@ -253,6 +253,8 @@ int dp_split_serve(struct dp_queue *q, int unsignalled)
             dp_log_taken(q, head, (uint16_t)(q->last_avail + 1));
             uint32_t written = 0;
             if (c.status_ok) {
+                if (q->stats)
+                    dp_stats_start(q->stats, &q->waiting, &t0);
                 if (dp_blk_serve(q, &c, head, &written)) {
                     if (q->stats)
                         q->slots[head].t0 = t0;
@@ -262,7 +264,7 @@ int dp_split_serve(struct dp_queue *q, int unsignalled)
                     continue;
                 }
                 if (q->stats)
-                    dp_stats_account(q->stats, &c.out, &t0);
+                    dp_stats_account(q->stats, &q->waiting, &c.out, &t0);
             }
             q->nbad = 0;
             q->last_avail++;

@@ -20,6 +20,8 @@
 #define DP_ST_BUCKET0 12
 #define DP_ST_BUCKETS 18 /* <= 16 us << k for k = 0..16, then +Inf */
 #define DP_ST_DIRECT 30
+#define DP_ST_WAITING_SINCE 31 /* CLOCK_MONOTONIC ns since which requests have waited with
+                                * none finishing; 0 while none waits */
 #define DP_ST_WORDS 32
 
 /* What one finished request adds to the statistics. */
@@ -35,6 +37,10 @@ static inline void dp_stat_add(uint64_t *word, uint64_t by)
     __atomic_store_n(word, *word + by, __ATOMIC_RELAXED);
 }
 
-/* Count a request started at `t0` (CLOCK_MONOTONIC) into the block `stats`. */
-void dp_stats_account(uint64_t *stats, const struct dp_outcome *o, const struct timespec *t0);
+/* A request taken at `t0` (CLOCK_MONOTONIC) goes to the backend; `waiting` is the queue's
+ * count of such requests not yet accounted. Every call is matched by one dp_stats_account. */
+void dp_stats_start(uint64_t *stats, uint32_t *waiting, const struct timespec *t0);
+/* Count a request started at `t0` into the block `stats`: it no longer waits. */
+void dp_stats_account(uint64_t *stats, uint32_t *waiting, const struct dp_outcome *o,
+                      const struct timespec *t0);
 #endif

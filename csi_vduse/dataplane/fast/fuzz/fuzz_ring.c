@@ -25,6 +25,8 @@
  *   - Every backend is wrapped in a checker of backend.h's contract: a read or write
  *     reports all its bytes or an error, only operations in flight are reaped, and a read
  *     the fake librbd completed short is never reported whole.
+ *   - When the queue is freed, every request that went to the backend has been accounted:
+ *     the stats block's stall mark (DP_ST_WAITING_SINCE) is back to 0.
  *
  * Input format (little-endian; a short input reads as if padded with zero bytes):
  *
@@ -699,6 +701,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     serve(&r, MAX_TRIPS);
 out:
     dp_queue_free(q); /* completes what is still in flight first */
+    /* Every request that went to the backend was accounted: no stall is left marked. */
+    if (q->waiting || (q->stats && q->stats[DP_ST_WAITING_SINCE]))
+        __builtin_trap();
     dp_rbd_backend_free(rb);
     fake_rbd_close(image); /* a callback stopped after publishing finishes now */
     free(checker.queued);
