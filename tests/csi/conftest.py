@@ -9,13 +9,14 @@ order, failing the test when that cleanup fails. On top of csi-sanity, every tes
 checking that nothing is left: no pool files, no state records, and in the VM no VDUSE
 device, mount or dataplane process of this driver instance.
 
-The csi-sanity modules (``BACKENDS`` names both) run twice: against node-local files, and
-against RBD volumes of a real Ceph, as csi-sanity runs against a driver started with
+The csi-sanity modules (``BACKENDS``) run against node-local files and against RBD volumes
+of a real Ceph, as csi-sanity runs against a driver started with
 ``--csi.testvolumeparameters`` (an RBD StorageClass's) and ``--csi.secrets`` (its user's,
-in every request that has secrets). The RBD driver is a node and the central controller
-in one (``serve --controller --node --ceph-clusters``) with its own credentials
-(``--ceph-controller-secret``), so every capability it has is advertised; after each test,
-no image of ours is left in the pool that was not there before.
+in every request that has secrets); the RBD run twice, once with
+``--csi.testvolumeaccesstype=block`` (backend ``rbd-block``). The RBD driver is a node and
+the central controller in one (``serve --controller --node --ceph-clusters``) with its own
+credentials (``--ceph-controller-secret``), so every capability it has is advertised;
+after each test, no image of ours is left in the pool that was not there before.
 """
 
 from __future__ import annotations
@@ -52,12 +53,21 @@ TEST_VOLUME_PARAMETERS: dict[str, str] = {}  # --csi.testvolumeparameters
 # --csi.testvolumemutableparameters (upstream's default is none; ours sets real limits)
 TEST_VOLUME_MUTABLE_PARAMETERS = {"maxIops": "5000", "maxWriteBytesPerSecond": "104857600"}
 TEST_SNAPSHOT_PARAMETERS: dict[str, str] = {}  # --csi.testsnapshotparameters
-TEST_VOLUME_ACCESS_TYPE = "mount"  # --csi.testvolumeaccesstype
 IDEMPOTENT_COUNT = 10  # --csi.idempotentcount (csi-sanity's default)
 MAX_NAME_LENGTH = 128  # controller.go MaxNameLength
 NODE_ID = "sanity-node"
 
 Mode = pb.VolumeCapability.AccessMode.Mode
+
+
+@dataclass
+class RunFlags:
+    """csi-sanity's flags that differ between the runs of one module (set by ``driver``)."""
+
+    access_type: str = "mount"  # --csi.testvolumeaccesstype
+
+
+FLAGS = RunFlags()
 ControllerCap = pb.ControllerServiceCapability.RPC.Type
 NodeCap = pb.NodeServiceCapability.RPC.Type
 PluginService = pb.PluginCapability.Service.Type
@@ -96,20 +106,19 @@ def in_vm() -> bool:
 
 
 def volume_capability(
-    mode: int = Mode.SINGLE_NODE_WRITER, access_type: str = TEST_VOLUME_ACCESS_TYPE
+    mode: int = Mode.SINGLE_NODE_WRITER, access_type: str | None = None
 ) -> pb.VolumeCapability:
-    """TestVolumeCapabilityWithAccessType: an empty mount (or block) with ``mode``."""
+    """TestVolumeCapabilityWithAccessType: an empty mount (or block) with ``mode``; the
+    run's access type unless given."""
     cap = pb.VolumeCapability(access_mode=pb.VolumeCapability.AccessMode(mode=mode))  # type: ignore[arg-type]
-    if access_type == "block":
+    if (access_type or FLAGS.access_type) == "block":
         cap.block.SetInParent()
     else:
         cap.mount.SetInParent()
     return cap
 
 
-def make_create_volume_req(
-    name: str, access_type: str = TEST_VOLUME_ACCESS_TYPE
-) -> pb.CreateVolumeRequest:
+def make_create_volume_req(name: str, access_type: str | None = None) -> pb.CreateVolumeRequest:
     return pb.CreateVolumeRequest(
         name=name,
         volume_capabilities=[volume_capability(access_type=access_type)],
@@ -406,7 +415,9 @@ class Resources:
 # -- fixtures -------------------------------------------------------------------------------
 
 
-ALL_BACKENDS = ("file", "rbd")  # a csi-sanity module runs against each: BACKENDS = ALL_BACKENDS
+# A csi-sanity module runs against each (BACKENDS = ALL_BACKENDS); rbd-block is RBD with
+# --csi.testvolumeaccesstype=block.
+ALL_BACKENDS = ("file", "rbd", "rbd-block")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -417,7 +428,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """``file``, or ``rbd`` in the modules whose ``BACKENDS`` name it."""
+    """``file``, or ``rbd`` or ``rbd-block`` in the modules whose ``BACKENDS`` name them."""
     return str(request.param)
 
 
@@ -425,7 +436,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def ceph(backend: str, request: pytest.FixtureRequest) -> Iterator[RbdSetting | None]:
     """For RBD: the test cluster and what the driver is started with. Space figures come
     from a manager, started for the host's tests (GetCapacity); the VM's need none."""
-    if backend != "rbd":
+    if not backend.startswith("rbd"):
         yield None
         return
     client: CephClient = request.getfixturevalue("ceph_client")
@@ -471,7 +482,7 @@ class RbdSetting:
 
 
 @pytest.fixture
-def driver(ceph: RbdSetting | None) -> Iterator[SanityDriver]:
+def driver(backend: str, ceph: RbdSetting | None) -> Iterator[SanityDriver]:
     # A short root: unix socket paths are limited to 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="csi-sanity-"))
     if ceph is None:
@@ -482,9 +493,11 @@ def driver(ceph: RbdSetting | None) -> Iterator[SanityDriver]:
         server.rbd = ceph
         before = ceph.images()
         TEST_VOLUME_PARAMETERS.update(ceph.parameters())
+    FLAGS.access_type = "block" if backend.endswith("-block") else "mount"
     try:
         yield server
     finally:
+        FLAGS.access_type = RunFlags.access_type
         TEST_VOLUME_PARAMETERS.clear()
         left = server.leftovers()
         if ceph is not None:

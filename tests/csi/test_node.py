@@ -18,7 +18,6 @@ from csi_vduse.csi.proto import pb
 from tests.csi.conftest import (
     ALL_BACKENDS,
     IDEMPOTENT_COUNT,
-    TEST_VOLUME_ACCESS_TYPE,
     Mode,
     NodeCap,
     PluginService,
@@ -102,7 +101,7 @@ def node_id(sc: SanityContext) -> str:
 
 
 def run_controller_test(
-    sc: SanityContext, r: Resources, count: int, access_type: str = TEST_VOLUME_ACCESS_TYPE
+    sc: SanityContext, r: Resources, count: int, access_type: str | None = None
 ) -> pb.CreateVolumeResponse:
     """runControllerTest: create, stage ``count`` times, publish ``count`` times, stats."""
     ni = sc.node.NodeGetInfo(pb.NodeGetInfoRequest())
