@@ -158,8 +158,8 @@ class RbdSnapshots:
                 image = snapshot_id.image
                 if pool.stat(image) is not None:
                     source = RbdVolumeId.parse(labels.read(pool, image).source or "")
-                    if source is not None and pool.stat(source.image) is not None:
-                        lineage.remove_snapshot(source.image, name=image)  # a crash's leftover
+                    if source is not None:  # a crash's leftover; none where the volume is gone
+                        lineage.remove_snapshot(source.image, name=image)
                     lineage.remove_snapshot(image, name=SNAPSHOT)
                     removal.remove(lineage, image, what="RBD snapshot")
                 else:
