@@ -30,6 +30,11 @@ rbd_image_t cv_image_handle(struct cv_image *img)
     return img->image;
 }
 
+int64_t cv_image_pool_id(struct cv_image *img)
+{
+    return rados_ioctx_get_id(img->io);
+}
+
 int cv_image_open(struct cv_image **out, const struct cv_image_target *t, char *err,
                   size_t errlen)
 {

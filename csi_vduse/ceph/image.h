@@ -28,6 +28,8 @@ int cv_image_open(struct cv_image **out, const struct cv_image_target *t, char *
 /* Closes the image and the connection; nothing may be using the handle any more. */
 void cv_image_close(struct cv_image *img);
 rbd_image_t cv_image_handle(struct cv_image *img);
+/* The id of the pool the image was opened in (by name: a renamed pool's id stays). */
+int64_t cv_image_pool_id(struct cv_image *img);
 /* The image's size now (it may have grown since it was opened); 0 or -errno. */
 int cv_image_size(struct cv_image *img, uint64_t *size);
 /* Grow the image to `size` bytes; 0 or -errno. */

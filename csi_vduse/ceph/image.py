@@ -59,6 +59,11 @@ class RbdImage:
         self._image: Any = out[0]
         self.size = self.current_size()
 
+    @property
+    def pool_id(self) -> int:
+        """The id of the pool the image was found in."""
+        return int(lib.cv_image_pool_id(self._image))
+
     def current_size(self) -> int:
         """The image's size now (``rbd resize`` may have grown it since it was opened)."""
         size = ffi.new("uint64_t *")

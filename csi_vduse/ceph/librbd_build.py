@@ -33,6 +33,7 @@ int cv_image_open(struct cv_image **out, const struct cv_image_target *t, char *
                   size_t errlen);
 void cv_image_close(struct cv_image *img);
 void *cv_image_handle(struct cv_image *img);
+int64_t cv_image_pool_id(struct cv_image *img);
 int cv_image_size(struct cv_image *img, uint64_t *size);
 int cv_image_resize(struct cv_image *img, uint64_t size);
 int cv_image_watch_growth(struct cv_image *img);

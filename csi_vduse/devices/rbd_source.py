@@ -39,6 +39,9 @@ class RbdSource:
     keyfile: str | None = None  # the key alone, or a keyring holding the user's key
     mon_host: str = ""
     connect_timeout: int = 30  # seconds to reach the monitors
+    # The pool's id where the caller knows it (an RBD volume's id holds it): an image found
+    # under the pool's name in a pool of another id is not this one.
+    pool_id: int | None = None
 
     def __post_init__(self) -> None:
         self._checked(key="")  # the names are the target's to judge
@@ -133,8 +136,15 @@ def _opened(source: RbdSource, *, readonly: bool) -> Iterator[RbdImage]:
 
 def image_size(source: RbdSource) -> int:
     """The image's size in bytes, opened read-only (no lock taken): also proves the monitors,
-    the key and the image before anything is made for a device."""
+    the key, the pool and the image before anything is made for a device."""
     with _opened(source, readonly=True) as image:
+        if source.pool_id is not None and image.pool_id != source.pool_id:
+            raise RbdImageError(
+                "open RBD image",
+                f"pool {source.pool} has id {image.pool_id}, not {source.pool_id}: RBD image "
+                f"{source.pool}/{source.image} is not the one asked for",
+                errno.ENOENT,
+            )
         return image.size
 
 

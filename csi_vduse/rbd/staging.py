@@ -41,6 +41,6 @@ class RbdStaging:
         source = RbdSource(
             pool=pool, image=image, namespace=cluster.rados_namespace, user=access.user,
             mon_host=cluster.mon_host, keyfile=str(self.keys.path(str(volume_id))),
-            connect_timeout=access.connect_timeout,
+            connect_timeout=access.connect_timeout, pool_id=volume_id.pool_id,
         )  # fmt: skip
         return StagedImage(source=source, key=access.key)

@@ -422,6 +422,33 @@ def test_a_node_lost_with_the_image_locked_is_taken_over_within_a_bound(
     nothing_left_of(b, volume)
 
 
+def test_a_context_naming_another_pool_is_not_this_volume(
+    cluster: Central,
+    nodes: tuple[Node, Node],
+    secrets: dict[str, str],
+    ceph_client: CephClient,
+    ceph_data_pool: str,
+) -> None:
+    """A volume context whose pool is not the one in the volume id (a PV edited by hand, or
+    a pool renamed and its name reused) is refused at stage, even where that pool holds an
+    image of the same name: a node never serves another pool's image as this volume."""
+    a, _ = nodes
+    volume = cluster.create(secrets)
+    decoy = f"{ceph_data_pool}/{volume.volume_context['imageName']}"
+    ceph_client.cluster.rbd("create", "--size", "64M", decoy)
+    try:
+        elsewhere = pb.Volume(
+            volume_id=volume.volume_id,
+            volume_context={**volume.volume_context, "pool": ceph_data_pool},
+        )
+        failure = refused(lambda: a.stage(elsewhere, secrets, mount_capability()))
+        assert failure.code() == grpc.StatusCode.NOT_FOUND, failure.details()
+        assert "is not the one asked for" in (failure.details() or "")
+        nothing_left_of(a, volume)
+    finally:
+        ceph_client.cluster.rbd("rm", decoy)
+
+
 def condition(node: Node, volume: Any, path: Path) -> pb.VolumeCondition:
     answer: pb.NodeGetVolumeStatsResponse = node.driver.node_stub.NodeGetVolumeStats(
         pb.NodeGetVolumeStatsRequest(volume_id=volume.volume_id, volume_path=str(path))

@@ -93,6 +93,7 @@ def test_a_staged_image_is_reached_as_the_secrets_user_through_the_clusters_file
     assert (source.pool, source.namespace, source.image) == ("volumes", "tenant-a", VOLUME.image)
     assert source.user == "csi" and source.mon_host == "10.0.0.1:6789,10.0.0.2:6789"
     assert source.keyfile == str(keys.path(str(VOLUME))) and staged.key == KEY
+    assert source.pool_id == VOLUME.pool_id  # the pool the image must be found in
     assert KEY not in repr(staged) and KEY not in str(source.to_json())
 
 
