@@ -16,7 +16,7 @@ from csi_vduse.dataplane.blk.capacity import grow
 from csi_vduse.dataplane.errors import DataplaneError
 from csi_vduse.dataplane.fast.engine import BlkTarget, FastEngine, QueueBackends
 from csi_vduse.dataplane.inflight_log import InflightLog
-from csi_vduse.dataplane.interface import DataplaneArgs, report_ready
+from csi_vduse.dataplane.interface import DataplaneArgs, report_ready, report_waiting
 from csi_vduse.dataplane.pause_channel import PauseChannel
 from csi_vduse.dataplane.sandbox import DATA_LIMIT, RBD_DATA_LIMIT, confine, limit_memory
 from csi_vduse.dataplane.server import Server
@@ -169,6 +169,7 @@ def open_backing(args: DataplaneArgs) -> FileBackend | RbdImage:
         os.close(args.rbd_fd)
     began = time.monotonic()
     cap_malloc_arenas()
+    report_waiting(args.ready_fd, "ceph")
     image = RbdImage(target, readonly=args.profile.readonly)
     opened = time.monotonic()
     broke = False

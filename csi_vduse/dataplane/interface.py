@@ -21,6 +21,10 @@ messages (serving an RBD image, with ``"rbd_client"``: the address of its RADOS 
 which holds the image's exclusive lock), or
 ``{"protocol": N, "ready": false, "error": "...", "errno": E}`` when it cannot start (E,
 when not 0, the errno saying why: EBUSY, say, for an RBD image another client holds).
+Before it waits on something outside the node (an RBD dataplane connecting to Ceph and
+taking the image's lock, which may take as long as a dead holder's watch lasts), it may
+write ``{"protocol": N, "waiting": "ceph"}`` first, leaving the fd open: the driver then
+stops counting it among the starts that share the node's CPUs.
 
 **While it runs.** It keeps its per-queue I/O counters in the stats file
 (``csi_vduse.dataplane.stats``) and its progress in the in-flight log
@@ -55,12 +59,13 @@ it with any change to the arguments, the messages or the signals that an older o
 peer would misread or refuse; the stats file and the in-flight log carry their own layout
 versions. (History: 1 readiness, 2 SIGHUP growth, 3 stats, 4 in-flight log, 5 descriptors
 only, 6 O_DIRECT, 7 the launcher, 8 the block size, and no ``--engine``, 9 the QoS page and
-the control socket, 10 RBD images.)
+the control socket, 10 RBD images, 11 the waiting line.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -74,7 +79,7 @@ from csi_vduse.virtio.blk import SECTOR_SIZE
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 10
+PROTOCOL_VERSION = 11
 MAX_LAUNCH_FDS = 12  # the log and DataplaneArgs.fds(), with room to spare
 CHILD_COMM = "dataplane"
 
@@ -223,6 +228,15 @@ def report_ready(
         log.warning("the process that started this dataplane is gone; serving on")
     finally:
         os.close(fd)
+
+
+def report_waiting(fd: int | None, on: str) -> None:
+    """Tell the starter this dataplane now waits on ``on`` (``ceph``), not on the CPU."""
+    if fd is None:
+        return
+    message = {"protocol": PROTOCOL_VERSION, "waiting": on}
+    with contextlib.suppress(BrokenPipeError):  # the starter is gone; report_ready says so
+        os.write(fd, (json.dumps(message) + "\n").encode())
 
 
 def parse_ready(line: bytes) -> dict[str, Any]:

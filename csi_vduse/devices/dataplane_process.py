@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +49,23 @@ NOBODY = "65534:65534"
 
 # Dataplanes starting together share the CPUs: past a few, every one of them needs longer
 # than READY_TIMEOUT and they all fail at once. One start per CPU at a time; the others wait.
+# A start that says it now waits on Ceph (a dead node's lock can take most of a minute)
+# gives its slot back, so the volumes of a lost node move over side by side.
 _STARTING = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
+
+
+class _Slot:
+    """One of the ``_STARTING`` slots, taken at once and given back once."""
+
+    def __init__(self) -> None:
+        _STARTING.acquire()
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            _STARTING.release()
+
 
 # The signals a process gets from its own faults, or abort(); any other that ends a dataplane
 # was sent from outside: SIGKILL or SIGTERM by an operator or a test, the OOM killer, ...
@@ -253,8 +269,11 @@ def start(
     cgroup, and the dataplane must outlive the driver. A ready ``launcher`` forks it with
     its imports done (it is in that cgroup already); otherwise it starts cold.
     """
-    with _STARTING:
-        return _start(args, log_file, cgroup=cgroup, launcher=launcher)
+    slot = _Slot()
+    try:
+        return _start(args, log_file, cgroup=cgroup, launcher=launcher, off_cpu=slot.release)
+    finally:
+        slot.release()
 
 
 def spawn(
@@ -304,8 +323,9 @@ def exit_status(process: ProcessId) -> int | None:
 
 
 def _start(
-    args: DataplaneArgs, log_file: Path, *, cgroup: Path | None, launcher: Launcher | None
-) -> ProcessId:
+    args: DataplaneArgs, log_file: Path, *, cgroup: Path | None, launcher: Launcher | None,
+    off_cpu: Callable[[], None],
+) -> ProcessId:  # fmt: skip
     log_file.parent.mkdir(parents=True, exist_ok=True)
     timeout = READY_TIMEOUT if args.rbd is None else RBD_READY_TIMEOUT
     with ExitStack() as opened:
@@ -319,7 +339,7 @@ def _start(
             os.close(ready_r)
             raise
     try:
-        line = _read_line(ready_r, timeout)
+        line = await_report(ready_r, timeout, off_cpu=off_cpu)
     finally:
         os.close(ready_r)
     report = parse_ready(line) if line else None
@@ -415,10 +435,24 @@ def _move_to_cgroup(pid: int, cgroup: Path) -> None:
         )  # fmt: skip
 
 
-def _read_line(fd: int, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
+def await_report(fd: int, timeout: float, *, off_cpu: Callable[[], None]) -> bytes:
+    """The readiness line written to ``fd`` within ``timeout`` seconds (what came of it, or
+    b"", when none did); ``off_cpu`` is called for a waiting line before it."""
+    for line in _read_lines(fd, time.monotonic() + timeout):
+        if parse_ready(line).get("waiting") is not None:
+            off_cpu()
+            continue
+        return line
+    return b""
+
+
+def _read_lines(fd: int, deadline: float) -> Iterator[bytes]:
+    """The lines written to ``fd`` until its end or ``deadline``; a last unfinished one too."""
     data = b""
-    while not data.endswith(b"\n"):
+    while True:
+        while b"\n" in data:
+            line, data = data.split(b"\n", 1)
+            yield line + b"\n"
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
             break
@@ -426,7 +460,8 @@ def _read_line(fd: int, timeout: float) -> bytes:
         if not chunk:
             break
         data += chunk
-    return data
+    if data:
+        yield data
 
 
 def _describe_exit(proc: Child, log_file: Path, *, silent: bool, timeout: float) -> str:

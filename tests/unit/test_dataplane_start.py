@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
     lock = threading.Lock()
 
     def one_start(
-        args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: object
-    ) -> ProcessId:
+        args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: object,
+        off_cpu: object,
+    ) -> ProcessId:  # fmt: skip
         nonlocal running, peak
         with lock:
             running += 1
@@ -50,6 +52,68 @@ def test_no_more_dataplanes_start_at_once_than_there_are_cpus(
         ]
     assert [f.result() for f in started] == [ProcessId(pid=1, start_time=1)] * burst
     assert peak == cpus
+
+
+def test_starts_waiting_on_ceph_give_their_cpu_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lost node's RBD volumes move over side by side: a start that says it waits on Ceph
+    (a dead holder's lock, up to a minute) no longer holds one of the CPUs' slots."""
+    waiting = peak = 0
+    lock = threading.Lock()
+    cpus = len(os.sched_getaffinity(0))
+    burst = 2 * cpus + 2
+    all_waiting = threading.Event()
+
+    def one_start(
+        args: DataplaneArgs, log_file: Path, cgroup: Path | None, launcher: object,
+        off_cpu: Callable[[], None],
+    ) -> ProcessId:  # fmt: skip
+        nonlocal waiting, peak
+        off_cpu()
+        off_cpu()  # once is enough: the slot is not given back twice
+        with lock:
+            waiting += 1
+            peak = max(peak, waiting)
+            if waiting == burst:
+                all_waiting.set()
+        all_waiting.wait(timeout=30)  # the lock breaks for all of them at once
+        return ProcessId(pid=1, start_time=1)
+
+    monkeypatch.setattr(dataplane_process, "_start", one_start)
+    with ThreadPoolExecutor(max_workers=burst) as workers:
+        started = [
+            workers.submit(dataplane_process.start, None, Path("log"))  # type: ignore[arg-type]
+            for _ in range(burst)
+        ]
+    assert [f.result() for f in started] == [ProcessId(pid=1, start_time=1)] * burst
+    assert peak == burst
+    # Every slot came back: a full set can be taken again without waiting.
+    taken = [dataplane_process._STARTING.acquire(blocking=False) for _ in range(cpus)]
+    for _ in range(sum(taken)):
+        dataplane_process._STARTING.release()
+    assert all(taken)
+
+
+def test_the_readiness_line_is_read_past_a_waiting_line() -> None:
+    waiting = b'{"protocol": %d, "waiting": "ceph"}\n' % PROTOCOL_VERSION
+    ready = b'{"protocol": %d, "ready": true}\n' % PROTOCOL_VERSION
+    calls = []
+    r, w = os.pipe()
+    try:
+        os.write(w, waiting + ready)  # in one read
+        line = dataplane_process.await_report(r, 5, off_cpu=lambda: calls.append(1))
+        assert line == ready and calls == [1]
+        os.write(w, waiting + ready[:10])
+        os.close(w)
+        w = -1
+        # What came of it, for the error to quote.
+        assert dataplane_process.await_report(r, 5, off_cpu=lambda: calls.append(2)) == ready[:10]
+        assert calls == [1, 2]
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
 
 
 # Stand-ins for ``python -m dataplane``: the ready fd is the last argument.
