@@ -162,14 +162,17 @@ def rbd_controller(
     return RbdController(volumes, snapshots, locks, own_secret=secret)
 
 
-def rbd_staging(known: dict[str, CephCluster], key_dir: Path) -> RbdStaging:
-    """The Node's way to RBD images; its key directory must be on tmpfs."""
+def rbd_staging(
+    known: dict[str, CephCluster], key_dir: Path, *, clusters_file: Path | None = None
+) -> RbdStaging:
+    """The Node's way to RBD images; its key directory must be on tmpfs. ``clusters_file``
+    is read again at each stage and each dataplane start, so moved monitors are found."""
     keys = KeyFiles(key_dir)
     try:
         keys.check()
     except RbdVolumeError as exc:
         raise ServeError("--ceph-key-dir", exc.message) from exc
-    return RbdStaging(known, keys)
+    return RbdStaging(known, keys, clusters_file=clusters_file)
 
 
 def build(
@@ -228,7 +231,11 @@ def build(
     volumes = None
     watcher = None
     if serves_node:
-        staging = rbd_staging(known, options.ceph_key_dir) if known is not None else None
+        staging = (
+            rbd_staging(known, options.ceph_key_dir, clusters_file=options.ceph_clusters)
+            if known is not None
+            else None
+        )
         volumes = NodeVolumes(
             pool, devices, NodeVolumeStore(options.state_dir), max_volumes=options.max_volumes,
             node_id=options.node_id, keys=staging.keys if staging else None,

@@ -2,7 +2,8 @@
 
 The device record holds where the image is and where its configuration and key are read
 from (``RbdSource``), never the key itself: each dataplane start reads them afresh into the
-target it hands over (``csi_vduse.ceph.target``). The driver opens the image
+target it hands over (``csi_vduse.ceph.target``), the monitors too where a clusters file
+names them, so a successor started after the monitors moved reaches them. The driver opens the image
 itself only to measure and grow it; librbd is loaded on first use, so a node that serves
 files only never loads it.
 """
@@ -10,6 +11,7 @@ files only never loads it.
 from __future__ import annotations
 
 import errno
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from csi_vduse.ceph import clusters
 from csi_vduse.ceph.target import RbdTarget, TargetError
 from csi_vduse.devices.errors import DeviceError, RbdImageError
 
 if TYPE_CHECKING:
     from csi_vduse.ceph.image import RbdImage
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONF = Path("/etc/ceph/ceph.conf")
 PREFIX = "rbd:"  # how a device's backing names an image: rbd:POOL[/NAMESPACE]/IMAGE
@@ -37,7 +42,11 @@ class RbdSource:
     user: str = "admin"
     conf: str | None = None  # a ceph.conf path; None with no mon_host: DEFAULT_CONF
     keyfile: str | None = None  # the key alone, or a keyring holding the user's key
-    mon_host: str = ""
+    mon_host: str = ""  # where no clusters file says otherwise
+    # A clusters file (ceph-csi's config.json), read at each start: entry cluster_id's
+    # monitors. None: mon_host (or the conf) alone.
+    clusters_file: str | None = None
+    cluster_id: str = ""
     connect_timeout: int = 30  # seconds to reach the monitors
     # The pool's id where the caller knows it (an RBD volume's id holds it): an image found
     # under the pool's name in a pool of another id is not this one.
@@ -76,7 +85,25 @@ class RbdSource:
             conf_path = DEFAULT_CONF
         conf = _read("read the Ceph configuration", conf_path) if conf_path else ""
         key = self._key() if self.keyfile else ""
-        return self._checked(key=key, conf=conf, dead_owner=dead_owner)
+        return self._checked(key=key, conf=conf, dead_owner=dead_owner, mon_host=self._monitors())
+
+    def _monitors(self) -> str:
+        """The monitors as the clusters file has them now; those the device was made with
+        where it cannot say (logged: a start may then miss monitors that moved)."""
+        if not self.clusters_file:
+            return self.mon_host
+        try:
+            current = clusters.load(Path(self.clusters_file)).get(self.cluster_id)
+        except clusters.ClusterConfigError as exc:
+            log.warning("RBD image %s: %s; using the monitors it was staged with", self.image, exc)
+            return self.mon_host
+        if current is None:
+            log.warning(
+                "RBD image %s: cluster %s is no longer in %s; using the monitors it was "
+                "staged with", self.image, self.cluster_id, self.clusters_file,
+            )  # fmt: skip
+            return self.mon_host
+        return current.mon_host
 
     def _key(self) -> str:
         """The user's key from ``keyfile``: the key alone (as ``rbd --keyfile`` reads it) or
@@ -95,11 +122,14 @@ class RbdSource:
             )
         return keys[0]
 
-    def _checked(self, *, key: str, conf: str = "", dead_owner: str = "") -> RbdTarget:
+    def _checked(
+        self, *, key: str, conf: str = "", dead_owner: str = "", mon_host: str | None = None
+    ) -> RbdTarget:
         try:
             return RbdTarget(
                 pool=self.pool, image=self.image, namespace=self.namespace, user=self.user,
-                mon_host=self.mon_host, key=key, conf=conf, dead_owner=dead_owner,
+                mon_host=self.mon_host if mon_host is None else mon_host, key=key, conf=conf,
+                dead_owner=dead_owner,
                 connect_timeout=self.connect_timeout,
             )  # fmt: skip
         except TargetError as exc:

@@ -4,6 +4,7 @@ the key (no Ceph needed: nothing here reaches a cluster)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
@@ -17,6 +18,7 @@ from csi_vduse.ceph.clusters import CephCluster
 from csi_vduse.csi import rbd_parameters
 from csi_vduse.csi.errors import RpcError
 from csi_vduse.csi.proto import pb
+from csi_vduse.devices.rbd_source import RbdSource
 from csi_vduse.mounts import mountinfo
 from csi_vduse.rbd.errors import RbdVolumeError
 from csi_vduse.rbd.ids import RbdVolumeId
@@ -216,3 +218,36 @@ def test_a_node_of_rbd_volumes_needs_the_clusters_file(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="exited at start"):
         driver.start()
     assert "add --ceph-clusters" in driver.log()
+
+
+def test_moved_monitors_are_found_by_the_next_stage_and_the_next_dataplane_start(
+    keys: KeyFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clusters file (a ConfigMap, updated in place) is read again at each stage and
+    each dataplane start; where it cannot be read, what was read before serves on."""
+    clusters_file = tmp_path / "config.json"
+
+    def monitors(*addresses: str) -> None:
+        entry = {
+            "clusterID": "east-1", "monitors": list(addresses),
+            "rbd": {"radosNamespace": "tenant-a"},
+        }  # fmt: skip
+        clusters_file.write_text(json.dumps([entry]))
+
+    monitors("10.0.0.1:6789")
+    staging = RbdStaging(CLUSTERS, keys, clusters_file=clusters_file)
+    secrets = {"userID": "csi", "userKey": KEY}
+    staged = staging.image(VOLUME, pool="volumes", image=VOLUME.image, secrets=secrets)
+    keys.keep(str(VOLUME), key=staged.key)
+    source = RbdSource.from_json(staged.source.to_json())  # as the device record keeps it
+    assert source.mon_host == "10.0.0.1:6789"
+    monitors("10.0.0.7:6789", "10.0.0.8:6789")  # the operator moved them
+    assert source.target().mon_host == "10.0.0.7:6789,10.0.0.8:6789"
+    again = staging.image(VOLUME, pool="volumes", image=VOLUME.image, secrets=secrets)
+    assert again.source.mon_host == "10.0.0.7:6789,10.0.0.8:6789"
+    assert again.source.namespace == "tenant-a"
+    clusters_file.write_text("not json")
+    assert source.target().mon_host == "10.0.0.1:6789"  # as staged
+    assert "using the monitors it was staged with" in caplog.text
+    last = staging.image(VOLUME, pool="volumes", image=VOLUME.image, secrets=secrets)
+    assert last.source.mon_host == "10.0.0.7:6789,10.0.0.8:6789"  # as last read
