@@ -5,6 +5,7 @@ wait still short of the threshold, do not."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,9 @@ def health_of(tmp_path: Path, volume_id: str, *, waited_s: float | None) -> tupl
 
 def test_an_rbd_volume_whose_cluster_stopped_answering_is_abnormal(tmp_path: Path) -> None:
     abnormal, message = health_of(tmp_path, RBD_VOLUME, waited_s=STALL_ABNORMAL_S + 12)
-    assert abnormal
-    assert f"waited {STALL_ABNORMAL_S + 12} s" in message
+    assert abnormal, message
+    waited = re.search(r"waited (\d+) s", message)
+    assert waited and STALL_ABNORMAL_S + 12 <= int(waited[1]) < STALL_ABNORMAL_S + 72, message
     assert "RBD image replicapool/csi-vol-x" in message
     assert "Ceph cluster at 192.0.2.1:6789 is unreachable" in message
 

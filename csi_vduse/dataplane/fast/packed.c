@@ -186,11 +186,13 @@ static int serve_one(struct dp_queue *q, uint16_t at, int fresh, uint64_t *done_
     }
     uint32_t written = 0;
     if (c.status_ok) {
-        if (q->stats && fresh)
+        if (q->stats)
             dp_stats_start(q->stats, &q->waiting, &t0);
         dp_blk_serve(q, &c, -1, &written);
         if (q->stats && fresh)
             dp_stats_account(q->stats, &q->waiting, &c.out, &t0);
+        else if (q->stats) /* replayed: counted by the predecessor that took it */
+            dp_stats_done(q->stats, &q->waiting);
     }
     q->nbad = 0;
     q->served++;

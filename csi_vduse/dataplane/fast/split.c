@@ -174,8 +174,18 @@ int dp_split_recover(struct dp_queue *q)
         if (c.need_map)
             return DP_NEED_MAP;
         uint32_t written = 0;
-        if (c.status_ok)
+        if (c.status_ok) {
+            /* Replayed on a backend that may not answer (Ceph down at the takeover): marked
+             * as waiting, not counted again. */
+            struct timespec t0;
+            if (q->stats) {
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                dp_stats_start(q->stats, &q->waiting, &t0);
+            }
             dp_blk_serve(q, &c, -1, &written);
+            if (q->stats)
+                dp_stats_done(q->stats, &q->waiting);
+        }
         q->nbad = 0;
         dp_split_push_used(q, (uint16_t)head, written);
         dp_log_completed(q, (uint16_t)head);

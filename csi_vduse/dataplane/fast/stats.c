@@ -18,15 +18,27 @@ void dp_stats_start(uint64_t *s, uint32_t *waiting, const struct timespec *t0)
         __atomic_store_n(&s[DP_ST_WAITING_SINCE], mark_of(t0), __ATOMIC_RELAXED);
 }
 
+/* A request finished at `t1`: the backend moves. Those still waiting wait from now on. */
+static void finished(uint64_t *s, uint32_t *waiting, const struct timespec *t1)
+{
+    if (*waiting)
+        --*waiting;
+    __atomic_store_n(&s[DP_ST_WAITING_SINCE], *waiting ? mark_of(t1) : 0, __ATOMIC_RELAXED);
+}
+
+void dp_stats_done(uint64_t *s, uint32_t *waiting)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    finished(s, waiting, &t1);
+}
+
 void dp_stats_account(uint64_t *s, uint32_t *waiting, const struct dp_outcome *o,
                       const struct timespec *t0)
 {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    /* A request finished: the backend moves. Those still waiting wait from now on. */
-    if (*waiting)
-        --*waiting;
-    __atomic_store_n(&s[DP_ST_WAITING_SINCE], *waiting ? mark_of(&t1) : 0, __ATOMIC_RELAXED);
+    finished(s, waiting, &t1);
     int64_t elapsed = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000000 + (t1.tv_nsec - t0->tv_nsec);
     uint64_t ns = elapsed > 0 ? (uint64_t)elapsed : 0;
     /* The smallest k with ns <= 16 us << k, from ceil(ns / 16 us). */

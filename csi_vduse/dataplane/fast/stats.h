@@ -40,6 +40,9 @@ static inline void dp_stat_add(uint64_t *word, uint64_t by)
 /* A request taken at `t0` (CLOCK_MONOTONIC) goes to the backend; `waiting` is the queue's
  * count of such requests not yet accounted. Every call is matched by one dp_stats_account. */
 void dp_stats_start(uint64_t *stats, uint32_t *waiting, const struct timespec *t0);
+/* A request dp_stats_start counted no longer waits (the backend moved): for a replayed
+ * request, which the counters already have from the predecessor that took it. */
+void dp_stats_done(uint64_t *stats, uint32_t *waiting);
 /* Count a request started at `t0` into the block `stats`: it no longer waits. */
 void dp_stats_account(uint64_t *stats, uint32_t *waiting, const struct dp_outcome *o,
                       const struct timespec *t0);

@@ -25,8 +25,9 @@
  *   - Every backend is wrapped in a checker of backend.h's contract: a read or write
  *     reports all its bytes or an error, only operations in flight are reaped, and a read
  *     the fake librbd completed short is never reported whole.
- *   - When the queue is freed, every request that went to the backend has been accounted:
- *     the stats block's stall mark (DP_ST_WAITING_SINCE) is back to 0.
+ *   - After each pass only the requests the backend holds wait, and the stats block's stall
+ *     mark (DP_ST_WAITING_SINCE) is set exactly while one does; when the queue is freed,
+ *     every request has been accounted and the mark is back to 0.
  *
  * Input format (little-endian; a short input reads as if padded with zero bytes):
  *
@@ -440,10 +441,19 @@ static void round_trip(struct run *r)
 }
 
 /* Serve with at most `trips` mappings in between; DP_BROKEN stops the queue for good. */
+/* Between passes nothing is being served: only what the backend holds waits, and the stall
+ * mark is set exactly while something does. */
+static void check_stall_mark(const struct dp_queue *q)
+{
+    if (q->stats && (q->waiting != q->inflight || !q->stats[DP_ST_WAITING_SINCE] != !q->waiting))
+        __builtin_trap();
+}
+
 static void serve(struct run *r, int trips)
 {
     for (int i = 0; i < trips && !r->broken; i++) {
         int rc = dp_serve(r->q);
+        check_stall_mark(r->q);
         if (rc == DP_BROKEN)
             r->broken = 1;
         if (rc != DP_NEED_MAP)

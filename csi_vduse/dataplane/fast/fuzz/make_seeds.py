@@ -528,8 +528,9 @@ def seed_split_capacity() -> Guest:
 
 def seed_split_resume() -> Guest:
     """Takeover of a split queue from its in-flight log: one used element published but not
-    logged, one head taken but last_avail not moved, and heads still in flight replayed."""
-    g = Guest(size=16, log=True, resume=True, log_avail=1, log_used=0)
+    logged, one head taken but last_avail not moved, and heads still in flight replayed
+    (with the stats block: replays mark the queue waiting, and are not counted again)."""
+    g = Guest(size=16, log=True, resume=True, log_avail=1, log_used=0, stats=True)
     q = Split(g)
     heads = [q.request(RequestType.OUT, sector=s, out=bytes([s + 1]) * 512) for s in range(4)]
     # Taken: heads 0 and 1 (last_avail 1: head 1 was flagged before last_avail moved), and
@@ -583,7 +584,7 @@ def seed_packed_events() -> Guest:
 def seed_packed_resume() -> Guest:
     """Takeover of a packed queue: the chain taken but never completed is served again."""
     g = Guest(size=8, packed=True, log=True, resume=True, avail=1 << 15,
-              log_avail=3 | 1 << 15, log_used=0 | 1 << 15, inflight=(0,))  # fmt: skip
+              log_avail=3 | 1 << 15, log_used=0 | 1 << 15, inflight=(0,), stats=True)  # fmt: skip
     q = Packed(g)
     q.request(RequestType.OUT, sector=1, out=b"p" * 512)
     q.request(RequestType.IN, sector=1, in_len=512)
