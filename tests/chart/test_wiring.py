@@ -749,6 +749,8 @@ def own_secret_of(workload: Obj) -> str | None:
     assert mounts(plugin)[path].get("readOnly") is True
     paths = {item["path"] for item in volume["secret"]["items"]}
     assert paths == {"userID", "userKey"}, volume
+    # A missing Secret must not keep the pod (and CreateVolume with it) from starting.
+    assert volume["secret"].get("optional") is True, volume
     return str(volume["secret"]["secretName"])
 
 
