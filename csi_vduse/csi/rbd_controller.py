@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import json
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from csi_vduse.csi import parameters, rbd_parameters, validate
 from csi_vduse.csi.capacity import capacity_for, fits
@@ -34,6 +36,9 @@ if TYPE_CHECKING:  # only a driver given --ceph-clusters makes one, and loads li
 Key = tuple[int, str]  # how listings are ordered and paged: creation time, id
 VolumeEntry = pb.ListVolumesResponse.Entry
 SnapshotEntry = pb.ListSnapshotsResponse.Entry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RbdController:
@@ -195,13 +200,32 @@ class RbdController:
 
     # -- the calls without secrets, and ListSnapshots -------------------------------------
 
+    def _across_clusters(
+        self, what: str, work: Callable[[str, dict[str, str]], list[T]],
+        secrets: dict[str, str] | None = None,
+    ) -> list[T]:  # fmt: skip
+        """``work`` for every cluster the driver knows, with ``secrets`` or its own. A cluster
+        that fails (unreachable, no or refused credentials) is left out, with a warning, so
+        one cluster gone does not hide the others; when every one fails, so does the call."""
+        clusters = sorted(self.volumes.pools.clusters)
+        results: list[T] = []
+        failed: list[RbdVolumeError] = []
+        for cluster_id in clusters:
+            try:
+                results.extend(work(cluster_id, secrets or self._own_secrets(cluster_id)))
+            except RbdVolumeError as exc:
+                log.warning("%s: Ceph cluster %s left out: %s", what, cluster_id, exc.message)
+                failed.append(exc)
+        if failed and len(failed) == len(clusters):
+            raise failed[0]
+        return results
+
     def volume_entries(self) -> list[tuple[Key, VolumeEntry]]:
-        """Every volume of ours in every cluster the driver knows."""
+        """Every volume of ours in every cluster the driver knows (and can reach)."""
         from csi_vduse.rbd import inventory  # noqa: PLC0415  (loads librbd)
 
-        entries = []
-        for cluster_id in sorted(self.volumes.pools.clusters):
-            secrets = self._own_secrets(cluster_id)
+        def in_cluster(cluster_id: str, secrets: dict[str, str]) -> list[tuple[Key, VolumeEntry]]:
+            entries = []
             for found in inventory.images(
                 self.volumes.pools, cluster_id, secrets, prefix=IMAGE_PREFIX
             ):
@@ -210,7 +234,9 @@ class RbdController:
                     status = pb.ListVolumesResponse.VolumeStatus(volume_condition=_condition(found))
                     entry = VolumeEntry(volume=volume, status=status)
                     entries.append(((found.facts.created_ns, volume.volume_id), entry))
-        return entries
+            return entries
+
+        return self._across_clusters("ListVolumes", in_cluster)
 
     def get_volume(self, volume_id: RbdVolumeId) -> pb.ControllerGetVolumeResponse:
         from csi_vduse.rbd import inventory  # noqa: PLC0415  (loads librbd)
@@ -252,9 +278,8 @@ class RbdController:
             ):
                 return []
             clusters, pool = [source.cluster], source.pool_id
-        entries = []
-        for cluster_id in clusters:
-            secrets = dict(request.secrets) or self._own_secrets(cluster_id)
+
+        def in_cluster(cluster_id: str, secrets: dict[str, str]) -> list[tuple[Key, SnapshotEntry]]:
             if image is not None and pool is not None:
                 found = inventory.find(
                     self.volumes.pools, cluster_id, secrets, pool=pool, image=image
@@ -265,24 +290,33 @@ class RbdController:
                     self.volumes.pools, cluster_id, secrets, prefix=SNAPSHOT_IMAGE_PREFIX,
                     pool=pool,
                 )  # fmt: skip
+            entries = []
             for found in everything:
                 snapshot = _snapshot_of(found)
                 if snapshot is None or (source and snapshot.source_volume_id != str(source)):
                     continue
                 key = (snapshot.creation_time.ToNanoseconds(), snapshot.snapshot_id)
                 entries.append((key, SnapshotEntry(snapshot=snapshot)))
-        return entries
+            return entries
+
+        if len(clusters) == 1:  # named by the request: its secrets are that cluster's
+            return in_cluster(clusters[0], dict(request.secrets) or self._own_secrets(clusters[0]))
+        # Every cluster: one user's secrets reach one cluster at best, so the driver's own
+        # serve where it has them.
+        given = None if self.own_secret is not None else dict(request.secrets) or None
+        return self._across_clusters("ListSnapshots", in_cluster, given)
 
     def get_capacity(self, own: dict[str, str] | None) -> pb.GetCapacityResponse:
         """What the StorageClass's pool (its data pool, where it names one) can still hold,
         as ``ceph df`` says: replication and the full ratio counted. Without parameters:
         the most any pool for RBD of any cluster can."""
         if own is None:
-            largest = 0
-            for cluster_id in sorted(self.volumes.pools.clusters):
-                with self.volumes.pools.survey(cluster_id, self._own_secrets(cluster_id)) as survey:
-                    for pool in survey.rbd_pools():
-                        largest = max(largest, _space(survey, pool))
+
+            def in_cluster(cluster_id: str, secrets: dict[str, str]) -> list[int]:
+                with self.volumes.pools.survey(cluster_id, secrets) as survey:
+                    return [_space(survey, pool) for pool in survey.rbd_pools()]
+
+            largest = max(self._across_clusters("GetCapacity", in_cluster), default=0)
             return pb.GetCapacityResponse(available_capacity=largest)
         placement = rbd_parameters.parse(own).placement
         secrets = self._own_secrets(placement.cluster)

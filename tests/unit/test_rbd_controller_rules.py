@@ -3,12 +3,20 @@ that are none of its volumes' or snapshots' (csi-sanity's fake ids among them)."
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import grpc
 import pytest
 
+from csi_vduse.ceph.clusters import CephCluster
+from csi_vduse.csi.locks import OperationLocks
+from csi_vduse.csi.rbd_controller import RbdController
+from csi_vduse.rbd.controller_secret import ControllerSecret
+from csi_vduse.rbd.errors import RbdVolumeError
 from tests.driver import Driver, mount_capability, pb
 
 RPC = pb.ControllerServiceCapability.RPC.Type
@@ -142,3 +150,39 @@ def test_a_chain_limit_out_of_range_stops_the_start(tmp_path: Path, limit: str) 
     with pytest.raises(AssertionError, match="exited at start"):
         driver.start()
     assert "--rbd-chain-limit" in driver.log()
+
+
+def test_a_cluster_that_fails_is_left_out_of_a_listing_unless_every_one_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One cluster gone (or without credentials of the driver's) does not hide the
+    others' volumes; when none answers, the call fails with the first one's reason."""
+    own = tmp_path / "own"
+    for cluster_id in ("east-1", "west-2"):
+        (own / cluster_id).mkdir(parents=True)
+        for key, value in SECRETS.items():
+            (own / cluster_id / key).write_text(value)
+    clusters = {
+        name: CephCluster(id=name, monitors=("192.0.2.1:6789",))
+        for name in ("east-1", "west-2", "north-3")  # north-3: no credentials of ours
+    }
+    volumes = SimpleNamespace(pools=SimpleNamespace(clusters=clusters))
+    controller = RbdController(
+        cast(Any, volumes), cast(Any, None), OperationLocks(), own_secret=ControllerSecret(own)
+    )
+
+    def work(cluster_id: str, secrets: dict[str, str]) -> list[str]:
+        assert secrets == SECRETS
+        if cluster_id == "west-2":
+            raise RbdVolumeError("connect", "monitors did not answer", errno.ETIMEDOUT)
+        return [f"volume of {cluster_id}"]
+
+    assert controller._across_clusters("ListVolumes", work) == ["volume of east-1"]
+    assert "Ceph cluster west-2 left out: monitors did not answer" in caplog.text
+    assert "Ceph cluster north-3 left out" in caplog.text
+
+    def fails(cluster_id: str, secrets: dict[str, str]) -> list[str]:
+        raise RbdVolumeError("connect", f"{cluster_id} did not answer", errno.ETIMEDOUT)
+
+    with pytest.raises(RbdVolumeError, match="east-1 did not answer"):
+        controller._across_clusters("ListVolumes", fails)
