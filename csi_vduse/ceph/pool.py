@@ -152,13 +152,17 @@ class RbdPool:
         self._check(rc, "describe RBD image", image=image)
         names = ffi.unpack(keys, keys_len[0]).split(b"\0")[:-1]
         texts = ffi.unpack(values, values_len[0]).split(b"\0")[:-1]
+        metadata = {}
+        if len(names) == len(texts):  # else a value holds a NUL (no one of ours does)
+            metadata = {
+                k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in zip(names, texts, strict=True)
+            }
         return ImageFacts(
             size=int(facts.size),
             features=int(facts.features),
             created_ns=int(facts.created),
-            metadata={
-                k.decode(): v.decode(errors="replace") for k, v in zip(names, texts, strict=True)
-            },
+            metadata=metadata,
         )
 
     def resize(self, image: str, size: int) -> None:

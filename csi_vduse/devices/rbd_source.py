@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,13 @@ class RbdSource:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RbdSource:
-        return cls(**data)
+        """A record's source; fields a later release added are left out, so a driver rolled
+        back still restarts the dataplanes of the devices its successor made."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            log.info("RBD image %s: ignoring the record's fields %s", data.get("image"), unknown)
+        return cls(**{name: value for name, value in data.items() if name in known})
 
     def target(self, *, dead_owner: str = "") -> RbdTarget:
         """What a dataplane needs, read now: the configuration's text and the key."""
@@ -85,9 +91,9 @@ class RbdSource:
             conf_path = DEFAULT_CONF
         conf = _read("read the Ceph configuration", conf_path) if conf_path else ""
         key = self._key() if self.keyfile else ""
-        return self._checked(key=key, conf=conf, dead_owner=dead_owner, mon_host=self._monitors())
+        return self._checked(key=key, conf=conf, dead_owner=dead_owner, mon_host=self.monitors())
 
-    def _monitors(self) -> str:
+    def monitors(self) -> str:
         """The monitors as the clusters file has them now; those the device was made with
         where it cannot say (logged: a start may then miss monitors that moved)."""
         if not self.clusters_file:

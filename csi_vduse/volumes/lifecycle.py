@@ -481,8 +481,9 @@ def _device_size(device: str | None) -> int:
 def _stalled(device: DeviceRecord, waited: int) -> str:
     """What a volume whose backend stopped answering tells its user, and where to look."""
     if device.rbd is not None:
-        monitors = device.rbd.get("mon_host")
-        conf = device.rbd.get("conf") or rbd_source.DEFAULT_CONF
+        source = rbd_source.RbdSource.from_json(device.rbd)
+        monitors = source.monitors()  # as its next dataplane would find them
+        conf = source.conf or rbd_source.DEFAULT_CONF
         cluster = f"at {monitors}" if monitors else f"of {conf}"
         return (
             f"I/O has waited {waited} s on RBD image {device.backing.removeprefix('rbd:')} "

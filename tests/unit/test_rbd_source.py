@@ -184,3 +184,10 @@ def test_a_file_devices_record_has_no_rbd_fields(tmp_path: Path) -> None:
                             profile=DeviceSpec(name="v", backing=Path("/x")).profile))  # fmt: skip
     written = json.loads((tmp_path / "devices" / "vol.json").read_text())
     assert "rbd" not in written and "rbd_client" not in written
+
+
+def test_a_record_from_a_later_release_still_reads(tmp_path: Path) -> None:
+    """A driver rolled back restarts the dataplanes of devices its successor recorded."""
+    source = RbdSource(pool="rbd", image="vol", mon_host="10.0.0.1:6789")
+    later = {**source.to_json(), "a_later_field": 7}
+    assert RbdSource.from_json(later) == source
