@@ -426,6 +426,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", backends, indirect=True)
 
 
+def mount_runs_only(backend: str) -> None:
+    """Ours, or with its own access types: the same in a block run as in the mount run."""
+    if backend.endswith("-block"):
+        pytest.skip("the mount run of this backend has it")
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     """``file``, or ``rbd`` or ``rbd-block`` in the modules whose ``BACKENDS`` name them."""

@@ -21,13 +21,19 @@ from tests.csi.conftest import (
     controller_supports,
     expect_error_code,
     make_expand_volume_req,
+    mount_runs_only,
     require_controller,
     require_node,
     unique_string,
     unique_valid_volume_id,
     volume_capability,
 )
-from tests.csi.test_node import create_volume, node_id, node_publish_volume, node_stage_volume
+from tests.csi.test_node import (
+    create_volume,
+    node_id,
+    node_publish_volume,
+    node_stage_volume,
+)
 
 BACKENDS = ALL_BACKENDS  # csi-sanity's: against files and against RBD
 
@@ -158,8 +164,9 @@ class TestNodeExpandVolume:
     # NodeExpandVolume must grow the device and the mounted filesystem.
     @pytest.mark.vm
     def test_online_expansion_grows_the_mounted_filesystem(
-        self, sc: SanityContext, r: Resources
+        self, sc: SanityContext, r: Resources, backend: str
     ) -> None:
+        mount_runs_only(backend)
         vol = create_volume(r, unique_string("sanity-node-expand-online"))
         node_stage_volume(sc, vol)
         node_publish_volume(sc, vol)

@@ -25,6 +25,7 @@ from tests.csi.conftest import (
     SanityContext,
     expect_error_code,
     make_create_volume_req,
+    mount_runs_only,
     node_supports,
     plugin_supports,
     require_node,
@@ -406,8 +407,9 @@ class TestNodeGetVolumeStats:
     # a normal condition (CSI spec, NodeGetVolumeStats).
     @pytest.mark.vm
     def test_published_mount_reports_bytes_inodes_and_a_normal_condition(
-        self, sc: SanityContext, r: Resources
+        self, sc: SanityContext, r: Resources, backend: str
     ) -> None:
+        mount_runs_only(backend)
         vol = create_volume(r, unique_string("sanity-node-volume-condition"))
         node_stage_volume(sc, vol)
         node_publish_volume(sc, vol)
@@ -425,7 +427,10 @@ class TestNodeService:
     # Node Service should work
     @pytest.mark.vm
     @pytest.mark.parametrize("access_type", ["mount", "block"])
-    def test_should_work(self, sc: SanityContext, r: Resources, access_type: str) -> None:
+    def test_should_work(
+        self, sc: SanityContext, r: Resources, access_type: str, backend: str
+    ) -> None:
+        mount_runs_only(backend)  # it names its access types itself
         # csi-sanity runs this once per --csi.testvolumeaccesstype; we run both types.
         run_controller_test(sc, r, 1, access_type)
         if access_type == "block":
