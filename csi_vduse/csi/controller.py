@@ -31,7 +31,7 @@ from csi_vduse.csi.errors import (
 from csi_vduse.csi.locks import OperationLocks
 from csi_vduse.csi.modify import VolumeModifier
 from csi_vduse.csi.modify_routing import ModifyRouter
-from csi_vduse.csi.paging import page
+from csi_vduse.csi.paging import page_of
 from csi_vduse.csi.proto import pb
 from csi_vduse.csi.rbd_controller import RbdController
 from csi_vduse.csi.timestamps import timestamp
@@ -306,11 +306,9 @@ class ControllerService:
             ]
         if self.rbd is not None and (self.rbd.lists or self.pool is None):
             entries += self.rbd.volume_entries()
-        entries.sort(key=lambda entry: entry[0])
-        chosen, token = page(
-            [entry for _, entry in entries], keys=[key for key, _ in entries],
-            token=request.starting_token, max_entries=request.max_entries,
-        )  # fmt: skip
+        chosen, token = page_of(
+            entries, token=request.starting_token, max_entries=request.max_entries
+        )
         return pb.ListVolumesResponse(entries=chosen, next_token=token)
 
     @rpc
@@ -490,11 +488,9 @@ class ControllerService:
             ]
         if self.rbd is not None and (self.rbd.lists or self.pool is None or rbd_asked):
             entries += self.rbd.snapshot_entries(request)
-        entries.sort(key=lambda entry: entry[0])
-        chosen, token = page(
-            [entry for _, entry in entries], keys=[key for key, _ in entries],
-            token=request.starting_token, max_entries=request.max_entries,
-        )  # fmt: skip
+        chosen, token = page_of(
+            entries, token=request.starting_token, max_entries=request.max_entries
+        )
         return pb.ListSnapshotsResponse(entries=chosen, next_token=token)
 
     @rpc

@@ -40,3 +40,15 @@ def page(
         last = keys[end - 1]
         next_token = f"{last[0]}:{last[1]}"
     return list(entries[start:end]), next_token
+
+
+def page_of(
+    keyed: list[tuple[tuple[int, str], T]], *, token: str, max_entries: int
+) -> tuple[list[T], str]:
+    """``page`` of entries given with their keys in any order (a pool's and a cluster's
+    merged): sorted by key first."""
+    keyed.sort(key=lambda pair: pair[0])
+    return page(
+        [entry for _, entry in keyed], keys=[key for key, _ in keyed], token=token,
+        max_entries=max_entries,
+    )  # fmt: skip

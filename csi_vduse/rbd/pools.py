@@ -7,8 +7,9 @@ disconnects when done; nothing is kept between calls. What Ceph says becomes an
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import TypeVar
 
 from csi_vduse.ceph.clusters import CephCluster
 from csi_vduse.ceph.image import RbdError
@@ -26,18 +27,9 @@ class Pools:
         self.clusters = dict(clusters)
         self.op_timeout = op_timeout
 
-    @contextmanager
-    def survey(self, cluster_id: str, secrets: Mapping[str, str]) -> Iterator[Survey]:
+    def survey(self, cluster_id: str, secrets: Mapping[str, str]) -> AbstractContextManager[Survey]:
         """Cluster ``cluster_id`` as a whole, connected as the user ``secrets`` name."""
-        try:
-            opened = Survey(self._access(cluster_id, secrets))
-        except RbdError as exc:
-            raise volume_error(exc) from exc
-        with opened:
-            try:
-                yield opened
-            except RbdError as exc:
-                raise volume_error(exc) from exc
+        return _translated(lambda: Survey(self._access(cluster_id, secrets)))
 
     def _access(self, cluster_id: str, secrets: Mapping[str, str]) -> CephAccess:
         return credentials.access(
@@ -47,22 +39,31 @@ class Pools:
             connect_timeout=credentials.CONNECT_TIMEOUT,
         )
 
-    @contextmanager
     def open(
         self, cluster_id: str, pool: str | int, secrets: Mapping[str, str]
-    ) -> Iterator[RbdPool]:
+    ) -> AbstractContextManager[RbdPool]:
         """Pool ``pool`` (a name, or an id) of cluster ``cluster_id``, connected as the
         user ``secrets`` name, for the ``with`` block."""
         namespace = credentials.cluster(self.clusters, cluster_id).rados_namespace
+        return _translated(lambda: RbdPool(self._access(cluster_id, secrets), pool, namespace))
+
+
+Opened = TypeVar("Opened", Survey, RbdPool)
+
+
+@contextmanager
+def _translated(open_: Callable[[], Opened]) -> Iterator[Opened]:
+    """What ``open_`` opens, for the ``with`` block, its RbdErrors (opening it too) as
+    RbdVolumeErrors."""
+    try:
+        opened = open_()
+    except RbdError as exc:
+        raise volume_error(exc) from exc
+    with opened:
         try:
-            opened = RbdPool(self._access(cluster_id, secrets), pool, namespace)
+            yield opened
         except RbdError as exc:
             raise volume_error(exc) from exc
-        with opened:
-            try:
-                yield opened
-            except RbdError as exc:
-                raise volume_error(exc) from exc
 
 
 def volume_error(exc: RbdError) -> RbdVolumeError:
